@@ -1,0 +1,46 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each does its own set-up: a virtual environment in .venv, the CPU torch pin first
+# (ENVIRONMENT.md: a bare torch requirement would pull a multi-GB CUDA build), then the
+# package with its extras. A stamp file skips the installs on re-runs until setup.cfg changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+TORCH_PIN := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e ".[test,data]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nrnn demo
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow" --hypothesis-profile=ci $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow --hypothesis-profile=ci $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" --hypothesis-profile=ci $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,574 @@
+r"""NRNN dynamics: drift, diffusion, steps in both conventions, rollouts, Jacobians, readout.
+
+Implements THEORY.md §2-3. The model is the SDE
+
+.. math:: dh_t = f(h_t, x_t)\,dt + \epsilon\,\sigma(h_t)\,dB_t,\qquad
+          f(h, x) = \alpha A h + \tanh(W h + U x + b),
+
+discretized either by Euler-Maruyama (``convention="sde"``) or as in the authors'
+public code (``convention="paper_code"``); see :class:`~nrnn_theory.NoiseSpec`.
+
+All functions are pure and batch-first: inputs ``xs`` are (B, T, D), states (B, H),
+logits (B, C). dtype and device follow the parameters; inputs must match them.
+Randomness comes only from the keyword-only ``generator``.
+
+Noise draws
+-----------
+Functions that take ``eta`` expect *standardized* draws (mean 0, covariance I) of
+shape (B, T, r) for a rollout or (B, r) for one step, with ``r = noise_dim(noise, H)``:
+
+* ``"sde"``, ``"diagonal"``: ``r = H``, the Brownian increments divided by
+  :math:`\sqrt{\Delta t}`;
+* ``"sde"``, ``"scalar"``: ``r = H + 1``, the additive increments then the shared
+  multiplicative one;
+* ``"paper_code"``: ``r = 2H``, the additive normals :math:`\zeta` then
+  :math:`\sqrt{12}(u - 1/2)` for the uniforms :math:`u` of the multiplicative factor.
+
+:func:`sample_noise` draws exactly what :func:`rollout` draws internally for the same
+generator state, so a sampled path can be replayed or shared between two rollouts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nrnn_theory._step import StepKernel, noise_dim
+from nrnn_theory._types import NoiseSpec, NRNNParams
+from nrnn_theory._validation import (
+    check_finite,
+    check_positive_int,
+    check_same_dtype_device,
+    check_shape,
+    check_tensor,
+    is_transformed,
+)
+
+
+__all__ = [
+    "NonFiniteStateError",
+    "diffusion",
+    "drift",
+    "input_jacobian",
+    "logits",
+    "noise_covariance",
+    "noise_dim",
+    "noise_matrix",
+    "readout",
+    "rollout",
+    "sample_noise",
+    "state_jacobian",
+    "step",
+    "step_moments",
+]
+
+#: Time steps whose input projection is computed at once; bounds the no-grad memory
+#: of a rollout to O(B * H * _CHUNK) whatever T is.
+_CHUNK = 128
+
+
+class NonFiniteStateError(FloatingPointError, ValueError):
+    """A rollout's hidden state overflowed to NaN or infinity."""
+
+
+# --------------------------------------------------------------------------- validation
+def _check_params(params: object) -> NRNNParams:
+    if not isinstance(params, NRNNParams):
+        raise TypeError(f"params: expected NRNNParams, got {type(params).__name__}")
+    return params
+
+
+def _check_noise(noise: object) -> NoiseSpec | None:
+    if noise is not None and not isinstance(noise, NoiseSpec):
+        raise TypeError(f"noise: expected NoiseSpec or None, got {type(noise).__name__}")
+    return noise
+
+
+def _check_xs(params: NRNNParams, xs: object) -> Tensor:
+    xs = check_tensor("xs", xs)
+    D = params.input_size
+    check_shape("xs", xs, (None, None, D), f"(B, T, D) to match U {tuple(params.U.shape)}")
+    if xs.shape[1] == 0:
+        raise ValueError("xs: expected at least one time step (T >= 1), got T = 0")
+    check_same_dtype_device("xs", xs, "params", params.A)
+    check_finite("xs", xs)
+    return xs
+
+
+def _check_state(params: NRNNParams, h: object, name: str, batch: int | None) -> Tensor:
+    h = check_tensor(name, h)
+    H = params.hidden_size
+    check_shape(name, h, (batch, H), f"(B, H) with H = {H} from A")
+    check_same_dtype_device(name, h, "params", params.A)
+    check_finite(name, h)
+    return h
+
+
+def _check_input(params: NRNNParams, x: object, batch: int) -> Tensor:
+    x = check_tensor("x", x)
+    D = params.input_size
+    check_shape("x", x, (batch, D), f"(B, D) to match h and U {tuple(params.U.shape)}")
+    check_same_dtype_device("x", x, "params", params.A)
+    check_finite("x", x)
+    return x
+
+
+def _check_eta(params, noise, eta, lead: tuple[int, ...]) -> Tensor | None:
+    if eta is None:
+        return None
+    if noise is None:
+        raise ValueError("eta: noise draws were given but noise is None; pass a NoiseSpec")
+    eta = check_tensor("eta", eta)
+    r = noise_dim(noise, params.hidden_size)
+    layout = "(B, T, r)" if len(lead) == 2 else "(B, r)"
+    check_shape(
+        "eta",
+        eta,
+        (*lead, r),
+        f"{layout} with r = noise_dim(noise, H) = {r} for {noise.convention}/{noise.structure}",
+    )
+    check_same_dtype_device("eta", eta, "params", params.A)
+    check_finite("eta", eta)
+    return eta
+
+
+def _fresh_generator(device: torch.device) -> torch.Generator:
+    # Seeded from the default generator, so torch.manual_seed still reproduces runs.
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+# ------------------------------------------------------------------------ single step
+def drift(params: NRNNParams, h: Tensor, x: Tensor) -> Tensor:
+    r"""Drift :math:`f(h, x) = \alpha A h + \tanh(W h + U x + b)` (THEORY.md §2).
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+    x : Tensor, shape (B, D)
+
+    Returns
+    -------
+    Tensor, shape (B, H)
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.zeros(2, 1),
+    ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.1)
+    >>> drift(p, torch.ones(1, 2), torch.zeros(1, 1))
+    tensor([[-1., -1.]])
+    """
+    params = _check_params(params)
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    k = StepKernel(params, None)
+    return k.drift(h, k.project(x))[0]
+
+
+def diffusion(params: NRNNParams, h: Tensor, noise: NoiseSpec) -> Tensor:
+    r"""SDE diffusion coefficient :math:`\sigma(h)` (without :math:`\epsilon`), THEORY.md §2.
+
+    ``"diagonal"``: :math:`\sigma_1 I + \sigma_2\mathrm{diag}(h)`, shape (B, H, H).
+    ``"scalar"``: :math:`[\sigma_1 I \mid \sigma_2 h]`, shape (B, H, H + 1).
+
+    Only defined for ``convention="sde"``; the ``"paper_code"`` step has no diffusion
+    coefficient of this form (see :func:`noise_matrix`).
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.zeros(2, 1),
+    ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.1)
+    >>> diffusion(p, torch.tensor([[1.0, 2.0]]), NoiseSpec(sigma1=1.0, sigma2=0.5))
+    tensor([[[1.5000, 0.0000],
+             [0.0000, 2.0000]]])
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    if noise is None or noise.convention != "sde":
+        got = None if noise is None else noise.convention
+        raise ValueError(f"noise: expected a NoiseSpec with convention 'sde', got {got!r}")
+    h = _check_state(params, h, "h", None)
+    unit = NoiseSpec(epsilon=1.0, sigma1=noise.sigma1, sigma2=noise.sigma2, structure=noise.structure)
+    # The unified G of the kernel is eps * sqrt(dt) * sigma(h); undo the step scale.
+    k = StepKernel(params.replace(dt=1.0), unit)
+    if unit.is_zero:
+        return h.new_zeros(h.shape[0], params.hidden_size, noise_dim(noise, params.hidden_size))
+    return k.noise_matrix(h, h)
+
+
+def noise_matrix(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec) -> Tensor:
+    r"""The matrix :math:`G(h, x)` of one step :math:`h + s\odot f + G\eta`, shape (B, H, r).
+
+    ``"sde"``: :math:`G = \epsilon\sqrt{\Delta t}\,\sigma(h)` and :math:`s = \Delta t`
+    (or ``params.step``). ``"paper_code"``: :math:`G = [\,aI \mid
+    \tfrac{\mu}{\sqrt{12}}\mathrm{diag}(d\odot f)\,]` and :math:`s = (1-\mu/2)\,d`
+    (THEORY.md §3, §6). ``G G^T`` is the step's noise covariance.
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    if noise is None:
+        raise ValueError("noise: expected a NoiseSpec, got None")
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    k = StepKernel(params, noise)
+    if k.mode == "clean":
+        return h.new_zeros(h.shape[0], params.hidden_size, noise_dim(noise, params.hidden_size))
+    f, _ = k.drift(h, k.project(x))
+    return k.noise_matrix(h, f)
+
+
+def noise_covariance(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec) -> Tensor:
+    r"""Covariance :math:`C = G G^\top` of one step's noise, shape (B, H, H).
+
+    ``"sde"``: :math:`\epsilon^2\Delta t\,\sigma\sigma^\top`. ``"paper_code"``:
+    :math:`a^2 I + \tfrac{\mu^2}{12}\mathrm{diag}(d\odot f)^2` (THEORY.md §3).
+    """
+    G = noise_matrix(params, h, x, noise)
+    return G @ G.mT
+
+
+def step_moments(
+    params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec
+) -> tuple[Tensor, Tensor]:
+    r"""Exact mean (B, H) and covariance (B, H, H) of one noisy step from ``h``.
+
+    Mean :math:`h + s\odot f(h, x)` with :math:`s = \Delta t` (``"sde"``) or
+    :math:`(1-\mu/2)\,d` (``"paper_code"``); covariance :func:`noise_covariance`.
+    This is the oracle of THEORY.md §10 V3.
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    if noise is None:
+        raise ValueError("noise: expected a NoiseSpec, got None")
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    k = StepKernel(params, noise)
+    mean, _ = k.advance(h, k.project(x), None)
+    return mean, noise_covariance(params, h, x, noise)
+
+
+def step(
+    params: NRNNParams,
+    h: Tensor,
+    x: Tensor,
+    *,
+    noise: NoiseSpec | None = None,
+    eta: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""One step of the NRNN in the convention of ``noise`` (THEORY.md §3).
+
+    .. math:: h_{k+1} = h_k + s_{\mathrm{eff}}\odot f(h_k, x_k) + G(h_k)\,\eta_k
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+    x : Tensor, shape (B, D)
+    noise : NoiseSpec, optional
+        ``None`` is the clean (inference) step :math:`h + s\odot f`.
+    eta : Tensor, shape (B, r), optional
+        Standardized draws (module docstring). Drawn from ``generator`` if omitted
+        and ``noise`` is given.
+    generator : torch.Generator, optional
+        Source of randomness when ``eta`` is omitted; ``None`` means fresh randomness.
+
+    Returns
+    -------
+    Tensor, shape (B, H)
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(1), W=torch.zeros(1, 1), U=torch.zeros(1, 1),
+    ...                b=torch.zeros(1), V=torch.eye(1), c=torch.zeros(1), dt=0.5)
+    >>> step(p, torch.ones(1, 1), torch.zeros(1, 1))
+    tensor([[0.5000]])
+    >>> noise = NoiseSpec(sigma1=1.0)
+    >>> step(p, torch.ones(1, 1), torch.zeros(1, 1), noise=noise, eta=torch.ones(1, 1))
+    tensor([[1.2071]])
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    k = StepKernel(params, noise)
+    if k.mode != "clean" and eta is None:
+        gen = generator if generator is not None else _fresh_generator(h.device)
+        eta = k.draw(h.shape[0], dtype=h.dtype, device=h.device, generator=gen)
+    return k.advance(h, k.project(x), eta)[0]
+
+
+def state_jacobian(
+    params: NRNNParams,
+    h: Tensor,
+    x: Tensor,
+    *,
+    noise: NoiseSpec | None = None,
+    eta: Tensor | None = None,
+) -> Tensor:
+    r"""Analytic one-step Jacobian :math:`\partial h_{k+1}/\partial h_k`, shape (B, H, H).
+
+    .. math:: I + \mathrm{diag}(s_{\mathrm{eff}})\big(\alpha A + \mathrm{diag}(\tanh'(z))W\big)
+              + \epsilon\sqrt{\Delta t}\,\sigma_2\,\mathrm{diag}(\eta)
+
+    with :math:`z = Wh + Ux + b`; the last term is present for multiplicative
+    ``"sde"`` noise (``"diagonal"``; :math:`\beta I` for ``"scalar"``), and for
+    ``"paper_code"`` :math:`s_{\mathrm{eff}} = d\odot m`. ``eta=None`` with a
+    ``noise`` is the reference chain :math:`\eta = 0` of THEORY.md §6.
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(1), W=torch.zeros(1, 1), U=torch.zeros(1, 1),
+    ...                b=torch.zeros(1), V=torch.eye(1), c=torch.zeros(1), dt=0.5)
+    >>> state_jacobian(p, torch.ones(1, 1), torch.zeros(1, 1))
+    tensor([[[0.5000]]])
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    k = StepKernel(params, noise)
+    _, act = k.drift(h, k.project(x))
+    return k.jacobian(h, act, eta)
+
+
+def input_jacobian(
+    params: NRNNParams,
+    h: Tensor,
+    x: Tensor,
+    *,
+    noise: NoiseSpec | None = None,
+    eta: Tensor | None = None,
+) -> Tensor:
+    r"""Analytic input Jacobian :math:`\partial h_{k+1}/\partial x_k`, shape (B, H, D).
+
+    .. math:: \mathrm{diag}\big(s_{\mathrm{eff}}\odot\tanh'(Wh + Ux + b)\big)\,U
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    h = _check_state(params, h, "h", None)
+    x = _check_input(params, x, h.shape[0])
+    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    k = StepKernel(params, noise)
+    _, act = k.drift(h, k.project(x))
+    return k.input_jacobian(act, eta)
+
+
+# --------------------------------------------------------------------------- rollouts
+def sample_noise(
+    noise: NoiseSpec,
+    batch_size: int,
+    n_steps: int,
+    hidden_size: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Standardized noise draws for a whole rollout, shape (B, T, r).
+
+    Draws step by step in the same order as :func:`rollout`, so
+    ``rollout(..., eta=sample_noise(..., generator=g1))`` equals
+    ``rollout(..., generator=g2)`` bitwise when ``g1`` and ``g2`` start in the same state
+    (and ``dtype``/``device`` match the parameters).
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> sample_noise(NoiseSpec(sigma1=1.0, structure="scalar"), 4, 10, 3, generator=g).shape
+    torch.Size([4, 10, 4])
+    """
+    noise = _check_noise(noise)
+    if noise is None:
+        raise ValueError("noise: expected a NoiseSpec, got None")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n_steps", n_steps)
+    check_positive_int("hidden_size", hidden_size)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    gen = generator if generator is not None else _fresh_generator(device)
+    # A throwaway kernel only to reuse the one draw() implementation.
+    H = hidden_size
+    dummy = NRNNParams(
+        A=torch.zeros(H, H, dtype=dtype, device=device),
+        W=torch.zeros(H, H, dtype=dtype, device=device),
+        U=torch.zeros(H, 1, dtype=dtype, device=device),
+        b=torch.zeros(H, dtype=dtype, device=device),
+        V=torch.zeros(1, H, dtype=dtype, device=device),
+        c=torch.zeros(1, dtype=dtype, device=device),
+        dt=1.0,
+    )
+    k = StepKernel(dummy, noise)
+    if k.mode == "clean":
+        return torch.zeros(batch_size, n_steps, noise_dim(noise, H), dtype=dtype, device=device)
+    draws = [k.draw(batch_size, dtype=dtype, device=device, generator=gen) for _ in range(n_steps)]
+    return torch.stack(draws, dim=1)
+
+
+def _run(
+    kernel: StepKernel,
+    xs: Tensor,
+    h: Tensor,
+    eta: Tensor | None,
+    generator: torch.Generator | None,
+    keep_states: bool,
+) -> tuple[Tensor, list[Tensor] | None]:
+    """The rollout loop: chunked input projection, ``unbind`` over time (ENVIRONMENT.md §4)."""
+    B = xs.shape[0]
+    sample = kernel.mode != "clean" and eta is None
+    use_eta = kernel.mode != "clean" and eta is not None
+    states: list[Tensor] | None = [] if keep_states else None
+    eta_chunks = eta.split(_CHUNK, dim=1) if use_eta else None
+    for c, x_chunk in enumerate(xs.split(_CHUNK, dim=1)):
+        ux_steps = kernel.project(x_chunk).unbind(1)
+        e_steps = eta_chunks[c].unbind(1) if use_eta else None
+        for j, ux in enumerate(ux_steps):
+            if sample:
+                e = kernel.draw(B, dtype=h.dtype, device=h.device, generator=generator)
+            else:
+                e = e_steps[j] if use_eta else None
+            h, _ = kernel.advance(h, ux, e)
+            if states is not None:
+                states.append(h)
+    return h, states
+
+
+def rollout(
+    params: NRNNParams,
+    xs: Tensor,
+    *,
+    noise: NoiseSpec | None = None,
+    h0: Tensor | None = None,
+    eta: Tensor | None = None,
+    return_states: bool = False,
+    generator: torch.Generator | None = None,
+    allow_nonfinite: bool = False,
+) -> Tensor:
+    r"""Run the NRNN over input sequences (THEORY.md §3).
+
+    .. math:: h_{k+1} = h_k + s_{\mathrm{eff}}\odot f(h_k, x_k) + G(h_k)\eta_k,
+              \qquad k = 0, \dots, T-1
+
+    Parameters
+    ----------
+    params : NRNNParams
+    xs : Tensor, shape (B, T, D)
+        Input sequences, batch first; dtype and device of ``params``.
+    noise : NoiseSpec, optional
+        Noise and convention; ``None`` is the clean (inference) rollout.
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+    eta : Tensor, shape (B, T, r), optional
+        Standardized draws (module docstring), e.g. from :func:`sample_noise`; pass
+        the same tensor to two rollouts to share one noise path, or its negative for
+        an antithetic partner. Drawn from ``generator`` if omitted.
+    return_states : bool
+        Return all states :math:`h_1, \dots, h_T` (B, T, H) instead of :math:`h_T`.
+    generator : torch.Generator, optional
+        Randomness when ``eta`` is omitted; ``None`` means fresh randomness.
+    allow_nonfinite : bool
+        Return a non-finite result instead of raising.
+
+    Returns
+    -------
+    Tensor, shape (B, H) or (B, T, H)
+
+    Raises
+    ------
+    NonFiniteStateError
+        If the state overflows, naming the first step at which it did.
+
+    Notes
+    -----
+    Cost O(T B H^2). Memory O(B H) without autograd (the input projection is
+    computed in chunks of 128 steps) and O(T B H) when differentiating. The time
+    loop iterates over ``unbind`` views: indexing ``x[:, t]`` on a tensor that
+    requires grad would make the backward pass quadratic in T (ENVIRONMENT.md §4).
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.ones(2, 1),
+    ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.5)
+    >>> rollout(p, torch.ones(1, 3, 1))
+    tensor([[0.6508, 0.6508]])
+    >>> g = torch.Generator().manual_seed(0)
+    >>> rollout(p, torch.ones(1, 3, 1), noise=NoiseSpec(sigma1=0.1), generator=g).shape
+    torch.Size([1, 2])
+    """
+    params = _check_params(params)
+    noise = _check_noise(noise)
+    xs = _check_xs(params, xs)
+    B, T, _ = xs.shape
+    if h0 is None:
+        h0 = xs.new_zeros(B, params.hidden_size)
+    else:
+        h0 = _check_state(params, h0, "h0", B)
+    eta = _check_eta(params, noise, eta, (B, T))
+    kernel = StepKernel(params, noise)
+    gen_state = None
+    if kernel.mode != "clean" and eta is None:
+        if generator is None:
+            generator = _fresh_generator(xs.device)
+        gen_state = generator.get_state()
+    h, states = _run(kernel, xs, h0, eta, generator, return_states)
+    out = torch.stack(states, dim=1) if return_states else h
+    if not allow_nonfinite and not is_transformed(h) and not bool(torch.isfinite(h).all()):
+        if gen_state is not None:
+            generator.set_state(gen_state)
+        with torch.no_grad():
+            _, all_states = _run(kernel, xs, h0, eta, generator, True)
+        bad = torch.stack([~torch.isfinite(s).all(dim=1) for s in all_states], dim=1)  # (B, T)
+        first = int(bad.any(dim=0).nonzero()[0])
+        n_ex = int(bad[:, first].sum())
+        raise NonFiniteStateError(
+            f"rollout: the hidden state became non-finite (NaN or inf) at step {first} of "
+            f"{T} in {n_ex} of {B} sequences; the dynamics overflowed. Reduce dt, the "
+            "weights or the noise level, or pass allow_nonfinite=True to get the result."
+        )
+    return out
+
+
+def readout(params: NRNNParams, h: Tensor) -> Tensor:
+    r"""Readout logits :math:`V h + c`.
+
+    Parameters
+    ----------
+    h : Tensor, shape (..., H)
+
+    Returns
+    -------
+    Tensor, shape (..., C)
+    """
+    params = _check_params(params)
+    h = check_tensor("h", h)
+    H = params.hidden_size
+    if h.ndim < 1 or h.shape[-1] != H:
+        raise ValueError(f"h: expected shape (..., {H}) to match V {tuple(params.V.shape)}, got {tuple(h.shape)}")
+    check_same_dtype_device("h", h, "params", params.A)
+    return h @ params.V.mT + params.c
+
+
+def logits(
+    params: NRNNParams,
+    xs: Tensor,
+    *,
+    noise: NoiseSpec | None = None,
+    h0: Tensor | None = None,
+    eta: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Logits (B, C) of the final state: ``readout(params, rollout(params, xs, ...))``.
+
+    Examples
+    --------
+    >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.ones(2, 1),
+    ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.5)
+    >>> logits(p, torch.ones(3, 5, 1)).shape
+    torch.Size([3, 2])
+    """
+    h = rollout(params, xs, noise=noise, h0=h0, eta=eta, generator=generator)
+    return readout(params, h)

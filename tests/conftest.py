@@ -1,0 +1,43 @@
+"""Shared fixtures and hypothesis profiles (CONVENTIONS.md §7).
+
+No module-level seeding and no global default dtype: tests take the ``generator``
+fixture (seeded from the test's node id) and the ``float64`` fixture.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+
+settings.register_profile("dev", max_examples=50)
+settings.register_profile(
+    "ci",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.load_profile("dev")
+
+
+@pytest.fixture
+def generator(request) -> torch.Generator:
+    """A CPU generator seeded from the test's node id: reproducible, distinct per test."""
+    return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def float64():
+    """Run the test with float64 as torch's default dtype, restoring it afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield torch.float64
+    finally:
+        torch.set_default_dtype(old)
