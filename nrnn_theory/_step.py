@@ -3,23 +3,20 @@ r"""The one implementation of an NRNN step, shared by every numeric module.
 Every step of either convention (THEORY.md §3) is written in the unified form of
 THEORY.md §6,
 
-.. math:: h_{k+1} = h_k + s_{\mathrm{eff}}(\eta_k) \odot f(h_k, x_k) + G_{\mathrm{add}}(h_k)\,\eta_k,
+.. math:: h_{k+1} = h_k + s_{\mathrm{eff}}(\eta_k) \odot f(h_k, x_k) + G(h_k)\,\eta_k,
 
 where :math:`\eta_k \in \mathbb R^r` are *standardized* draws (mean 0, covariance
 :math:`I`, symmetric in law):
 
-=================  ======  ==============================================================
-convention         ``r``   draws and coefficients
-=================  ======  ==============================================================
-``sde`` diagonal   H       :math:`\eta\sim\mathcal N(0,I_H)`;
-                           :math:`G\eta = \epsilon\sqrt{\Delta t}(\sigma_1+\sigma_2 h)\odot\eta`
-``sde`` scalar     H + 1   :math:`\eta=(\xi,\beta)\sim\mathcal N(0,I_{H+1})`;
-                           :math:`G\eta = \epsilon\sqrt{\Delta t}(\sigma_1\xi+\sigma_2 h\beta)`
-``paper_code``     2H      :math:`\eta=(\zeta,\sqrt{12}(u-\tfrac12))`, :math:`\zeta\sim\mathcal N(0,I)`,
-                           :math:`u\sim\mathcal U(0,1)^H`; :math:`G\eta = a\zeta` and
-                           :math:`s_{\mathrm{eff}} = d\odot(1-\tfrac\mu2+\tfrac{\mu}{\sqrt{12}}\eta_{H:})`,
-                           i.e. :math:`d\odot m` with :math:`m = 1-\mu+\mu u`
-=================  ======  ==============================================================
+* ``"sde"``, ``"diagonal"``: ``r = H``, :math:`\eta\sim\mathcal N(0, I_H)` and
+  :math:`G\eta = \epsilon\sqrt{\Delta t}\,(\sigma_1 + \sigma_2 h)\odot\eta`;
+* ``"sde"``, ``"scalar"``: ``r = H + 1``, :math:`\eta = (\xi, \beta)\sim\mathcal N(0, I)`
+  and :math:`G\eta = \epsilon\sqrt{\Delta t}\,(\sigma_1\xi + \sigma_2 h\beta)`;
+* ``"paper_code"``: ``r = 2H``, :math:`\eta = (\zeta, \sqrt{12}(u - \tfrac12))` with
+  :math:`\zeta\sim\mathcal N(0, I)`, :math:`u\sim\mathcal U(0,1)^H`; the additive part is
+  :math:`a\zeta` and the drift step is
+  :math:`s_{\mathrm{eff}} = d\odot(1 - \tfrac\mu2 + \tfrac{\mu}{\sqrt{12}}\eta_{H:})`,
+  i.e. :math:`d\odot m` with :math:`m = 1 - \mu + \mu u`.
 
 ``eta = None`` means :math:`\eta = 0`: the clean step for ``noise=None`` and the
 *reference chain* of THEORY.md §6 otherwise (for ``"paper_code"`` that is the mean
@@ -165,7 +162,10 @@ class StepKernel:
         return J
 
     def input_jacobian(self, act: Tensor, eta: Tensor | None) -> Tensor:
-        r""":math:`\partial h_{k+1}/\partial x_k = \mathrm{diag}(s_{\mathrm{eff}}\odot(1-\tanh^2 z))U`, (B, H, D)."""
+        r"""Input Jacobian, shape (B, H, D).
+
+        :math:`\partial h_{k+1}/\partial x_k = \mathrm{diag}(s_{\mathrm{eff}}\odot(1-\tanh^2 z))U`.
+        """
         s = self.effective_step(eta)
         return (s * (1.0 - act * act)).unsqueeze(-1) * self.params.U
 

@@ -304,7 +304,7 @@ class NoiseSpec:
 
     @property
     def multiplicative(self) -> float:
-        r"""Effective multiplicative level :math:`\epsilon\sigma_2` (``mu`` for ``"paper_code"``)."""
+        r"""Effective multiplicative level :math:`\epsilon\sigma_2` (``mu`` of ``"paper_code"``)."""
         return self.epsilon * self.sigma2
 
     @property

@@ -66,7 +66,9 @@ def check_shape(name: str, t: Tensor, expected: Sequence[int | None], what: str 
 def check_same_dtype_device(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
     """Require ``t`` to share dtype and device with ``ref``."""
     if t.dtype != ref.dtype:
-        raise TypeError(f"{name}: expected dtype {ref.dtype} (the dtype of {ref_name}), got {t.dtype}")
+        raise TypeError(
+            f"{name}: expected dtype {ref.dtype} (the dtype of {ref_name}), got {t.dtype}"
+        )
     if t.device != ref.device:
         raise ValueError(
             f"{name}: expected device {ref.device} (the device of {ref_name}), got {t.device}"

@@ -25,9 +25,7 @@ def _check_spec(noise: object, convention: str) -> NoiseSpec:
     if not isinstance(noise, NoiseSpec):
         raise TypeError(f"noise: expected NoiseSpec, got {type(noise).__name__}")
     if noise.convention != convention:
-        raise ValueError(
-            f"noise: expected convention {convention!r}, got {noise.convention!r}"
-        )
+        raise ValueError(f"noise: expected convention {convention!r}, got {noise.convention!r}")
     return noise
 
 

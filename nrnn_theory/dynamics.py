@@ -191,7 +191,9 @@ def diffusion(params: NRNNParams, h: Tensor, noise: NoiseSpec) -> Tensor:
         got = None if noise is None else noise.convention
         raise ValueError(f"noise: expected a NoiseSpec with convention 'sde', got {got!r}")
     h = _check_state(params, h, "h", None)
-    unit = NoiseSpec(epsilon=1.0, sigma1=noise.sigma1, sigma2=noise.sigma2, structure=noise.structure)
+    unit = NoiseSpec(
+        epsilon=1.0, sigma1=noise.sigma1, sigma2=noise.sigma2, structure=noise.structure
+    )
     # The unified G of the kernel is eps * sqrt(dt) * sigma(h); undo the step scale.
     k = StepKernel(params.replace(dt=1.0), unit)
     if unit.is_zero:
@@ -494,7 +496,7 @@ def rollout(
     >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.ones(2, 1),
     ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.5)
     >>> rollout(p, torch.ones(1, 3, 1))
-    tensor([[0.6508, 0.6508]])
+    tensor([[0.6664, 0.6664]])
     >>> g = torch.Generator().manual_seed(0)
     >>> rollout(p, torch.ones(1, 3, 1), noise=NoiseSpec(sigma1=0.1), generator=g).shape
     torch.Size([1, 2])
@@ -547,7 +549,9 @@ def readout(params: NRNNParams, h: Tensor) -> Tensor:
     h = check_tensor("h", h)
     H = params.hidden_size
     if h.ndim < 1 or h.shape[-1] != H:
-        raise ValueError(f"h: expected shape (..., {H}) to match V {tuple(params.V.shape)}, got {tuple(h.shape)}")
+        raise ValueError(
+            f"h: expected shape (..., {H}) to match V {tuple(params.V.shape)}, got {tuple(h.shape)}"
+        )
     check_same_dtype_device("h", h, "params", params.A)
     return h @ params.V.mT + params.c
 

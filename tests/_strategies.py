@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from _problems import random_params
 from nrnn_theory import NoiseSpec
+
+from _problems import random_params
 
 
 __all__ = ["model_and_inputs", "noise_specs", "seeds"]
@@ -35,8 +36,9 @@ def noise_specs(draw, conventions=("sde", "paper_code"), max_level: float = 1.0)
 
 
 @st.composite
-def model_and_inputs(draw, max_hidden: int = 6, max_input: int = 3, max_steps: int = 8,
-                     dtype=torch.float64):
+def model_and_inputs(
+    draw, max_hidden: int = 6, max_input: int = 3, max_steps: int = 8, dtype=torch.float64
+):
     """``(params, xs, generator)``: a random small NRNN and inputs (B, T, D)."""
     H = draw(st.integers(1, max_hidden))
     D = draw(st.integers(1, max_input))
@@ -47,7 +49,8 @@ def model_and_inputs(draw, max_hidden: int = 6, max_input: int = 3, max_steps: i
     per_unit = draw(st.booleans())
     dt = draw(st.sampled_from([0.01, 0.1, 0.5]))
     g = torch.Generator().manual_seed(draw(seeds))
-    params = random_params(H, D, C, generator=g, dtype=dtype, dt=dt, alpha=alpha,
-                           per_unit_step=per_unit)
+    params = random_params(
+        H, D, C, generator=g, dtype=dtype, dt=dt, alpha=alpha, per_unit_step=per_unit
+    )
     xs = torch.randn(B, T, D, generator=g, dtype=dtype)
     return params, xs, g

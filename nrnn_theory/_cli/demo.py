@@ -101,14 +101,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"nrnn demo: random Lipschitz-parametrized NRNN, H = {H}, dt = {args.dt}")
     print(f"data: {result['data']}")
-    print(f"clean rollout: mean |h_T| = {result['clean_state_norm_mean']:.4f}, "
-          f"cross-entropy of a random readout = {clean_loss:.4f}")
+    print(
+        f"clean rollout: mean |h_T| = {result['clean_state_norm_mean']:.4f}, "
+        f"cross-entropy of a random readout = {clean_loss:.4f}"
+    )
     print(f"{'noise':<48} {'rms |h_T - clean|':>18} {'loss change':>12}")
     for row in rows:
         print(f"{row['setting']:<48} {row['rms_state_change']:>18.4f} {row['loss_change']:>12.4f}")
     for row in rows:
         if "sde_equivalent_eps_sigma1" in row:
-            print(f"  {row['setting']}: additive part = sde noise with eps*sigma1 = "
-                  f"{row['sde_equivalent_eps_sigma1']:.3f}")
+            print(
+                f"  {row['setting']}: additive part = sde noise with eps*sigma1 = "
+                f"{row['sde_equivalent_eps_sigma1']:.3f}"
+            )
     print(f"done in {result['seconds']:.2f} s")
     return 0

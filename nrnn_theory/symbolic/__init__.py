@@ -1,0 +1,16 @@
+"""Symbolic (sympy) derivations of the formulas the numeric modules compute.
+
+Each ``*_expr`` builder derives an expression; the codegen gateway
+(:func:`to_numpy_fn`, :func:`to_torch_fn`) turns it into a callable that tests
+compare with the hand-written torch kernels (CONVENTIONS.md §4).
+
+================  ==================  ====================
+THEORY.md         symbolic            numeric
+================  ==================  ====================
+================  ==================  ====================
+"""
+
+from nrnn_theory.symbolic._codegen import TORCH_ALLOWED, to_numpy_fn, to_torch_fn
+
+
+__all__ = ["TORCH_ALLOWED", "to_numpy_fn", "to_torch_fn"]
