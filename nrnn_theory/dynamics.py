@@ -528,7 +528,8 @@ def rollout(
         n_ex = int(bad[:, first].sum())
         raise NonFiniteStateError(
             f"rollout: the hidden state became non-finite (NaN or inf) at step {first} of "
-            f"{T} in {n_ex} of {B} sequences; the dynamics overflowed. Reduce dt, the "
+            f"{T} (0-based; the update h_{first} -> h_{first + 1}) in {n_ex} of {B} sequences; "
+            "the dynamics overflowed. Reduce dt, the "
             "weights or the noise level, or pass allow_nonfinite=True to get the result."
         )
     return out

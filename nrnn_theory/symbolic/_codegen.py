@@ -40,7 +40,8 @@ def _args_tuple(args: Sequence[sp.Symbol]) -> tuple[sp.Symbol, ...]:
 
 @lru_cache(maxsize=512)
 def _numpy_lambdified(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable:
-    return sp.lambdify(args, expr, modules="numpy", cse=True)
+    # scipy first so that special functions (erf, ...) map to scipy.special ufuncs.
+    return sp.lambdify(args, expr, modules=["scipy", "numpy"], cse=True)
 
 
 def to_numpy_fn(expr: sp.Expr, args: Sequence[sp.Symbol]) -> Callable[..., np.ndarray]:

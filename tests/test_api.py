@@ -1,0 +1,45 @@
+"""Package-level invariants: explicit public API, one-way imports (CONVENTIONS.md §1-2)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import nrnn_theory
+
+
+def _modules():
+    for info in pkgutil.walk_packages(nrnn_theory.__path__, "nrnn_theory."):
+        yield info.name
+
+
+def test_every_public_name_exists():
+    for name in nrnn_theory.__all__:
+        assert hasattr(nrnn_theory, name), name
+
+
+def test_public_modules_declare_all():
+    for name in _modules():
+        if any(part.startswith("_") for part in name.split(".")):
+            continue
+        module = importlib.import_module(name)
+        assert hasattr(module, "__all__"), f"{name} has no __all__"
+        for item in module.__all__:
+            assert hasattr(module, item), f"{name}.__all__ lists missing {item}"
+
+
+def test_core_never_imports_the_training_layer():
+    root = Path(nrnn_theory.__file__).parent
+    allowed = {"cli.py"}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("train", "_cli") or rel.name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("nrnn_theory.train"), f"{rel} imports train"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("nrnn_theory.train"), f"{rel} imports train"
