@@ -1,0 +1,239 @@
+"""The reproduction report: claims as a checklist with evidence, in Markdown and HTML.
+
+The report is built from records (:class:`ClaimSection`, :class:`Table`) that the
+pipeline computes from stored results; this module only renders them. The HTML page
+embeds its figures (base64 PNG) so it can be opened offline as a single file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nrnn_theory.experiments.verdicts import Verdict
+from nrnn_theory.results import Result
+
+
+__all__ = [
+    "ClaimSection",
+    "Evidence",
+    "Report",
+    "Table",
+    "combine_verdicts",
+    "render_html",
+    "render_markdown",
+]
+
+_MARK = {"supported": "[x]", "not supported": "[ ]", "inconclusive": "[~]"}
+
+
+def combine_verdicts(verdicts: Iterable[Verdict]) -> Verdict:
+    """One verdict from several: any "not supported" wins, then all "supported", else
+    "inconclusive" (also for an empty list).
+
+    Examples
+    --------
+    >>> combine_verdicts(["supported", "inconclusive"])
+    'inconclusive'
+    """
+    verdicts = list(verdicts)
+    if any(v == "not supported" for v in verdicts):
+        return "not supported"
+    if verdicts and all(v == "supported" for v in verdicts):
+        return "supported"
+    return "inconclusive"
+
+
+@dataclass(frozen=True)
+class Evidence(Result):
+    """One measured line of evidence for a claim.
+
+    ``measured`` and ``interval`` are pre-formatted numbers (the pipeline formats them
+    from the stored results); ``verdict`` is the verdict of this line alone.
+    """
+
+    label: str
+    measured: str
+    interval: str
+    effect: str
+    verdict: Verdict
+    rule: str
+
+
+@dataclass(frozen=True)
+class ClaimSection(Result):
+    """A claim of the paper with the evidence computed for it."""
+
+    key: str
+    title: str
+    statement: str
+    theory: str
+    evidence: tuple[Evidence, ...]
+    figures: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        """The combined verdict of the evidence (:func:`combine_verdicts`)."""
+        return combine_verdicts(e.verdict for e in self.evidence)
+
+
+@dataclass(frozen=True)
+class Table(Result):
+    """A plain table (title, column headers, rows of pre-formatted cells)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Report(Result):
+    """Everything the report shows."""
+
+    title: str
+    meta: dict[str, str]
+    claims: tuple[ClaimSection, ...]
+    tables: tuple[Table, ...] = ()
+    figures: dict[str, str] = field(default_factory=dict)  # name -> caption
+
+
+def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    def esc(c: str) -> str:
+        return str(c).replace("|", "\\|").replace("\n", " ")
+
+    out = [
+        "| " + " | ".join(esc(c) for c in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
+    """The report as Markdown; figures are referenced as ``<figure_dir>/<name>.png``."""
+    lines = [f"# {report.title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
+    lines += ["", "## Claims at a glance", ""]
+    for c in report.claims:
+        lines.append(f"- {_MARK[c.verdict]} **{c.key}** {c.title}: *{c.verdict}*")
+    lines += ["", "`[x]` supported, `[ ]` not supported, `[~]` inconclusive at this scale.", ""]
+    for c in report.claims:
+        lines += [
+            f"## {c.key}: {c.title}",
+            "",
+            f"> {c.statement}",
+            "",
+            f"Theory: {c.theory}. Verdict: **{c.verdict}**.",
+            "",
+        ]
+        rows = [(e.label, e.measured, e.interval, e.effect, e.verdict) for e in c.evidence]
+        lines += _md_table(("evidence", "measured", "95% interval", "effect", "verdict"), rows)
+        rules = sorted({e.rule for e in c.evidence if e.rule})
+        if rules:
+            lines += ["", "Rules: " + "; ".join(rules) + "."]
+        for note in c.notes:
+            lines += ["", note]
+        for name in c.figures:
+            caption = report.figures.get(name, name)
+            lines += ["", f"![{caption}]({figure_dir}/{name}.png)", "", f"*{caption}*"]
+        lines.append("")
+    for t in report.tables:
+        lines += [f"## {t.title}", ""] + _md_table(t.columns, t.rows)
+        if t.note:
+            lines += ["", t.note]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;
+color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;
+font-size:.9rem;text-align:left}th{background:#f3f3f3}
+.supported{color:#1a7f37;font-weight:600}.not-supported{color:#b42318;font-weight:600}
+.inconclusive{color:#9a6700;font-weight:600}
+blockquote{border-left:4px solid #ddd;margin:0;padding:.2rem .8rem;color:#555}
+figure{margin:1rem 0}img{max-width:100%}figcaption{font-size:.9rem;color:#555}
+"""
+
+
+def _cls(verdict: str) -> str:
+    return verdict.replace(" ", "-")
+
+
+def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]], verdict_col: int = -1):
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
+    for row in rows:
+        cells = []
+        for i, c in enumerate(row):
+            cls = f' class="{_cls(c)}"' if verdict_col >= 0 and i == verdict_col else ""
+            cells.append(f"<td{cls}>{html.escape(str(c))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def render_html(report: Report, figure_dir: str | Path) -> str:
+    """The report as one self-contained HTML page with figures embedded as base64 PNG.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a figure a claim refers to is missing from ``figure_dir``.
+    """
+    figure_dir = Path(figure_dir)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}"
+        f"</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(report.title)}</h1><ul>",
+    ]
+    parts += [
+        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in report.meta.items()
+    ]
+    parts.append("</ul><h2>Claims at a glance</h2>")
+    parts.append(
+        _html_table(
+            ("claim", "title", "verdict"),
+            [(c.key, c.title, c.verdict) for c in report.claims],
+            verdict_col=2,
+        )
+    )
+    for c in report.claims:
+        parts.append(f"<h2>{html.escape(c.key)}: {html.escape(c.title)}</h2>")
+        parts.append(f"<blockquote>{html.escape(c.statement)}</blockquote>")
+        parts.append(
+            f"<p>Theory: {html.escape(c.theory)}. Verdict: "
+            f"<span class='{_cls(c.verdict)}'>{c.verdict}</span>.</p>"
+        )
+        rows = [(e.label, e.measured, e.interval, e.effect, e.verdict) for e in c.evidence]
+        parts.append(
+            _html_table(
+                ("evidence", "measured", "95% interval", "effect", "verdict"), rows, verdict_col=4
+            )
+        )
+        rules = sorted({e.rule for e in c.evidence if e.rule})
+        if rules:
+            parts.append("<p><small>Rules: " + html.escape("; ".join(rules)) + ".</small></p>")
+        parts += [f"<p>{html.escape(n)}</p>" for n in c.notes]
+        for name in c.figures:
+            png = figure_dir / f"{name}.png"
+            if not png.exists():
+                raise FileNotFoundError(f"figure_dir: expected {png} for claim {c.key}, not found")
+            data = base64.b64encode(png.read_bytes()).decode()
+            caption = html.escape(report.figures.get(name, name))
+            parts.append(
+                f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    for t in report.tables:
+        parts.append(f"<h2>{html.escape(t.title)}</h2>")
+        parts.append(_html_table(t.columns, t.rows))
+        if t.note:
+            parts.append(f"<p><small>{html.escape(t.note)}</small></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
