@@ -443,6 +443,10 @@ def fit(
     run_dir = None if out_dir is None else Path(out_dir)
     if run_dir is not None:
         _check_out_dir(run_dir, resume)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank has checked out_dir before rank 0 writes to it
 
     settings = {
         "batch_size": batch_size,
@@ -518,7 +522,8 @@ def fit(
     if show:
         print(
             f"training {type(inner).__name__} on {data.describe()}; device {dev}"
-            + (f", {world} processes" if world > 1 else ""),
+            + (f", {world} processes" if world > 1 else "")
+            + (f"; resuming after epoch {start_epoch}" if ckpt is not None else ""),
             file=log,
         )
     from tqdm.auto import tqdm
@@ -586,7 +591,9 @@ def fit(
             seen += len(local)
             bar.update(1)
             if show:
-                bar.set_postfix(loss=f"{float(batch_loss) / max(len(local), 1):.4f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{float(batch_loss.detach()) / len(local):.4f}", refresh=False
+                )
             if stop_after_steps is not None and step >= stop_after_steps:
                 interrupted = True
                 break
