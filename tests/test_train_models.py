@@ -52,7 +52,7 @@ def _reference_nrnn(model: NoisyRNN, xs: torch.Tensor) -> torch.Tensor:
     return h @ model.V.T + model.c
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)  # first calls pay one-off torch warm-up
 @given(
     seed=seeds,
     alpha=st.sampled_from([0.0, 1.0, 0.5]),
@@ -268,7 +268,7 @@ def test_bad_inputs_give_named_errors(name, generator):
 
 
 # ----------------------------------------------------------------------------- configs
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)  # first calls pay one-off torch warm-up
 @given(
     name=st.sampled_from(list(MODELS)),
     noise=noise_specs(max_level=0.5),
@@ -327,3 +327,16 @@ def test_build_model_errors():
         NoisyRNN(1, 2, 1, noise=None)
     with pytest.raises(TypeError, match="model: expected one of"):
         model_config(torch.nn.Linear(2, 2))
+
+
+def test_the_core_never_imports_the_training_layer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nrnn_theory, nrnn_theory.dynamics, nrnn_theory.results, nrnn_theory.cli; "
+        "nrnn_theory.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith('nrnn_theory.train')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

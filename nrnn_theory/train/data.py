@@ -250,9 +250,7 @@ class TaskData:
         for t in tensors:
             t = t.detach().cpu().contiguous()
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(
-                t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy()
-            )
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
         digest = h.hexdigest()
         object.__setattr__(self, "_fingerprint", digest)
         return digest

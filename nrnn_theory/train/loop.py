@@ -400,12 +400,15 @@ def fit(
 
     Examples
     --------
-    >>> from nrnn_theory.train import LipschitzRNN, load_task
-    >>> task = load_task("digits")
-    >>> model = LipschitzRNN(1, 16, 10, generator=torch.Generator().manual_seed(0))
-    >>> hist = fit(model, task, epochs=1, lr=1e-2, device="cpu", quiet=True)
-    >>> hist.epochs, 0.0 <= hist.test_accuracy <= 1.0
-    (1, True)
+    >>> from nrnn_theory.train import LipschitzRNN, TaskData
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.rand(8, 5, 1, generator=g), torch.tensor([0, 1] * 4)
+    >>> task = TaskData("toy", x, y, x[:2], y[:2], x[:4], y[:4], num_classes=2,
+    ...                 value_range=(0.0, 1.0))
+    >>> model = LipschitzRNN(1, 4, 2, generator=g)
+    >>> hist = fit(model, task, epochs=2, batch_size=4, lr=1e-2, device="cpu", quiet=True)
+    >>> hist.epochs, hist.steps, 0.0 <= hist.test_accuracy <= 1.0
+    (2, 4, True)
     """
     t_start = time.perf_counter()
     # ---------------------------------------------------------------- validation
