@@ -519,7 +519,7 @@ def fit(
 
     nrnn = inner if isinstance(inner, NoisyRNN) else None
     task_spec = data.spec or None
-    fingerprint = data.fingerprint()
+    fingerprint = data.fingerprint() if is_writer else None  # hashes all the data
     show = not quiet and rank == 0
     log = sys.stderr
     if show:
