@@ -16,7 +16,10 @@ Dynamics (THEORY.md §2-3)
 Conventions (THEORY.md §3)
     paper_code_to_sde, sde_to_paper_code
 Results
-    ConventionMapping
+    ConventionMapping, FitHistory
+
+The training layer (models, data, ``fit``, checkpoints) is the subpackage
+:mod:`nrnn_theory.train`; the core never imports it.
 """
 
 from nrnn_theory._types import NoiseSpec, NRNNParams
@@ -38,11 +41,12 @@ from nrnn_theory.dynamics import (
     step,
     step_moments,
 )
-from nrnn_theory.results import ConventionMapping
+from nrnn_theory.results import ConventionMapping, FitHistory
 
 
 __all__ = [
     "ConventionMapping",
+    "FitHistory",
     "NRNNParams",
     "NoiseSpec",
     "NonFiniteStateError",

@@ -21,7 +21,12 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: Subcommand name -> module implementing it.
 COMMANDS: dict[str, str] = {
     "demo": "nrnn_theory._cli.demo",
+    "train": "nrnn_theory._cli.train",
 }
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps the line breaks of the description."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=module.HELP,
             description=(module.__doc__ or module.HELP).strip(),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -54,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"nrnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

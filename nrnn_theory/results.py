@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 
-__all__ = ["ConventionMapping", "Result", "to_jsonable"]
+__all__ = ["ConventionMapping", "FitHistory", "Result", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -91,3 +91,60 @@ class ConventionMapping(Result):
     drift_variance: float
     exact: bool
     note: str
+
+
+@dataclass(frozen=True)
+class FitHistory(Result):
+    """What a training run (:func:`nrnn_theory.train.fit`) did, epoch by epoch.
+
+    Attributes
+    ----------
+    records : tuple of dict
+        One per completed epoch: ``epoch``, ``lr``, ``train_loss`` and
+        ``train_accuracy`` (on the training batches, with the training noise),
+        ``val_loss`` and ``val_accuracy`` (clean, ``None`` without a validation
+        split), ``steps`` (optimizer steps so far) and ``seconds`` (of that epoch).
+    test_loss, test_accuracy : float or None
+        Clean cross-entropy and accuracy on the test split after the last epoch
+        (``None`` if the run was interrupted).
+    epochs : int
+        Epochs completed.
+    steps : int
+        Optimizer steps completed.
+    seconds : float
+        Wall time of this call (a resumed run counts only its own part).
+    task : str
+        Task name.
+    model : dict
+        The model configuration (:func:`nrnn_theory.train.model_config`).
+    device : str
+        Device trained on.
+    world_size : int
+        Number of processes (DistributedDataParallel); 1 without.
+    seed : int
+        Seed of the shuffling and of the training noise.
+    interrupted : bool
+        True when the run stopped early (``stop_after_steps``).
+    out_dir : str or None
+        Run directory with ``history.jsonl`` and the checkpoints.
+    """
+
+    records: tuple[dict[str, Any], ...]
+    test_loss: float | None
+    test_accuracy: float | None
+    epochs: int
+    steps: int
+    seconds: float
+    task: str
+    model: dict[str, Any]
+    device: str
+    world_size: int
+    seed: int
+    interrupted: bool = False
+    out_dir: str | None = None
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        """Highest validation accuracy over the epochs (``None`` without validation)."""
+        vals = [r["val_accuracy"] for r in self.records if r.get("val_accuracy") is not None]
+        return max(vals) if vals else None

@@ -41,3 +41,18 @@ def float64():
         yield torch.float64
     finally:
         torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def single_thread():
+    """Run the test with one intra-op thread, restoring the count afterwards.
+
+    Small training runs gain nothing from threads, and on a loaded machine two
+    OpenMP threads made them ~30x slower (measured for the training tests).
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

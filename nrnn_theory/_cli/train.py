@@ -1,0 +1,326 @@
+"""Train a noisy RNN or a baseline on an offline sequence-classification task.
+
+Examples:
+
+  nrnn train --task digits --model nrnn --add 0.02 --mult 0.02 --epochs 40 --out runs/nrnn-digits
+  nrnn train --task digits --model lipschitz --dt 0.03 --lr 0.003 --out runs/lip-digits
+  nrnn train --resume runs/nrnn-digits --epochs 60
+  torchrun --nproc_per_node=2 -m nrnn_theory.cli train --task mnist5k --out runs/ddp
+
+The noise options use the vocabulary of the authors' code (THEORY.md §3): with
+--convention paper_code (the default) --add is add_noise (a) and --mult is mult_noise
+(mu); with --convention sde they are the Euler-Maruyama levels eps*sigma1 and
+eps*sigma2. The remaining defaults are the authors' driver defaults (THEORY.md §11).
+Prints the final clean test accuracy; --out saves history.jsonl, checkpoints and
+summary.json, and never overwrites an existing run (use --resume DIR to continue one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any
+
+from nrnn_theory._cli._common import add_output_options, emit_json
+
+
+HELP = "train a noisy RNN or a baseline (digits, MNIST, UCR/UEA, ...)"
+
+_NRNN_FAMILY = ("nrnn", "lipschitz", "antisymmetric")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--task",
+        default="digits",
+        help="task name: digits, mnist5k, pmnist5k, mnist, pmnist, fashion_mnist, ecg5000, "
+        "cifar10_noise, or ucr:<Problem> (e.g. ucr:GunPoint, ucr:BasicMotions)",
+    )
+    data.add_argument(
+        "--data-root", default=None, help="folder with the files of a local-path task"
+    )
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    data.add_argument(
+        "--val-fraction", type=float, default=0.1, help="fraction of each class for validation"
+    )
+    data.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of each class for testing (tasks without an official test split)",
+    )
+    data.add_argument(
+        "--pixels-per-step",
+        type=int,
+        default=None,
+        help="image tasks: pixels per time step (unset: 1)",
+    )
+    data.add_argument(
+        "--permutation-seed",
+        type=int,
+        default=None,
+        help="permuted tasks: seed of the pixel permutation (unset: 12008, the authors')",
+    )
+    data.add_argument(
+        "--binary", action="store_true", help="ecg5000: normal vs abnormal heartbeats"
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="nrnn",
+        choices=["nrnn", "lipschitz", "antisymmetric", "cornn", "lstm", "gru"],
+        help="architecture",
+    )
+    model.add_argument("--hidden", type=int, default=64, help="hidden units H")
+    model.add_argument("--dt", type=float, default=0.1, help="time step (nrnn family and cornn)")
+    model.add_argument(
+        "--beta", type=float, default=0.75, help="nrnn/lipschitz: symmetric (0) to skew (1)"
+    )
+    model.add_argument(
+        "--gamma",
+        type=float,
+        default=0.001,
+        help="nrnn/lipschitz: gamma_A = gamma_W; antisymmetric: its gamma",
+    )
+    model.add_argument("--gamma-A", type=float, default=None, help="override gamma for A")
+    model.add_argument("--gamma-W", type=float, default=None, help="override gamma for W")
+    model.add_argument(
+        "--alpha", type=float, default=1.0, help="nrnn/lipschitz: weight of the linear term"
+    )
+    model.add_argument(
+        "--init-std", type=float, default=0.1, help="std * H of the entries of M_A and M_W"
+    )
+    model.add_argument(
+        "--learn-step",
+        action="store_true",
+        help="train a per-unit step initialised to dt (the authors' solver='noisy')",
+    )
+    model.add_argument("--cornn-gamma", type=float, default=1.0, help="cornn: oscillator stiffness")
+    model.add_argument("--cornn-epsilon", type=float, default=1.0, help="cornn: damping")
+    model.add_argument("--layers", type=int, default=1, help="lstm/gru: stacked layers")
+    model.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype"
+    )
+
+    noise = parser.add_argument_group("noise (nrnn, antisymmetric)")
+    noise.add_argument(
+        "--add", type=float, default=0.0, help="additive noise level (add_noise a, or eps*sigma1)"
+    )
+    noise.add_argument(
+        "--mult",
+        type=float,
+        default=0.0,
+        help="multiplicative noise level (mult_noise mu, or eps*sigma2)",
+    )
+    noise.add_argument(
+        "--convention",
+        default="paper_code",
+        choices=["paper_code", "sde"],
+        help="discretization of the noise (THEORY.md §3)",
+    )
+    noise.add_argument(
+        "--noise-structure",
+        default="diagonal",
+        choices=["diagonal", "scalar"],
+        help="sde: one Brownian motion per unit, or one shared for the multiplicative part",
+    )
+
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (unset: 35, or the stored number on --resume)",
+    )
+    train.add_argument("--batch-size", type=int, default=128, help="global minibatch size")
+    train.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    train.add_argument(
+        "--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"], help="optimizer"
+    )
+    train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
+    train.add_argument("--momentum", type=float, default=0.0, help="sgd/rmsprop momentum")
+    train.add_argument(
+        "--lr-decay-epochs",
+        type=int,
+        nargs="*",
+        default=[30],
+        help="epochs from which the learning rate is multiplied by --lr-decay",
+    )
+    train.add_argument("--lr-decay", type=float, default=0.1, help="learning-rate decay factor")
+    train.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the initialisation, shuffling and noise"
+    )
+    train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
+    train.add_argument("--eval-batch-size", type=int, default=1000, help="evaluation batch size")
+
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out", default=None, help="run folder (history, checkpoints); must be new or empty"
+    )
+    out.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (model, data and settings "
+        "are read from it; --epochs, --device, --quiet and --json may be given)",
+    )
+    out.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept")
+    # Hidden: kill this process with SIGKILL after N optimizer steps (tests of --resume).
+    out.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    add_output_options(parser)
+
+
+def _task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from nrnn_theory.train.data import TASKS
+
+    kwargs: dict[str, Any] = {
+        "seed": args.split_seed,
+        "root": args.data_root,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+    }
+    takes = TASKS[args.task][1] if args.task in TASKS else {}
+    for name, value in (
+        ("pixels_per_step", args.pixels_per_step),
+        ("permutation_seed", args.permutation_seed),
+        ("binary", args.binary or None),
+    ):
+        if value is None:
+            continue
+        if name not in takes:
+            raise ValueError(f"--{name.replace('_', '-')}: task {args.task!r} takes no such option")
+        kwargs[name] = value
+    return kwargs
+
+
+def _model_config(args: argparse.Namespace, input_size: int, num_classes: int) -> dict[str, Any]:
+    sizes = {"input_size": input_size, "hidden_size": args.hidden, "num_classes": num_classes}
+    noisy = args.add != 0.0 or args.mult != 0.0
+    if noisy and args.model not in ("nrnn", "antisymmetric"):
+        raise ValueError(f"--add/--mult: model {args.model!r} takes no noise (use nrnn)")
+    noise = None
+    if noisy:
+        noise = {
+            "epsilon": 1.0,
+            "sigma1": args.add,
+            "sigma2": args.mult,
+            "structure": args.noise_structure,
+            "convention": args.convention,
+        }
+    gamma_A = args.gamma if args.gamma_A is None else args.gamma_A
+    gamma_W = args.gamma if args.gamma_W is None else args.gamma_W
+    base = {"model": args.model, **sizes, "dtype": args.dtype}
+    if args.model in ("nrnn", "lipschitz"):
+        base.update(
+            dt=args.dt,
+            beta=args.beta,
+            gamma_A=gamma_A,
+            gamma_W=gamma_W,
+            alpha=args.alpha,
+            learn_step=args.learn_step,
+            init_std=args.init_std,
+        )
+        if args.model == "nrnn":
+            base["noise"] = noise
+    elif args.model == "antisymmetric":
+        base.update(
+            dt=args.dt,
+            gamma=gamma_W,
+            noise=noise,
+            learn_step=args.learn_step,
+            init_std=args.init_std,
+        )
+    elif args.model == "cornn":
+        base.update(dt=args.dt, gamma=args.cornn_gamma, epsilon=args.cornn_epsilon)
+    else:
+        base.update(num_layers=args.layers)
+    return base
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from nrnn_theory.train.checkpoint import load_checkpoint
+    from nrnn_theory.train.data import load_task
+    from nrnn_theory.train.distributed import init_from_env, teardown
+    from nrnn_theory.train.loop import fit
+    from nrnn_theory.train.models import build_model
+
+    ctx = init_from_env(args.device)
+    try:
+        is_main = ctx is None or ctx.is_main
+        quiet = args.quiet or not is_main
+        device = ctx.device if ctx is not None else args.device
+        if args.resume is not None:
+            if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+                raise ValueError("--out: give either --out (a new run) or --resume DIR, not both")
+            ckpt = load_checkpoint(args.resume)
+            if not ckpt.task:
+                raise ValueError(
+                    f"--resume: {args.resume} was trained on data built in Python; resume it "
+                    "with nrnn_theory.train.fit(..., resume=True)"
+                )
+            task = dict(ckpt.task)
+            data = load_task(task.pop("name"), **task)
+            model = build_model(dict(ckpt.config), generator=torch.Generator().manual_seed(0))
+            settings = dict(ckpt.fit or {})
+            settings.pop("world_size", None)
+            settings.pop("penalty", None)
+            epochs = args.epochs if args.epochs is not None else settings.pop("epochs")
+            settings.pop("epochs", None)
+            out_dir, resume = args.resume, True
+        else:
+            data = load_task(args.task, **_task_kwargs(args))
+            config = _model_config(args, data.input_size, data.num_classes)
+            model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
+            epochs = 35 if args.epochs is None else args.epochs
+            settings = {
+                "batch_size": args.batch_size,
+                "lr": args.lr,
+                "optimizer": args.optimizer,
+                "weight_decay": args.weight_decay,
+                "momentum": args.momentum,
+                "lr_schedule": args.lr_decay_epochs,
+                "lr_decay": args.lr_decay,
+                "grad_clip": args.grad_clip,
+                "seed": args.seed,
+                "eval_batch_size": args.eval_batch_size,
+            }
+            out_dir, resume = args.out, False
+        history = fit(
+            model,
+            data,
+            epochs=epochs,
+            device=device,
+            out_dir=out_dir,
+            resume=resume,
+            keep_checkpoints=args.keep_checkpoints,
+            quiet=quiet,
+            stop_after_steps=args.crash_after_steps,
+            **settings,
+        )
+        if history.interrupted:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)  # simulated crash (hidden test option)
+        del model
+    finally:
+        if ctx is not None:
+            teardown()
+    if not is_main:
+        return 0
+    if args.json:
+        emit_json(history.to_dict())
+        return 0
+    where = f"; run saved in {history.out_dir}" if history.out_dir else ""
+    print(
+        f"final clean test accuracy: {history.test_accuracy:.4f} "
+        f"(test loss {history.test_loss:.4f}) after {history.epochs} epochs on "
+        f"{history.task}{where}"
+    )
+    return 0

@@ -1,0 +1,95 @@
+"""The thin training layer: models, offline data, training, checkpoints, DDP.
+
+The core package never imports this subpackage; it imports the core. A trained
+NRNN-family model enters the analysis functions through :func:`params_from_module`.
+
+API index
+---------
+Models (:mod:`~nrnn_theory.train.models`)
+    NoisyRNN, LipschitzRNN, AntisymmetricRNN, CoRNN, LSTMClassifier, GRUClassifier,
+    MODELS, build_model, model_config
+Adapters (:mod:`~nrnn_theory.train.adapters`)
+    params_from_module, noise_from_module, import_authors_state_dict
+Data (:mod:`~nrnn_theory.train.data`)
+    TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
+    split_indices
+Training (:mod:`~nrnn_theory.train.loop`)
+    fit, evaluate, OPTIMIZERS, FitHistory
+Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
+    save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint
+Multi-process (:mod:`~nrnn_theory.train.distributed`)
+    init_from_env, teardown, spawn_fit
+"""
+
+from nrnn_theory.results import FitHistory
+from nrnn_theory.train.adapters import (
+    import_authors_state_dict,
+    noise_from_module,
+    params_from_module,
+)
+from nrnn_theory.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from nrnn_theory.train.data import (
+    TASKS,
+    TaskData,
+    bundled_ucr_problems,
+    load_task,
+    read_idx,
+    read_ts,
+    read_ucr_text,
+    split_indices,
+)
+from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
+from nrnn_theory.train.loop import OPTIMIZERS, evaluate, fit
+from nrnn_theory.train.models import (
+    MODELS,
+    AntisymmetricRNN,
+    CoRNN,
+    GRUClassifier,
+    LipschitzRNN,
+    LSTMClassifier,
+    NoisyRNN,
+    build_model,
+    model_config,
+)
+
+
+__all__ = [
+    "MODELS",
+    "OPTIMIZERS",
+    "TASKS",
+    "AntisymmetricRNN",
+    "Checkpoint",
+    "CheckpointError",
+    "CoRNN",
+    "FitHistory",
+    "GRUClassifier",
+    "LSTMClassifier",
+    "LipschitzRNN",
+    "NoisyRNN",
+    "TaskData",
+    "build_model",
+    "bundled_ucr_problems",
+    "evaluate",
+    "fit",
+    "import_authors_state_dict",
+    "init_from_env",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_task",
+    "model_config",
+    "noise_from_module",
+    "params_from_module",
+    "read_idx",
+    "read_ts",
+    "read_ucr_text",
+    "save_checkpoint",
+    "spawn_fit",
+    "split_indices",
+    "teardown",
+]

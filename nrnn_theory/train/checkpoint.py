@@ -1,0 +1,459 @@
+"""Checkpoints that cannot execute code on load, written atomically, checked on read.
+
+A checkpoint is a directory with two files:
+
+``tensors.safetensors``
+    Every tensor: the model's ``state_dict`` (``model.<name>``), the optimizer's
+    tensor state (``optim.<param>.<key>``) and the random generators' states
+    (``rng.<name>``). safetensors stores raw arrays only, so loading runs no code.
+``checkpoint.json``
+    Everything else: the model configuration (:func:`~nrnn_theory.train.model_config`),
+    its noise, the task (the :func:`~nrnn_theory.train.load_task` arguments and a
+    fingerprint of the data), the training settings, seed, epoch, step, history so far,
+    the optimizer's non-tensor state, the package and torch versions,
+    the SHA-256 of the tensor file and a ``digest`` over all of it.
+
+The digest ties the two files together: editing either file, or swapping the tensor
+file for another one, makes :func:`load_checkpoint` fail with a clear error instead of
+silently building a different model. (It detects accidents and casual edits; it is
+not a signature.)
+
+Writes go to a temporary directory next to the target, which is renamed into place
+only when complete, so a crash never leaves a half-written checkpoint; an existing
+checkpoint is never overwritten.
+
+A training run (``fit(..., out_dir=RUN)``) keeps its checkpoints in
+``RUN/checkpoints/epoch-NNNN``; :func:`load_checkpoint` accepts either such a
+directory or the run directory (then it loads the latest one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nrnn_theory._version import __version__
+from nrnn_theory.train.models import _unwrap, build_model, model_config
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_dirs",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "nrnn_theory.checkpoint"
+FORMAT_VERSION = 1
+JSON_NAME = "checkpoint.json"
+TENSORS_NAME = "tensors.safetensors"
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A path is not a checkpoint, or its files are inconsistent or were modified."""
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    path : Path
+        The checkpoint directory.
+    model : nn.Module
+        The rebuilt model with the stored weights, in eval mode, on ``map_location``.
+    config : dict
+        Its :func:`~nrnn_theory.train.model_config` (including ``"noise"``).
+    task : dict or None
+        The :func:`~nrnn_theory.train.load_task` arguments of its data.
+    data_fingerprint : str or None
+        :meth:`~nrnn_theory.train.TaskData.fingerprint` of the data it was trained on.
+    fit : dict or None
+        Training settings of :func:`~nrnn_theory.train.fit`.
+    seed : int or None
+    epoch : int
+        Completed epochs.
+    step : int
+        Completed optimizer steps.
+    history : tuple of dict
+        Per-epoch records so far.
+    version : str
+        Package version that wrote it.
+    optimizer_state : dict or None
+        ``state_dict`` of the optimizer (tensors on ``map_location``).
+    generator_states : dict of str to Tensor
+        ``get_state()`` of each random generator (uint8 CPU tensors).
+    extra : dict
+        Any further JSON data stored by the writer.
+    """
+
+    path: Path
+    model: nn.Module
+    config: dict[str, Any]
+    task: dict[str, Any] | None
+    data_fingerprint: str | None
+    fit: dict[str, Any] | None
+    seed: int | None
+    epoch: int
+    step: int
+    history: tuple[dict[str, Any], ...]
+    version: str
+    optimizer_state: dict[str, Any] | None = None
+    generator_states: dict[str, Tensor] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def noise(self):
+        """The model's training noise (a :class:`~nrnn_theory.NoiseSpec`) or ``None``."""
+        return getattr(self.model, "noise", None)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _canonical(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint's JSON: {value!r}")
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Optimizer state_dict -> (JSON part, tensors keyed optim.<param>.<key>)."""
+    tensors: dict[str, Tensor] = {}
+    other: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                other.setdefault(str(pid), {})[key] = _jsonable(value)
+    return {"param_groups": _jsonable(state["param_groups"]), "state_other": other}, tensors
+
+
+def _join_optimizer(meta: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entries in meta.get("state_other", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------------------------- save
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    epoch: int,
+    step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+    task: dict[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+    fit: dict[str, Any] | None = None,
+    seed: int | None = None,
+    history: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint directory to create. It must not exist: checkpoints are never
+        overwritten.
+    model : nn.Module
+        A model of :data:`~nrnn_theory.train.MODELS` (possibly DDP-wrapped).
+    epoch, step : int
+        Completed epochs and optimizer steps.
+    optimizer : torch.optim.Optimizer, optional
+        Saved with its ``state_dict``.
+    generators : dict of str to torch.Generator, optional
+        Random generators whose states a resumed run must restore.
+    task, data_fingerprint, fit, seed, history, extra : optional
+        JSON-able metadata (see :class:`Checkpoint`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"path: {path} exists; checkpoints are never overwritten")
+    inner = _unwrap(model)
+    config = model_config(inner)
+    tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in inner.state_dict().items()}
+    meta: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nrnn_theory_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": _jsonable(config),
+        "task": _jsonable(task),
+        "data_fingerprint": data_fingerprint,
+        "fit": _jsonable(fit),
+        "seed": seed,
+        "epoch": int(epoch),
+        "step": int(step),
+        "history": _jsonable(list(history)),
+        "optimizer": None,
+        "generators": sorted(generators or {}),
+        "extra": _jsonable(extra or {}),
+    }
+    if optimizer is not None:
+        meta["optimizer"], opt_tensors = _split_optimizer(optimizer.state_dict())
+        meta["optimizer"]["class"] = type(optimizer).__name__
+        tensors.update(opt_tensors)
+    for name, gen in (generators or {}).items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        tensor_file = tmp / TENSORS_NAME
+        save_file(tensors, str(tensor_file))
+        meta["tensors"] = {
+            "file": TENSORS_NAME,
+            "sha256": _sha256_file(tensor_file),
+            "keys": sorted(tensors),
+        }
+        meta["digest"] = hashlib.sha256(_canonical(meta)).hexdigest()
+        with open(tmp / JSON_NAME, "w") as f:
+            json.dump(meta, f, indent=1, sort_keys=True, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tensor_file, "rb+") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if path.exists():
+            raise FileExistsError(f"path: {path} appeared while writing; not overwritten")
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------- load
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """The ``checkpoints/epoch-NNNN`` directories of a run, oldest first."""
+    base = Path(run_dir) / "checkpoints"
+    if not base.is_dir():
+        return []
+    found = []
+    for p in base.iterdir():
+        m = _EPOCH_DIR.match(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint directory of a run, or ``None`` if it has none."""
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def _resolve(path: Path) -> Path:
+    if (path / JSON_NAME).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return latest
+    if not path.exists():
+        raise CheckpointError(f"path: {path} does not exist")
+    raise CheckpointError(
+        f"path: {path} is not a checkpoint: it holds neither {JSON_NAME} nor "
+        "checkpoints/epoch-NNNN directories of a training run"
+    )
+
+
+def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Locate and verify a checkpoint; return its directory and its JSON metadata.
+
+    Checks the format marker, the digest and the tensor file's hash, but loads no
+    tensors.
+    """
+    ckpt_dir = _resolve(Path(path))
+    json_path = ckpt_dir / JSON_NAME
+    try:
+        with open(json_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{json_path}: not a readable checkpoint JSON file ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{json_path}: not an nrnn_theory checkpoint (format marker "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
+            f"{CHECKPOINT_FORMAT!r})"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{json_path}: checkpoint format version {meta.get('format_version')!r}; this "
+            f"nrnn_theory {__version__} reads version {FORMAT_VERSION}"
+        )
+    digest = meta.pop("digest", None)
+    if digest != hashlib.sha256(_canonical(meta)).hexdigest():
+        raise CheckpointError(
+            f"{json_path}: the digest does not match the contents: the file was modified "
+            "after it was written (or is damaged); refusing to load it"
+        )
+    tensor_file = ckpt_dir / meta["tensors"]["file"]
+    if not tensor_file.is_file():
+        raise CheckpointError(f"{ckpt_dir}: tensor file {tensor_file.name} is missing")
+    if _sha256_file(tensor_file) != meta["tensors"]["sha256"]:
+        raise CheckpointError(
+            f"{tensor_file}: its SHA-256 does not match the one recorded in {JSON_NAME}: the "
+            "tensor file was modified or replaced; refusing to load it"
+        )
+    return ckpt_dir, meta
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint written by :func:`save_checkpoint` or ``fit``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint directory, or a run directory (its latest checkpoint is loaded).
+    map_location : str or torch.device
+        Device for the model and optimizer tensors.
+
+    Returns
+    -------
+    Checkpoint
+        ``.model`` is in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        If ``path`` is not a checkpoint, was written by something else, was modified
+        after writing, or its weights do not fit its model configuration.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from nrnn_theory.train import LipschitzRNN
+    >>> model = LipschitzRNN(1, 4, 2, generator=torch.Generator().manual_seed(0))
+    >>> d = Path(tempfile.mkdtemp()) / "ckpt"
+    >>> _ = save_checkpoint(d, model, epoch=3)
+    >>> ck = load_checkpoint(d)
+    >>> ck.epoch, ck.model.training, bool(torch.equal(ck.model.M_W, model.M_W))
+    (3, False, True)
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    ckpt_dir, meta = read_checkpoint_meta(path)
+    device = torch.device(map_location)
+    try:
+        tensors = load_file(str(ckpt_dir / meta["tensors"]["file"]), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{ckpt_dir}: unreadable tensor file ({exc})") from None
+    if sorted(tensors) != meta["tensors"]["keys"]:
+        raise CheckpointError(f"{ckpt_dir}: tensor keys differ from those recorded in {JSON_NAME}")
+    try:
+        model = build_model(dict(meta["model"]), generator=torch.Generator().manual_seed(0))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt_dir}: invalid model configuration: {exc}") from None
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    for name, value in expected.items():
+        if name in state and (state[name].shape != value.shape or state[name].dtype != value.dtype):
+            raise CheckpointError(
+                f"{ckpt_dir}: weight {name!r} has shape {tuple(state[name].shape)} and dtype "
+                f"{state[name].dtype}, but the configuration implies {tuple(value.shape)} and "
+                f"{value.dtype}"
+            )
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{ckpt_dir}: weights do not match the model configuration: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
+    model.load_state_dict(state)
+    model.to(device).eval()
+    optimizer_state = None
+    if meta.get("optimizer") is not None:
+        opt_tensors = {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}
+        optimizer_state = _join_optimizer(meta["optimizer"], opt_tensors)
+    generators = {name: tensors[f"rng.{name}"] for name in meta.get("generators", [])}
+    return Checkpoint(
+        path=ckpt_dir,
+        model=model,
+        config=meta["model"],
+        task=meta.get("task"),
+        data_fingerprint=meta.get("data_fingerprint"),
+        fit=meta.get("fit"),
+        seed=meta.get("seed"),
+        epoch=int(meta["epoch"]),
+        step=int(meta.get("step", 0)),
+        history=tuple(meta.get("history") or ()),
+        version=meta.get("nrnn_theory_version", "?"),
+        optimizer_state=optimizer_state,
+        generator_states=generators,
+        extra=meta.get("extra") or {},
+    )

@@ -1,0 +1,176 @@
+"""params_from_module and the import of the authors' state dicts (issue 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nrnn_theory import NoiseSpec, readout, rollout
+from nrnn_theory.train import (
+    AntisymmetricRNN,
+    CoRNN,
+    GRUClassifier,
+    LipschitzRNN,
+    LSTMClassifier,
+    NoisyRNN,
+    import_authors_state_dict,
+    noise_from_module,
+    params_from_module,
+)
+
+from _strategies import noise_specs, seeds
+from _tolerances import tol
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@settings(max_examples=30, deadline=None)  # first calls pay one-off torch warm-up
+@given(
+    seed=seeds,
+    kind=st.sampled_from(["nrnn", "lipschitz", "antisymmetric"]),
+    learn_step=st.booleans(),
+    noise=noise_specs(max_level=0.5),
+)
+def test_params_reproduce_the_model_forward(seed, kind, learn_step, noise):
+    g = _gen(seed)
+    kw = dict(generator=g, dtype=torch.float64, learn_step=learn_step, init_std=3.0)
+    if kind == "nrnn":
+        model = NoisyRNN(2, 5, 3, dt=0.1, noise=noise, **kw)
+    elif kind == "lipschitz":
+        model = LipschitzRNN(2, 5, 3, dt=0.1, **kw)
+    else:
+        model = AntisymmetricRNN(2, 5, 3, dt=0.1, noise=noise, **kw)
+    if learn_step:
+        with torch.no_grad():
+            model.step.mul_(torch.rand(5, generator=g, dtype=torch.float64) + 0.5)
+    xs = torch.randn(4, 9, 2, generator=g, dtype=torch.float64)
+    p = params_from_module(model)
+    assert not p.A.requires_grad and (p.step is not None) == learn_step
+    with torch.no_grad():
+        out = model.eval()(xs)
+    torch.testing.assert_close(out, readout(p, rollout(p, xs)), **tol("elementwise"))
+    # the training-mode forward is the noisy rollout of the same params
+    train_noise = noise_from_module(model)
+    if train_noise is not None:
+        with torch.no_grad():
+            noisy = model.train()(xs, generator=_gen(1))
+        expected = readout(p, rollout(p, xs, noise=train_noise, generator=_gen(1)))
+        torch.testing.assert_close(noisy, expected, **tol("elementwise"))
+
+
+def test_params_dtype_cast_and_untouched_model(generator):
+    model = NoisyRNN(1, 4, 2, noise=None, generator=generator)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    p = params_from_module(model, dtype=torch.float64)
+    assert p.dtype == torch.float64 and model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("cls", [CoRNN, LSTMClassifier, GRUClassifier])
+def test_params_refuse_other_dynamics(cls, generator):
+    with pytest.raises(TypeError, match="NRNN family"):
+        params_from_module(cls(1, 4, 2, generator=generator))
+    with pytest.raises(TypeError, match="NRNN family"):
+        noise_from_module(cls(1, 4, 2, generator=generator))
+
+
+# ----------------------------------------------------------- the authors' layout (§3)
+def _authors_state_dict(H, D, C, g, dtype=torch.float64):
+    """A state dict in the authors' layout: free B, C; Linear E (input) and D (readout)."""
+    return {
+        "B": torch.randn(H, H, generator=g, dtype=dtype) * 0.5,
+        "C": torch.randn(H, H, generator=g, dtype=dtype) * 0.5,
+        "E.weight": torch.randn(H, D, generator=g, dtype=dtype),
+        "E.bias": torch.randn(H, generator=g, dtype=dtype),
+        "D.weight": torch.randn(C, H, generator=g, dtype=dtype),
+        "D.bias": torch.randn(C, generator=g, dtype=dtype),
+        "d": 0.1 * (0.5 + torch.rand(H, generator=g, dtype=dtype)),
+    }
+
+
+def _authors_forward(sd, x, *, eps, beta, gamma_A, gamma_W, alpha, solver, a=0.0, mu=0.0, g=None):
+    """The authors' forward written from THEORY.md §3: row vectors, h @ A.
+
+    A = beta (B - B^T) + (1 - beta)(B + B^T) - gamma_A I (W likewise from C);
+    base: h + eps f; noisy: h + d * m * f + a * zeta with, per step, zeta ~ N(0, I)
+    drawn first and then m = mu * u + (1 - mu), u ~ U(0, 1).
+    """
+    H = sd["B"].shape[0]
+    eye = torch.eye(H, dtype=x.dtype)
+    B, Cm = sd["B"], sd["C"]
+    A = beta * (B - B.T) + (1 - beta) * (B + B.T) - gamma_A * eye
+    W = beta * (Cm - Cm.T) + (1 - beta) * (Cm + Cm.T) - gamma_W * eye
+    h = torch.zeros(x.shape[0], H, dtype=x.dtype)
+    for t in range(x.shape[1]):
+        z = x[:, t] @ sd["E.weight"].T + sd["E.bias"]
+        f = alpha * (h @ A) + torch.tanh(h @ W + z)
+        if solver == "base":
+            h = h + eps * f
+            continue
+        add, mult = 0.0, 1.0
+        if g is not None:
+            add = a * torch.randn(h.shape, generator=g, dtype=x.dtype)
+            mult = mu * torch.rand(h.shape, generator=g, dtype=x.dtype) + (1 - mu)
+        h = h + sd["d"] * mult * f + add
+    return h @ sd["D.weight"].T + sd["D.bias"]
+
+
+HYPER = dict(eps=0.1, beta=0.8, gamma_A=0.01, gamma_W=0.02, alpha=1.0)
+
+
+@pytest.mark.parametrize("solver", ["base", "noisy"])
+@pytest.mark.parametrize("alpha", [1.0, 0.0])
+def test_import_reproduces_the_authors_forward(solver, alpha, generator):
+    H, D, C = 6, 3, 4
+    sd = _authors_state_dict(H, D, C, generator)
+    x = torch.randn(5, 12, D, generator=generator, dtype=torch.float64)
+    hyper = {**HYPER, "alpha": alpha}
+    noise_kw = {"add_noise": 0.05, "mult_noise": 0.2} if solver == "noisy" else {}
+    model = import_authors_state_dict(sd, solver=solver, **hyper, **noise_kw)
+    assert not model.training and model.learn_step == (solver == "noisy")
+    with torch.no_grad():
+        ours = model(x)
+    theirs = _authors_forward(sd, x, solver=solver, **hyper)
+    torch.testing.assert_close(ours, theirs, **tol("reduction"))
+    p = params_from_module(model)
+    torch.testing.assert_close(readout(p, rollout(p, x)), theirs, **tol("reduction"))
+    if solver == "noisy":
+        # training mode: the same draws in the same order give the same noisy forward
+        with torch.no_grad():
+            ours = model.train()(x, generator=_gen(11))
+        theirs = _authors_forward(sd, x, solver=solver, a=0.05, mu=0.2, g=_gen(11), **hyper)
+        torch.testing.assert_close(ours, theirs, **tol("reduction"))
+        assert noise_from_module(model) == NoiseSpec.paper_code(add=0.05, mult=0.2)
+
+
+def test_import_strips_data_parallel_prefix_and_keeps_dtype(generator):
+    sd = _authors_state_dict(4, 1, 2, generator, dtype=torch.float32)
+    model = import_authors_state_dict(
+        {f"module.{k}": v for k, v in sd.items()}, solver="noisy", **HYPER
+    )
+    assert model.M_W.dtype == torch.float32 and model.noise is None
+    torch.testing.assert_close(model.M_W.detach(), sd["C"].T)
+    torch.testing.assert_close(model.M_A.detach(), sd["B"].T)
+
+
+def test_import_errors(generator):
+    sd = _authors_state_dict(4, 1, 2, generator)
+    with pytest.raises(ValueError, match=r"missing \['d'\], unexpected \['extra'\]"):
+        bad = {k: v for k, v in sd.items() if k != "d"}
+        import_authors_state_dict({**bad, "extra": torch.zeros(1)}, solver="base", **HYPER)
+    with pytest.raises(ValueError, match=r"state_dict\['C'\]: expected shape \(4, 4\)"):
+        import_authors_state_dict({**sd, "C": torch.zeros(3, 3)}, solver="base", **HYPER)
+    with pytest.raises(ValueError, match="ignores noise"):
+        import_authors_state_dict(sd, solver="base", add_noise=0.02, **HYPER)
+    with pytest.raises(ValueError, match="solver: expected one of"):
+        import_authors_state_dict(sd, solver="rk4", **HYPER)
+    with pytest.raises(ValueError, match="finite"):
+        import_authors_state_dict({**sd, "B": sd["B"] * float("nan")}, solver="base", **HYPER)

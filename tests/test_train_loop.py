@@ -1,0 +1,278 @@
+"""fit(): history, files, determinism, resume, bad input before training, DDP (issue 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from nrnn_theory import NoiseSpec
+from nrnn_theory.train import (
+    CheckpointError,
+    LipschitzRNN,
+    LSTMClassifier,
+    NoisyRNN,
+    build_model,
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_task,
+    model_config,
+    spawn_fit,
+)
+from nrnn_theory.train.loop import lr_at_epoch
+
+from _tolerances import tol
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMALL_NOISE = NoiseSpec.paper_code(add=0.02, mult=0.02)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    """A 300-example slice of digits: fast enough for many short runs."""
+    return dataclasses.replace(
+        digits,
+        train_x=digits.train_x[:300],
+        train_y=digits.train_y[:300],
+        val_x=digits.val_x[:100],
+        val_y=digits.val_y[:100],
+        test_x=digits.test_x[:100],
+        test_y=digits.test_y[:100],
+        spec={},
+    )
+
+
+def _model(seed=0, **kw):
+    kw.setdefault("noise", SMALL_NOISE)
+    return NoisyRNN(1, 8, 10, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_fit_records_history_and_writes_the_run(tiny, tmp_path):
+    model = _model()
+    hist = fit(
+        model,
+        tiny,
+        epochs=3,
+        batch_size=32,
+        lr=1e-2,
+        device="cpu",
+        quiet=True,
+        out_dir=tmp_path / "run",
+        keep_checkpoints=2,
+    )
+    assert hist.epochs == 3 and hist.steps == 3 * math.ceil(300 / 32) and not hist.interrupted
+    assert [r["epoch"] for r in hist.records] == [1, 2, 3]
+    assert 0 <= hist.test_accuracy <= 1 and hist.best_val_accuracy is not None
+    lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == list(hist.records)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "epoch-0002",
+        "epoch-0003",
+    ]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_accuracy"] == hist.test_accuracy and summary["model"] == model_config(
+        model
+    )
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.epoch == 3 and _same(_weights(ck.model), _weights(model))
+    # the returned test metrics are the clean ones
+    assert evaluate(model, tiny, "test")["accuracy"] == hist.test_accuracy
+
+
+def test_evaluate_matches_a_direct_computation(tiny):
+    model = _model(noise=NoiseSpec(sigma1=5.0)).train()
+    with torch.no_grad():
+        logits = model.eval()(tiny.val_x)
+    model.train()
+    out = evaluate(model, tiny, "val", batch_size=7)
+    assert model.training  # mode restored
+    acc = float((logits.argmax(1) == tiny.val_y).double().mean())
+    loss = float(torch.nn.functional.cross_entropy(logits, tiny.val_y))
+    assert out["n"] == 100 and out["accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert out["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_fit_is_deterministic_given_the_seed(tiny):
+    runs = []
+    for seed in (0, 0, 1):
+        model = _model()
+        fit(model, tiny, epochs=2, batch_size=50, lr=1e-2, seed=seed, device="cpu", quiet=True)
+        runs.append(_weights(model))
+    assert _same(runs[0], runs[1])
+    assert not _same(runs[0], runs[2])
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
+    kw = dict(batch_size=40, lr=1e-2, seed=3, device="cpu", quiet=True, lr_schedule=[2])
+    full = _model()
+    h_full = fit(full, tiny, epochs=3, out_dir=tmp_path / "full", **kw)
+    part = _model()
+    h_part = fit(part, tiny, epochs=3, out_dir=tmp_path / "part", stop_after_steps=12, **kw)
+    assert h_part.interrupted and h_part.epochs == 1  # 8 steps per epoch: died in epoch 2
+    assert [p.name for p in (tmp_path / "part" / "checkpoints").iterdir()] == ["epoch-0001"]
+    resumed = _model(seed=99)  # the weights come from the checkpoint, not the init
+    h_res = fit(resumed, tiny, epochs=3, out_dir=tmp_path / "part", resume=True, **kw)
+    assert _same(_weights(resumed), _weights(full))
+    assert _without_time(h_res.records) == _without_time(h_full.records)
+    assert h_res.test_accuracy == h_full.test_accuracy
+    lines = (tmp_path / "part" / "history.jsonl").read_text().splitlines()
+    assert _without_time(json.loads(x) for x in lines) == _without_time(h_full.records)
+    # extending a finished run continues from its last epoch
+    h_more = fit(resumed, tiny, epochs=4, out_dir=tmp_path / "part", resume=True, **kw)
+    assert h_more.epochs == 4 and h_more.records[-1]["lr"] == pytest.approx(1e-3)
+
+
+def test_resume_refuses_a_different_run(tiny, digits, tmp_path):
+    kw = dict(batch_size=100, device="cpu", quiet=True)
+    fit(_model(), tiny, epochs=1, lr=1e-2, out_dir=tmp_path / "run", **kw)
+    with pytest.raises(CheckpointError, match="settings differ.*lr: checkpoint 0.01, now 0.02"):
+        fit(_model(), tiny, epochs=2, lr=2e-2, out_dir=tmp_path / "run", resume=True, **kw)
+    with pytest.raises(CheckpointError, match="data differ"):
+        other = dataclasses.replace(tiny, train_y=tiny.train_y.flip(0))
+        fit(_model(), other, epochs=2, lr=1e-2, out_dir=tmp_path / "run", resume=True, **kw)
+    with pytest.raises(
+        CheckpointError, match=r"configuration differs from the checkpoint's in \['noise'\]"
+    ):
+        fit(
+            _model(noise=None), tiny, epochs=2, lr=1e-2, out_dir=tmp_path / "run", resume=True, **kw
+        )
+
+
+def _bad_calls(tiny, tmp_path):
+    nan_data = dataclasses.replace(tiny, train_x=tiny.train_x.clone())
+    nan_data.train_x[5, 3, 0] = float("nan")  # mutated after validation
+    five = dataclasses.replace(tiny, num_classes=10)
+    return [
+        (dict(model=NoisyRNN(2, 8, 10, noise=None)), ValueError, "D = 2 values per step.*D = 1"),
+        (dict(model=LipschitzRNN(1, 8, 5)), ValueError, "the model has 5 classes.*has 10"),
+        (dict(data=nan_data), ValueError, r"data.train_x: expected finite values"),
+        (dict(lr=0.0), ValueError, "lr: expected a number > 0, got 0.0"),
+        (dict(lr=-1e-3), ValueError, "lr: expected a number > 0"),
+        (dict(lr=float("nan")), ValueError, "lr: expected a finite number"),
+        (dict(epochs=0), ValueError, "epochs: expected an integer >= 1"),
+        (dict(optimizer="lbfgs"), ValueError, "optimizer: expected one of 'adam'"),
+        (dict(model=torch.nn.Linear(1, 10)), TypeError, "model: expected one of"),
+        (
+            dict(data=five, resume=True, out_dir=tmp_path / "empty"),
+            CheckpointError,
+            "does not exist",
+        ),
+        (
+            dict(resume=True, out_dir=tmp_path / "notckpt"),
+            CheckpointError,
+            "not a checkpoint directory",
+        ),
+        (dict(out_dir=tmp_path / "existing"), FileExistsError, "refusing to overwrite"),
+    ]
+
+
+def test_bad_input_fails_before_any_training(tiny, tmp_path):
+    (tmp_path / "notckpt").mkdir()
+    (tmp_path / "notckpt" / "data.txt").write_text("mine")
+    fit(_model(), tiny, epochs=1, lr=1e-2, device="cpu", quiet=True, out_dir=tmp_path / "existing")
+    files_before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for overrides, exc, pattern in _bad_calls(tiny, tmp_path):
+        model = overrides.pop("model", _model())
+        before = _weights(model)
+        kwargs = dict(data=tiny, epochs=2, lr=1e-2, device="cpu", quiet=True) | overrides
+        data = kwargs.pop("data")
+        with pytest.raises(exc, match=pattern):
+            fit(model, data, **kwargs)
+        assert _same(_weights(model), before), pattern
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files_before
+
+
+def test_penalty_is_added_to_the_loss(tiny):
+    calls = []
+
+    def penalty(model, xs, ys):
+        calls.append((type(model).__name__, tuple(xs.shape), tuple(ys.shape)))
+        return 10.0 * model.V.square().sum()
+
+    plain, shrunk = _model(), _model()
+    fit(plain, tiny, epochs=1, batch_size=100, lr=1e-2, device="cpu", quiet=True)
+    fit(shrunk, tiny, epochs=1, batch_size=100, lr=1e-2, device="cpu", quiet=True, penalty=penalty)
+    assert calls == [("NoisyRNN", (100, 64, 1), (100,))] * 3
+    assert float(shrunk.V.detach().norm()) < float(plain.V.detach().norm())
+
+
+def test_gradient_clipping_bounds_the_step(tiny):
+    model = LipschitzRNN(1, 8, 10, generator=torch.Generator().manual_seed(0))
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    fit(
+        model,
+        tiny,
+        epochs=1,
+        batch_size=300,
+        lr=1.0,
+        optimizer="sgd",
+        grad_clip=1e-3,
+        device="cpu",
+        quiet=True,
+    )
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    # one SGD step of lr 1 on a gradient clipped to norm 1e-3
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_learning_rate_schedule(tiny):
+    assert [lr_at_epoch(0.1, e, [1, 3], 0.5) for e in range(5)] == [0.1, 0.05, 0.05, 0.025, 0.025]
+    hist = fit(
+        _model(), tiny, epochs=3, batch_size=150, lr=1e-2, lr_schedule=[1], device="cpu", quiet=True
+    )
+    assert [r["lr"] for r in hist.records] == pytest.approx([1e-2, 1e-3, 1e-3])
+
+
+def test_baselines_train_through_fit(tiny):
+    model = LSTMClassifier(1, 8, 10, generator=torch.Generator().manual_seed(0))
+    hist = fit(model, tiny, epochs=1, batch_size=100, lr=1e-2, device="cpu", quiet=True)
+    assert hist.model["model"] == "lstm" and math.isfinite(hist.records[0]["train_loss"])
+
+
+def test_two_gloo_processes_equal_single_process_training(digits):
+    """DDP with 2 gloo processes vs one process on the same global batches (ENVIRONMENT.md §5).
+
+    float64 and noise on: every rank draws the noise of the whole global batch and uses
+    its rows, so only the summation order of the gradient differs.
+    """
+    config = {
+        "model": "nrnn",
+        "input_size": 1,
+        "hidden_size": 8,
+        "num_classes": 10,
+        "dtype": "float64",
+        "noise": {"sigma1": 0.02, "sigma2": 0.02, "convention": "paper_code"},
+    }
+    fit_kwargs = {"epochs": 2, "batch_size": 64, "lr": 1e-2, "seed": 3}
+    state, hist = spawn_fit(
+        config, {"name": "digits", "seed": 0}, fit_kwargs, world_size=2, model_seed=1
+    )
+    single = build_model(config, generator=torch.Generator().manual_seed(1))
+    ref = fit(single, digits, device="cpu", quiet=True, **fit_kwargs)
+    assert hist["world_size"] == 2 and hist["steps"] == ref.steps
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(state[name], value, **tol("reduction"))
+    assert hist["test_accuracy"] == pytest.approx(ref.test_accuracy, abs=1 / digits.size("test"))
