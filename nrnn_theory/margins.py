@@ -26,6 +26,7 @@ Empirical margins (attacks) are in :mod:`nrnn_theory.attacks`; the test
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -308,7 +309,7 @@ def _power_norm(
         def matvec(u: Tensor) -> Tensor:
             with torch.enable_grad():
                 (v,) = vjp_fn(u)
-                return torch.func.jvp(model, (xs,), (v,))[1].detach()
+            return _jvp(model, xs, v)
 
     lam, residual, converged, n = _power_iteration(matvec, u0, max_iter, rtol)
     return JacobianNorm(
@@ -317,6 +318,17 @@ def _power_norm(
 
 
 JACOBIAN_NORM_METHODS: tuple[str, ...] = ("power", "gram")
+
+
+def _jvp(model: Callable[[Tensor], Tensor], xs: Tensor, v: Tensor) -> Tensor:
+    """Forward-mode :math:`J v` of a callable model, detached."""
+    with warnings.catch_warnings():
+        # torch 2.13 loads its forward-AD decompositions through torch.jit.script on
+        # first use, which warns that torch.jit.script is deprecated; nothing to act on.
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning
+        )
+        return torch.func.jvp(model, (xs,), (v,))[1].detach()
 
 
 def jacobian_spectral_norm(

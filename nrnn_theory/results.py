@@ -322,6 +322,9 @@ class RobustnessCurve(Result):
         Accuracy of each draw.
     clipped : bool
         Whether perturbed inputs were clipped to the data range.
+    ci_method : str
+        How ``ci_low``/``ci_high`` were computed
+        (:data:`nrnn_theory.robustness.CI_METHODS`).
     """
 
     perturbation: str
@@ -332,6 +335,7 @@ class RobustnessCurve(Result):
     ci_high: Any
     draws: Any
     clipped: bool
+    ci_method: str
 
 
 @dataclass(frozen=True)
