@@ -214,10 +214,16 @@ def _random_start(xs: Tensor, eps: Tensor, norm: str, generator) -> Tensor:
     return z / n * eps * r.pow(1.0 / dim)
 
 
-def _pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generator):
-    """PGD core on validated inputs. Returns (x_adv, fooled (B,))."""
+def _pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generator, init=None):
+    """PGD core on validated inputs. Returns (x_adv, fooled (B,)).
+
+    ``init`` (B, T, D), if given, is the starting perturbation (projected onto the
+    ball) instead of zero or a random start.
+    """
     delta = torch.zeros_like(xs)
-    if random_start:
+    if init is not None:
+        delta = _clip(xs + _project(init, eps, norm), bounds) - xs
+    elif random_start:
         delta = _clip(xs + _random_start(xs, eps, norm, generator), bounds) - xs
     best = xs.clone()
     fooled = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
@@ -234,7 +240,7 @@ def _pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generat
     newly = (scores.argmax(dim=1) != y) & ~fooled
     best[newly] = x[newly]
     fooled |= newly
-    return torch.where(fooled.view(-1, 1, 1), best, x), fooled
+    return torch.where(fooled.view(-1, 1, 1), best, x), fooled, x
 
 
 def pgd(
@@ -303,7 +309,7 @@ def pgd(
     bounds = _check_bounds(bounds)
     fn, xs, y, _ = _prepare(model, xs, labels)
     e = _check_eps(eps, xs)
-    adv, _ = _pgd(
+    adv, _, _ = _pgd(
         fn, xs, y, e, norm, steps, rel * e, ATTACK_LOSSES[loss], random_start, bounds, generator
     )
     return adv
@@ -490,7 +496,8 @@ def minimal_perturbation(
     norm: Norm = "l2",
     method: str = "deepfool+pgd",
     pgd_steps: int = 20,
-    bisection_steps: int = 12,
+    bisection_steps: int = 30,
+    rtol: float = 1e-3,
     max_doublings: int = 12,
     initial_radius: float | None = None,
     targeted: bool = False,
@@ -521,7 +528,11 @@ def minimal_perturbation(
     pgd_steps : int
         PGD steps per bisection probe.
     bisection_steps : int
-        Radius bisection steps; the bracket shrinks by half each.
+        Cap on radius bisection steps. While no failure is known the radius
+        halves; then it bisects geometrically (:math:`\sqrt{lo\cdot hi}`), so the
+        bracket's *relative* width halves in log scale each step.
+    rtol : float
+        Stop bisecting an example once ``hi - lo <= rtol * hi``.
     max_doublings : int
         Where no upper bracket is known, the radius doubles from
         ``initial_radius`` until PGD succeeds, at most this many times.
@@ -555,6 +566,7 @@ def minimal_perturbation(
     check_choice("method", method, MINIMAL_METHODS)
     pgd_steps = check_positive_int("pgd_steps", pgd_steps)
     bisection_steps = check_positive_int("bisection_steps", bisection_steps, minimum=0)
+    rtol = check_positive("rtol", rtol)
     max_doublings = check_positive_int("max_doublings", max_doublings, minimum=0)
     if initial_radius is not None:
         initial_radius = check_positive("initial_radius", initial_radius)
@@ -574,15 +586,27 @@ def minimal_perturbation(
         return _finish(fn, xs, y, best, norm, method, bounds, lo)
 
     lossf = ATTACK_LOSSES["margin"]
+    warm = best - xs  # DeepFool's perturbation where it succeeded, else zero (random start)
 
     def probe(idx: Tensor, radius: Tensor) -> None:
         """PGD at ``radius`` for examples ``idx``; update the brackets in place."""
         e = radius.view(-1, 1, 1)
         x_sub = xs[idx]
         step = (2.5 / pgd_steps) * e
-        adv, fooled = _pgd(
-            fn, x_sub, y[idx], e, norm, pgd_steps, step, lossf, True, bounds, generator
+        # Warm start: the last iterate of the previous probe rescaled to this radius,
+        # so that the ascent continues across probes (a continuation in r); a random
+        # start at the first probe.
+        prev = warm[idx]
+        d_prev = perturbation_norm(prev, norm).view(-1, 1, 1)
+        init = torch.where(
+            d_prev > 0,
+            prev * (e / torch.where(d_prev > 0, d_prev, 1.0)),
+            _random_start(x_sub, e, norm, generator),
         )
+        adv, fooled, last = _pgd(
+            fn, x_sub, y[idx], e, norm, pgd_steps, step, lossf, True, bounds, generator, init
+        )
+        warm[idx] = last - x_sub
         d = perturbation_norm(adv - x_sub, norm)
         win = fooled & (d < hi[idx])
         best[idx[win]] = adv[win]
@@ -609,8 +633,10 @@ def minimal_perturbation(
             probe(idx, radius[idx])
             radius = radius * 2.0
     for _ in range(bisection_steps):
-        idx = (torch.isfinite(hi) & (hi > 0)).nonzero().squeeze(1)
+        open_ = torch.isfinite(hi) & (hi > 0) & (hi - lo > rtol * hi)
+        idx = open_.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        probe(idx, 0.5 * (lo[idx] + hi[idx]))
+        a, b = lo[idx], hi[idx]
+        probe(idx, torch.where(a > 0, torch.sqrt(a * b), 0.5 * b))
     return _finish(fn, xs, y, best, norm, method, bounds, lo)

@@ -356,7 +356,7 @@ def _attack(fn, xs, y, spec, eps, bounds, steps, loss, generator) -> Tensor:
     e = torch.full((xs.shape[0], 1, 1), eps, dtype=xs.dtype, device=xs.device)
     lossf = ATTACK_LOSSES[loss]
     if spec.iterative:
-        adv, _ = _pgd(
+        adv, _, _ = _pgd(
             fn, xs, y, e, spec.norm, steps, (2.5 / steps) * e, lossf, True, bounds, generator
         )
         return adv
