@@ -120,8 +120,9 @@ def _apply_mult(xs: Tensor, n: Tensor, sigma: float) -> Tensor:
 
 def _apply_sp(xs: Tensor, u: Tensor, alpha: float, lo: float, hi: float) -> Tensor:
     # One uniform per value: u < alpha/2 -> low ("pepper"), alpha/2 <= u < alpha -> high.
-    out = torch.where(u < alpha, torch.where(u < 0.5 * alpha, lo, hi), xs)
-    return out.to(xs.dtype)
+    # Tensors, not Python floats: torch.where would build the fill in the default dtype.
+    fill = torch.where(u < 0.5 * alpha, xs.new_tensor(lo), xs.new_tensor(hi))
+    return torch.where(u < alpha, fill, xs)
 
 
 def white_noise(
