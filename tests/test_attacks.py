@@ -132,7 +132,7 @@ def test_fgsm_matches_foolbox(generator, norm):
     torch.testing.assert_close(ours, ref, **tol("elementwise"))
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(model_and_inputs(max_hidden=5, max_steps=5))
 def test_deepfool_not_worse_than_foolbox(case):
     """Same iteration as foolbox's L2DeepFool; ours then bisects back to the boundary."""
