@@ -26,7 +26,6 @@ Empirical margins (attacks) are in :mod:`nrnn_theory.attacks`; the test
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -106,82 +105,89 @@ def _score_margin(scores: Tensor, y: Tensor) -> Tensor:
 
 # ------------------------------------------------------------- analytic linearization
 class _Linearization:
-    """The clean NRNN linearized along one batch of trajectories (THEORY.md §8).
+    r"""The clean NRNN linearized along one batch of trajectories (THEORY.md §8).
 
-    Stores ``q_k = 1 - tanh(z_k)^2`` (B, T, H) from one forward pass, so that
-    products with :math:`J` (tangent pass) and :math:`J^\\top` (adjoint pass) are
-    pure matrix products: O(T B H^2) time each, O(T B H) memory.
+    One forward pass stores :math:`s\odot\tanh'(z_k)` (B, T, H). With
+    :math:`M_1 = I + \mathrm{diag}(s)\alpha A` the step Jacobian is
+    :math:`\tilde J_k = M_1 + \mathrm{diag}(s\odot\tanh'(z_k))W` and the input
+    Jacobian :math:`\mathrm{diag}(s\odot\tanh'(z_k))U`, so products with :math:`J`
+    (tangent pass) and :math:`J^\top` (adjoint pass) are a few dense products per
+    step: O(T B H^2) time each, O(T B H) memory. Each step is three or four tensor
+    operations, since at T = 784 and moderate H the cost is mostly per-operation
+    overhead.
     """
+
+    _CHUNK = 128  # steps whose input gradients are gathered before a Gram update
 
     def __init__(self, params: NRNNParams, xs: Tensor, h0: Tensor | None) -> None:
         self.params = params
-        self.kernel = k = StepKernel(params, None)
-        self.s = k.s
+        k = StepKernel(params, None)
+        s = k.s
         self.T = xs.shape[1]
-        B = xs.shape[0]
-        h = xs.new_zeros(B, params.hidden_size) if h0 is None else h0
+        B, H = xs.shape[0], params.hidden_size
+        h = xs.new_zeros(B, H) if h0 is None else h0
         qs = []
         with torch.no_grad():
             for ux in k.project(xs).unbind(1):
                 f, act = k.drift(h, ux)
-                h = h + self.s * f
-                qs.append(1.0 - act * act)
-            self.q = torch.stack(qs, dim=1)  # (B, T, H)
+                h = h + s * f
+                qs.append(s * (1.0 - act * act))
+            self.qs = torch.stack(qs, dim=1)  # (B, T, H): s * tanh'(z_k)
             self.scores = h @ params.V.mT + params.c
-        # [alpha A; W] stacked: one matmul per adjoint step.
-        if k.has_linear:
-            self.R = torch.cat([params.alpha * params.A, params.W], dim=0)  # (2H, H)
-        else:
-            self.R = params.W
+            eye = torch.eye(H, dtype=xs.dtype, device=xs.device)
+            M1 = eye + s.unsqueeze(1) * (params.alpha * params.A) if k.has_linear else eye
+            self.R_adj = torch.cat([M1, params.W], dim=0)  # (2H, H): [lam, g] @ R_adj
+            self.R_tan = torch.cat([M1.mT, params.W.mT], dim=1)  # (H, 2H): delta @ R_tan
 
     def jvp(self, v: Tensor) -> Tensor:
         """:math:`J v` for tangents ``v`` (B, T, D); returns (B, C)."""
-        p, k = self.params, self.kernel
+        p = self.params
         H = p.hidden_size
         uv = (v @ p.U.mT).unbind(1)
         delta = v.new_zeros(v.shape[0], H)
-        for q, u in zip(self.q.unbind(1), uv, strict=True):
-            hz = delta @ k.RT
-            if k.has_linear:
-                delta = delta + self.s * (hz[:, :H] + q * (hz[:, H:] + u))
-            else:
-                delta = delta + self.s * (q * (hz + u))
+        for qs, u in zip(self.qs.unbind(1), uv, strict=True):
+            P = delta @ self.R_tan
+            delta = torch.addcmul(P[:, :H], qs, P[:, H:] + u)
         return delta @ p.V.mT
 
-    def _adjoint(self, u: Tensor, sink: Callable[[int, Tensor], None]) -> None:
-        """Adjoint pass for cotangents ``u`` (B, K, C); ``sink(k, grad_x_k (B, K, D))``."""
-        p, k = self.params, self.kernel
-        lam = u @ p.V  # (B, K, H)
-        for t in range(self.T - 1, -1, -1):
-            q = self.q[:, t].unsqueeze(1)  # (B, 1, H); no autograd here, so indexing is fine
-            mu = self.s * lam
-            g = q * mu
-            sink(t, g @ p.U)
-            if k.has_linear:
-                lam = lam + torch.cat([mu, g], dim=-1) @ self.R
-            else:
-                lam = lam + g @ self.R
+    def _adjoint(self, u: Tensor, sink: Callable[[Tensor], None]) -> None:
+        """Adjoint pass for cotangents ``u`` (B, K, C), last step first.
+
+        ``sink(grad_x_k)`` receives the input gradients (B, K, D) for k = T-1, ..., 0.
+        """
+        p = self.params
+        lam = u @ p.V  # (B, K, H): cotangent of h_T
+        for qs in reversed(self.qs.unsqueeze(2).unbind(1)):
+            g = lam * qs
+            sink(g @ p.U)
+            lam = torch.cat([lam, g], dim=-1) @ self.R_adj
 
     def vjp(self, u: Tensor) -> Tensor:
-        """:math:`J^\\top u` for cotangents ``u`` (B, K, C); returns (B, K, T, D)."""
-        out = u.new_empty(u.shape[0], u.shape[1], self.T, self.params.input_size)
-
-        def sink(t: int, gx: Tensor) -> None:
-            out[:, :, t] = gx
-
-        self._adjoint(u, sink)
-        return out
+        r""":math:`J^\top u` for cotangents ``u`` (B, K, C); returns (B, K, T, D)."""
+        grads: list[Tensor] = []
+        self._adjoint(u, grads.append)
+        return torch.stack(grads[::-1], dim=2)
 
     def gram(self) -> Tensor:
-        """:math:`JJ^\\top` (B, C, C) by one adjoint pass with C cotangents."""
+        r""":math:`JJ^\top` (B, C, C) by one adjoint pass with C cotangents."""
         B, C = self.scores.shape
         eye = torch.eye(C, dtype=self.scores.dtype, device=self.scores.device)
         G = self.scores.new_zeros(B, C, C)
+        chunk: list[Tensor] = []
 
-        def sink(t: int, gx: Tensor) -> None:
-            G.add_(gx @ gx.mT)
+        def flush() -> None:
+            X = torch.cat(chunk, dim=-1)  # (B, C, n * D)
+            G.add_(X @ X.mT)
+            chunk.clear()
+
+        def sink(gx: Tensor) -> None:
+            chunk.append(gx)
+            if len(chunk) == self._CHUNK:
+                flush()
 
         self._adjoint(eye.expand(B, C, C), sink)
+        if chunk:
+            flush()
         return 0.5 * (G + G.mT)
 
 
@@ -302,14 +308,7 @@ def _power_norm(
             return lin.jvp(lin.vjp(u.unsqueeze(1)).squeeze(1))
 
     else:
-        model = lin_or_model
-        with torch.enable_grad():
-            _, vjp_fn = torch.func.vjp(model, xs)
-
-        def matvec(u: Tensor) -> Tensor:
-            with torch.enable_grad():
-                (v,) = vjp_fn(u)
-            return _jvp(model, xs, v)
+        matvec = _autograd_gram_matvec(lin_or_model, xs)
 
     lam, residual, converged, n = _power_iteration(matvec, u0, max_iter, rtol)
     return JacobianNorm(
@@ -320,15 +319,31 @@ def _power_norm(
 JACOBIAN_NORM_METHODS: tuple[str, ...] = ("power", "gram")
 
 
-def _jvp(model: Callable[[Tensor], Tensor], xs: Tensor, v: Tensor) -> Tensor:
-    """Forward-mode :math:`J v` of a callable model, detached."""
-    with warnings.catch_warnings():
-        # torch 2.13 loads its forward-AD decompositions through torch.jit.script on
-        # first use, which warns that torch.jit.script is deprecated; nothing to act on.
-        warnings.filterwarnings(
-            "ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning
-        )
-        return torch.func.jvp(model, (xs,), (v,))[1].detach()
+def _autograd_gram_matvec(
+    model: Callable[[Tensor], Tensor], xs: Tensor
+) -> Callable[[Tensor], Tensor]:
+    r"""``u -> J J^T u`` for a callable model, by reverse mode only.
+
+    One forward pass and one differentiable backward pass build
+    :math:`g(u') = J^\top u'`, linear in a dummy cotangent :math:`u'`. Then
+    :math:`J^\top u` is a backward pass through the forward graph and
+    :math:`Jv = \partial\langle g(u'), v\rangle/\partial u'` a backward pass through
+    the backward graph (the "double-backward" JVP). Both run in autograd's engine,
+    which at long sequence lengths is much faster than forward-mode AD.
+    """
+    x = xs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores = model(x)
+        dummy = torch.zeros_like(scores, requires_grad=True)
+        (g,) = torch.autograd.grad(scores, x, dummy, create_graph=True)
+
+    def matvec(u: Tensor) -> Tensor:
+        with torch.enable_grad():
+            (v,) = torch.autograd.grad(scores, x, u, retain_graph=True)
+            (w,) = torch.autograd.grad(g, dummy, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(u) if w is None else w.detach()
+
+    return matvec
 
 
 def jacobian_spectral_norm(
@@ -355,7 +370,8 @@ def jacobian_spectral_norm(
     model : NRNNParams or callable
         An NRNN (clean logits; its tangent and adjoint passes are analytic, along
         the stored trajectory) or any differentiable ``model(xs) -> logits (B, C)``
-        whose examples do not interact (products by ``torch.func.vjp``/``jvp``).
+        whose examples do not interact (products by reverse-mode autograd:
+        :math:`J^\top u` directly, :math:`Jv` by double backward).
     xs : Tensor, shape (B, T, D)
     method : {"power", "gram"}
         ``"power"`` (default, any model). ``"gram"`` (NRNNParams only) forms the
