@@ -63,11 +63,13 @@ def _setup(T: int, H: int, B: int, C: int, seed: int):
     return params, xs
 
 
-def _run_case(case: str, T: int, H: int, B: int, C: int, repeats: int, queue) -> None:
+def _run_case(case, T, H, B, C, repeats, threads, queue) -> None:
     import torch
 
     from nrnn_theory import jacobian_spectral_norm, logits
 
+    if threads:
+        torch.set_num_threads(threads)
     params, xs = _setup(T, H, B, C, seed=0)
 
     def f(x):
@@ -105,10 +107,10 @@ def _run_case(case: str, T: int, H: int, B: int, C: int, repeats: int, queue) ->
     queue.put((best, peak / 1024.0, norm.tolist(), n_iter))
 
 
-def _measure(case: str, T: int, H: int, B: int, C: int, repeats: int):
+def _measure(case: str, T: int, H: int, B: int, C: int, repeats: int, threads: int):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_run_case, args=(case, T, H, B, C, repeats, q))
+    p = ctx.Process(target=_run_case, args=(case, T, H, B, C, repeats, threads, q))
     p.start()
     out = q.get()
     p.join()
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="examples B")
     parser.add_argument("--classes", type=int, default=10, help="classes C")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per case (0: torch's default)"
+    )
     args = parser.parse_args(argv)
     T, H, B, C, rep = args.T, args.hidden, args.batch, args.classes, args.repeats
     if args.quick:
@@ -134,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_margins: T={T}, H={H}, D=1, B={B}, C={C}, float64, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    results = {case: _measure(case, T, H, B, C, rep) for case in CASES}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {case: _measure(case, T, H, B, C, rep, args.threads) for case in CASES}
     ref_t, ref_mem, ref_norm, _ = results[CASES[3]]
     print(
         f"{'case':<44}{'time (s)':>10}{'peak MiB':>10}{'iters':>7}{'speed-up':>10}"

@@ -158,7 +158,7 @@ def fgsm(
     *,
     eps: float | Tensor,
     norm: Norm = "linf",
-    loss: str = "ce",
+    loss: Literal["ce", "margin"] = "ce",
     bounds: tuple[float, float] | None = None,
 ) -> Tensor:
     r"""Fast gradient (sign) method: one step of size ``eps`` up the loss.
@@ -252,7 +252,7 @@ def pgd(
     norm: Norm = "linf",
     steps: int = 20,
     step_size: float | None = None,
-    loss: str = "ce",
+    loss: Literal["ce", "margin"] = "ce",
     random_start: bool = True,
     bounds: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
@@ -494,7 +494,7 @@ def minimal_perturbation(
     labels: Tensor | None = None,
     *,
     norm: Norm = "l2",
-    method: str = "deepfool+pgd",
+    method: Literal["deepfool+pgd", "deepfool", "pgd"] = "deepfool+pgd",
     pgd_steps: int = 20,
     bisection_steps: int = 30,
     rtol: float = 1e-3,
@@ -510,8 +510,11 @@ def minimal_perturbation(
     :math:`r` with :func:`pgd` (margin loss) as the oracle "an adversarial point
     exists within :math:`r`"; after a success at radius :math:`r` the upper bracket
     becomes the norm of the point found (:math:`\le r`), after a failure the lower
-    bracket becomes :math:`r`. ``"deepfool+pgd"`` (default) starts the bisection
-    from DeepFool's distance, so it can only improve on it.
+    bracket becomes :math:`r`. Each probe starts from the previous probe's last
+    iterate rescaled to the new radius, so the ascent continues across probes (a
+    continuation in :math:`r`). ``"deepfool+pgd"`` (default) starts the bisection
+    from DeepFool's point and distance, so it can only improve on it. PGD is not
+    monotone in the radius; a success below the lower bracket resets it to 0.
 
     Every finite distance belongs to a verified adversarial input (checked once
     more, in one batch, at the end), so it is an upper bound on the true margin;

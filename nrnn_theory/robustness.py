@@ -300,7 +300,7 @@ def perturb(
     data_range: tuple[float, float] | None = None,
     clip: bool | None = None,
     attack_steps: int = 20,
-    attack_loss: str = "ce",
+    attack_loss: Literal["ce", "margin"] = "ce",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Apply one registered perturbation (:data:`PERTURBATIONS`) at one strength.
@@ -465,12 +465,12 @@ def robustness_sweep(
     grids: Mapping[str, Sequence[float]] | None = None,
     n_draws: int = 5,
     confidence: float = 0.95,
-    ci: str = "wilson",
+    ci: Literal["wilson", "t_examples", "t_draws"] = "wilson",
     data_range: tuple[float, float] | None = None,
     clip_noise: bool = False,
     clip_attacks: bool = True,
     attack_steps: int = 20,
-    attack_loss: str = "ce",
+    attack_loss: Literal["ce", "margin"] = "ce",
     batch_size: int = 500,
     name: str = "model",
     generator: torch.Generator | None = None,
@@ -805,7 +805,7 @@ def format_comparison_table(
 
 # ------------------------------------------------------------------------------ figure
 _PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
-_PANEL_X = ("sigma", "sigma", "alpha", "eps")
+_PANEL_X = ("sigma", "sigma", "alpha", "eps (in each attack's norm)")
 _LINESTYLES = ("-", "--", ":", "-.")
 
 

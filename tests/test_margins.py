@@ -363,3 +363,17 @@ def test_symbolic_bound_matches_numeric(generator):
     ref = L(pair.numpy(), cert.step_max, cert.U_norm, cert.rho, cert.n_steps)
     finite = torch.isfinite(cert.lipschitz)
     np.testing.assert_allclose(cert.lipschitz[finite].numpy(), ref[finite.numpy()], rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_long_sequence_norm_paths_agree(generator):
+    """T = 784 (pixel MNIST): analytic power iteration, autograd power iteration and the
+    exact Gram agree, and the certificate stays below DeepFool's distance."""
+    params = random_params(32, 1, 10, generator=generator, scale=0.5, dt=0.03)
+    xs = torch.rand(3, 784, 1, generator=generator, dtype=torch.float64)
+    exact = jacobian_spectral_norm(params, xs, method="gram").norm
+    for model in (params, lambda x: logits(params, x)):
+        r = jacobian_spectral_norm(model, xs, rtol=1e-12, max_iter=500, generator=generator)
+        torch.testing.assert_close(r.norm, exact, rtol=1e-6, atol=0.0)
+    cert = certified_margin(params, xs)
+    assert bool((cert.radius <= deepfool(params, xs).distance).all())
