@@ -107,6 +107,16 @@ def _run_case(case, T, H, B, C, repeats, threads, queue) -> None:
     queue.put((best, peak / 1024.0, norm.tolist(), n_iter))
 
 
+class _ListQueue:
+    """Stands in for a multiprocessing queue when a case runs in-process."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def put(self, item) -> None:
+        self.items.append(item)
+
+
 def _measure(case: str, T: int, H: int, B: int, C: int, repeats: int, threads: int):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -135,13 +145,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"bench_margins: T={T}, H={H}, D=1, B={B}, C={C}, float64, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        + (" (quick: in-process, no memory figures)" if args.quick else "")
     )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = {case: _measure(case, T, H, B, C, rep, args.threads) for case in CASES}
+    if args.quick:  # in-process: a seconds-long smoke run, no subprocess start-up
+        results = {}
+        for case in CASES:
+            q = _ListQueue()
+            _run_case(case, T, H, B, C, rep, args.threads, q)
+            t, _, norm, n_iter = q.items[0]
+            results[case] = (t, float("nan"), norm, n_iter)
+    else:
+        results = {case: _measure(case, T, H, B, C, rep, args.threads) for case in CASES}
     ref_t, ref_mem, ref_norm, _ = results[CASES[3]]
     print(
         f"{'case':<44}{'time (s)':>10}{'peak MiB':>10}{'iters':>7}{'speed-up':>10}"
