@@ -15,8 +15,18 @@ Dynamics (THEORY.md §2-3)
     state_jacobian, input_jacobian, rollout, sample_noise, noise_dim, readout, logits
 Conventions (THEORY.md §3)
     paper_code_to_sde, sde_to_paper_code
+Margins (THEORY.md §8)
+    score_margin, input_output_jacobian, jacobian_gram, jacobian_spectral_norm,
+    certified_margin, local_margin_estimate, margin_growth, margin_summary,
+    format_margin_summary
+Attacks and empirical margins (THEORY.md §8, §11)
+    fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
+Robustness (THEORY.md §11, claim C5)
+    white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
+    robustness_sweep, comparison_table, format_comparison_table, plot_robustness
 Results
-    ConventionMapping, FitHistory
+    ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
+    EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
 :mod:`nrnn_theory.train`; the core never imports it.
@@ -24,6 +34,7 @@ The training layer (models, data, ``fit``, checkpoints) is the subpackage
 
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory._version import __version__
+from nrnn_theory.attacks import deepfool, fgsm, minimal_perturbation, perturbation_norm, pgd
 from nrnn_theory.conventions import paper_code_to_sde, sde_to_paper_code
 from nrnn_theory.dynamics import (
     NonFiniteStateError,
@@ -41,29 +52,93 @@ from nrnn_theory.dynamics import (
     step,
     step_moments,
 )
-from nrnn_theory.results import ConventionMapping, FitHistory
+from nrnn_theory.margins import (
+    certified_margin,
+    format_margin_summary,
+    input_output_jacobian,
+    jacobian_gram,
+    jacobian_spectral_norm,
+    local_margin_estimate,
+    margin_growth,
+    margin_summary,
+    score_margin,
+)
+from nrnn_theory.results import (
+    ComparisonTable,
+    ConventionMapping,
+    EmpiricalMargin,
+    FitHistory,
+    JacobianNorm,
+    LocalMarginEstimate,
+    MarginCertificate,
+    MarginSummary,
+    RobustnessCurve,
+    RobustnessSweep,
+)
+from nrnn_theory.robustness import (
+    accuracy,
+    comparison_table,
+    format_comparison_table,
+    multiplicative_noise,
+    perturb,
+    plot_robustness,
+    robustness_sweep,
+    salt_and_pepper,
+    white_noise,
+)
 
 
 __all__ = [
+    "ComparisonTable",
     "ConventionMapping",
     "FitHistory",
+    "EmpiricalMargin",
+    "JacobianNorm",
+    "LocalMarginEstimate",
+    "MarginCertificate",
+    "MarginSummary",
     "NRNNParams",
     "NoiseSpec",
     "NonFiniteStateError",
+    "RobustnessCurve",
+    "RobustnessSweep",
     "__version__",
+    "accuracy",
+    "certified_margin",
+    "comparison_table",
+    "deepfool",
     "diffusion",
     "drift",
+    "fgsm",
+    "format_comparison_table",
+    "format_margin_summary",
     "input_jacobian",
+    "input_output_jacobian",
+    "jacobian_gram",
+    "jacobian_spectral_norm",
+    "local_margin_estimate",
     "logits",
+    "margin_growth",
+    "margin_summary",
+    "minimal_perturbation",
+    "multiplicative_noise",
     "noise_covariance",
     "noise_dim",
     "noise_matrix",
     "paper_code_to_sde",
+    "perturb",
+    "perturbation_norm",
+    "pgd",
+    "plot_robustness",
     "readout",
+    "robustness_sweep",
     "rollout",
+    "salt_and_pepper",
     "sample_noise",
+    "score_margin",
     "sde_to_paper_code",
     "state_jacobian",
     "step",
     "step_moments",
+    "white_noise",
 ]

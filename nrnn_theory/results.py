@@ -16,7 +16,20 @@ import numpy as np
 import torch
 
 
-__all__ = ["ConventionMapping", "FitHistory", "Result", "to_jsonable"]
+__all__ = [
+    "ComparisonTable",
+    "ConventionMapping",
+    "EmpiricalMargin",
+    "FitHistory",
+    "JacobianNorm",
+    "LocalMarginEstimate",
+    "MarginCertificate",
+    "MarginSummary",
+    "Result",
+    "RobustnessCurve",
+    "RobustnessSweep",
+    "to_jsonable",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -148,3 +161,309 @@ class FitHistory(Result):
         """Highest validation accuracy over the epochs (``None`` without validation)."""
         vals = [r["val_accuracy"] for r in self.records if r.get("val_accuracy") is not None]
         return max(vals) if vals else None
+
+
+# ------------------------------------------------------------------ margins (THEORY.md §8)
+@dataclass(frozen=True)
+class JacobianNorm(Result):
+    r"""Spectral norm of the input-output Jacobian :math:`J(x) = \partial s/\partial x`.
+
+    :math:`J(x)` has shape (C, T*D) per example: the logits against the whole input
+    sequence. Not a certificate (THEORY.md §8): it holds at ``x`` only, and power
+    iteration approaches :math:`\|J\|_2` from below.
+
+    Attributes
+    ----------
+    norm : Tensor, shape (B,)
+        :math:`\|J(x)\|_2` (largest singular value), in the inputs' dtype.
+    residual : Tensor, shape (B,)
+        :math:`\|JJ^\top u - \lambda u\|_2` at the final unit iterate ``u``, with
+        :math:`\lambda` its Rayleigh quotient (an eigenvalue of :math:`JJ^\top` lies
+        within it). Zero for ``method="gram"``.
+    converged : Tensor, shape (B,), bool
+        Whether the relative change of :math:`\lambda` fell below ``rtol``.
+    n_iter : int
+        Iterations run (products with :math:`JJ^\top`); 0 for ``method="gram"``.
+    method : str
+        ``"power"`` (JVP/VJP power iteration) or ``"gram"`` (exact C x C Gram matrix).
+    """
+
+    norm: Any
+    residual: Any
+    converged: Any
+    n_iter: int
+    method: str
+
+
+@dataclass(frozen=True)
+class MarginCertificate(Result):
+    r"""Certified lower bound on the :math:`\ell_2` input margin, per example (THEORY.md §8).
+
+    For every class :math:`j \ne y` the score gap :math:`s_y - s_j` is globally
+    :math:`L_j`-Lipschitz in the input sequence, with
+
+    .. math:: L_j = \|(e_y - e_j)^\top V\|_2\,\max_i|s_i|\,\|U\|_2
+              \Big(\sum_{k<M}\rho^{2(M-1-k)}\Big)^{1/2},
+
+    so no perturbation of :math:`\ell_2` norm below
+    :math:`\min_j (s_y - s_j)/L_j` changes the prediction away from ``y``.
+
+    Attributes
+    ----------
+    radius : Tensor, shape (B,), float64
+        The certified radius; 0 where ``y`` is not the predicted class.
+    score_margin : Tensor, shape (B,), float64
+        :math:`s_y - \max_{j\ne y}s_j` of the clean model, computed in float64.
+    labels : Tensor, shape (B,)
+        The class ``y`` certified (the prediction unless labels were given).
+    runner_up : Tensor, shape (B,)
+        The class ``j`` attaining the minimum.
+    lipschitz : Tensor, shape (B, C), float64
+        :math:`L_j`; ``inf`` at ``j = y``.
+    rho : float
+        Bound on :math:`\|\tilde J_k\|_2` over every trajectory (THEORY.md §9(f)).
+    rho_terms : dict
+        The candidate forms of :math:`\rho` and the quantities entering them.
+    step_max : float
+        :math:`\max_i|s_i|` of the drift step (``dt`` or the per-unit ``step``).
+    U_norm : float
+        :math:`\|U\|_2`.
+    n_steps : int
+        Sequence length :math:`M`.
+    growth : float
+        :math:`(\sum_{k<M}\rho^{2(M-1-k)})^{1/2}`.
+    method, certified, dtype, assumptions : str, bool, str, str
+        What was computed, that it is a certificate, the arithmetic, and the
+        assumptions in words.
+    """
+
+    radius: Any
+    score_margin: Any
+    labels: Any
+    runner_up: Any
+    lipschitz: Any
+    rho: float
+    rho_terms: dict
+    step_max: float
+    U_norm: float
+    n_steps: int
+    growth: float
+    method: str
+    certified: bool
+    dtype: str
+    assumptions: str
+
+
+@dataclass(frozen=True)
+class LocalMarginEstimate(Result):
+    r"""First-order (linearized) margin at ``x``: **not certified** (THEORY.md §8).
+
+    .. math:: \hat\gamma(x) = \min_{j\ne y}\frac{s_y(x) - s_j(x)}
+              {\|\nabla_x(s_y - s_j)(x)\|_2}
+
+    It equals the exact :math:`\ell_2` margin for an affine model and is the
+    distance of DeepFool's first step; for a nonlinear model it is neither an upper
+    nor a lower bound.
+
+    Attributes
+    ----------
+    estimate : Tensor, shape (B,)
+    score_margin : Tensor, shape (B,)
+    labels, runner_up : Tensor, shape (B,)
+    pair_gradient_norm : Tensor, shape (B, C)
+        :math:`\|\nabla_x(s_y - s_j)\|_2`; 0 at ``j = y``.
+    certified : bool
+        Always False.
+    """
+
+    estimate: Any
+    score_margin: Any
+    labels: Any
+    runner_up: Any
+    pair_gradient_norm: Any
+    certified: bool
+
+
+@dataclass(frozen=True)
+class EmpiricalMargin(Result):
+    r"""Smallest perturbation an attack found that changes the prediction, per example.
+
+    Every finite ``distance`` belongs to a verified adversarial input
+    (``perturbed``), so it is an upper bound on the true margin; a certified radius
+    must never exceed it (THEORY.md §8).
+
+    Attributes
+    ----------
+    distance : Tensor, shape (B,)
+        Norm (``norm``) of ``perturbed - xs``; ``inf`` where no attack succeeded and
+        0 where the label is already not the prediction.
+    success : Tensor, shape (B,), bool
+    perturbed : Tensor, shape (B, T, D)
+        The adversarial inputs (the clean inputs where ``success`` is False).
+    labels : Tensor, shape (B,)
+        The classes the attack moved away from.
+    lower : Tensor, shape (B,)
+        Largest radius at which the bisection's attack failed: a bracket, **not** a
+        certified bound (0 when no bisection ran).
+    norm : str
+        ``"l2"`` or ``"linf"``, over all T*D input values.
+    method : str
+    bounds : tuple of float or None
+        Box the perturbed inputs were clipped to, if any.
+    """
+
+    distance: Any
+    success: Any
+    perturbed: Any
+    labels: Any
+    lower: Any
+    norm: str
+    method: str
+    bounds: Any
+
+
+@dataclass(frozen=True)
+class MarginSummary(Result):
+    r"""Distribution of certified and empirical margins over a test set.
+
+    Attributes
+    ----------
+    n_examples : int
+    certified_quantiles, empirical_quantiles, ratio_quantiles : dict
+        Quantiles (``"min"``, ``"q10"``, ``"q25"``, ``"median"``, ``"q75"``, ``"q90"``,
+        ``"max"``) and ``"mean"`` of the certified radii, of the empirical distances
+        (finite ones) and of empirical / certified (where both are finite and the
+        certified radius is positive).
+    tight_factor : float
+        The factor ``c`` of ``fraction_tight``.
+    fraction_tight : float
+        Fraction of examples with ``empirical <= c * certified`` and
+        ``certified > 0``: the bound is tight within ``c``.
+    n_violations : int
+        Examples with ``certified > empirical``; a sound certificate gives 0.
+    n_unbroken : int
+        Examples no attack broke (empirical distance ``inf``).
+    n_zero_certified : int
+        Examples whose certified radius is 0 (e.g. misclassified).
+    norm : str
+    """
+
+    n_examples: int
+    certified_quantiles: dict
+    empirical_quantiles: dict
+    ratio_quantiles: dict
+    tight_factor: float
+    fraction_tight: float
+    n_violations: int
+    n_unbroken: int
+    n_zero_certified: int
+    norm: str
+
+
+# ----------------------------------------------------------- robustness (THEORY.md §11)
+@dataclass(frozen=True)
+class RobustnessCurve(Result):
+    r"""Accuracy against the strength of one input perturbation.
+
+    Attributes
+    ----------
+    perturbation : str
+        Registry name (:data:`nrnn_theory.robustness.PERTURBATIONS`).
+    kind : str
+        ``"noise"`` (random, drawn ``n_draws`` times) or ``"attack"``.
+    strengths : Tensor, shape (S,), float64
+    accuracy : Tensor, shape (S,), float64
+        Accuracy averaged over the draws.
+    ci_low, ci_high : Tensor, shape (S,), float64
+        Confidence interval of each point (method in the sweep record).
+    draws : Tensor, shape (R, S), float64
+        Accuracy of each draw.
+    clipped : bool
+        Whether perturbed inputs were clipped to the data range.
+    ci_method : str
+        How ``ci_low``/``ci_high`` were computed
+        (:data:`nrnn_theory.robustness.CI_METHODS`).
+    """
+
+    perturbation: str
+    kind: str
+    strengths: Any
+    accuracy: Any
+    ci_low: Any
+    ci_high: Any
+    draws: Any
+    clipped: bool
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class RobustnessSweep(Result):
+    r"""Accuracy-versus-strength curves of one model under several perturbations.
+
+    Attributes
+    ----------
+    name : str
+        Model name used in tables and figures.
+    n_examples : int
+    clean_accuracy : float
+    clean_ci : tuple of float
+    curves : tuple of RobustnessCurve
+    n_draws : int
+        Random draws per noise strength (attacks: one run, random starts seeded).
+    confidence : float
+    ci_method : str
+    data_range : tuple of float
+        ``(low, high)``: salt-and-pepper values and the clipping box.
+    clip_noise, clip_attacks : bool
+    attack : dict
+        Attack settings (steps, loss, step-size rule, random start).
+    seed : int or None
+        ``initial_seed()`` of the generator passed, for the record.
+    """
+
+    name: str
+    n_examples: int
+    clean_accuracy: float
+    clean_ci: tuple
+    curves: tuple
+    n_draws: int
+    confidence: float
+    ci_method: str
+    data_range: tuple
+    clip_noise: bool
+    clip_attacks: bool
+    attack: dict
+    seed: int | None
+
+    def curve(self, perturbation: str) -> RobustnessCurve:
+        """The curve of one perturbation, by registry name."""
+        for c in self.curves:
+            if c.perturbation == perturbation:
+                return c
+        have = ", ".join(repr(c.perturbation) for c in self.curves)
+        raise KeyError(f"perturbation: expected one of {have}, got {perturbation!r}")
+
+
+@dataclass(frozen=True)
+class ComparisonTable(Result):
+    r"""Accuracy of several models under each perturbation and strength.
+
+    Attributes
+    ----------
+    models : tuple of str
+        Row labels.
+    columns : tuple of (str, float)
+        ``(perturbation, strength)``; the first is ``("clean", 0.0)``.
+    accuracy, ci_low, ci_high : Tensor, shape (M, K), float64
+        ``nan`` where a model was not evaluated on a column.
+    confidence : float
+    ci_method : str
+    """
+
+    models: tuple
+    columns: tuple
+    accuracy: Any
+    ci_low: Any
+    ci_high: Any
+    confidence: float
+    ci_method: str

@@ -10,7 +10,13 @@ import torch
 from nrnn_theory import NRNNParams
 
 
-__all__ = ["em_gbm_exponent", "gbm_exact", "random_params"]
+__all__ = [
+    "em_gbm_exponent",
+    "gbm_exact",
+    "linear_rnn_classifier",
+    "one_step_margin",
+    "random_params",
+]
 
 
 def random_params(
@@ -70,3 +76,67 @@ def em_gbm_exponent(lam: float, sigma: float, dt: float) -> float:
     left, _ = integrate.quad(integrand, -np.inf, root, limit=200)
     right, _ = integrate.quad(integrand, root, np.inf, limit=200)
     return (left + right) / dt
+
+
+def linear_rnn_classifier(
+    H: int, D: int, C: int, *, T: int, generator: torch.Generator, dt: float = 0.2
+):
+    r"""A linear RNN :math:`h_{k+1} = h_k + \Delta t(Ah_k + Ux_k)` with readout :math:`Vh_T + c`.
+
+    The package's drift always contains tanh, so this model is written here. It is
+    affine in the input sequence, :math:`s = Jx + c` with
+    :math:`\partial s/\partial x_k = V(I + \Delta tA)^{T-1-k}\Delta t\,U`, which gives
+    closed-form margins: :math:`\ell_2` distance :math:`\min_j (s_y - s_j)/\|w_j\|_2`
+    and :math:`\ell_\infty` distance :math:`\min_j (s_y - s_j)/\|w_j\|_1` with
+    :math:`w_j = (e_y - e_j)^\top J`.
+
+    Returns ``(model, J)``: a callable (B, T, D) -> (B, C) and the dense J of shape
+    (C, T*D), time-major, computed from matrix powers (not autograd).
+    """
+    dtype = torch.float64
+    A = 0.5 * torch.randn(H, H, generator=generator, dtype=dtype) / math.sqrt(H)
+    U = torch.randn(H, D, generator=generator, dtype=dtype)
+    V = torch.randn(C, H, generator=generator, dtype=dtype)
+    c = 0.1 * torch.randn(C, generator=generator, dtype=dtype)
+    step = torch.eye(H, dtype=dtype) + dt * A
+
+    def model(xs: torch.Tensor) -> torch.Tensor:
+        h = xs.new_zeros(xs.shape[0], H)
+        for x in xs.unbind(1):
+            h = h @ step.mT + dt * (x @ U.mT)
+        return h @ V.mT + c
+
+    blocks = [V @ torch.linalg.matrix_power(step, T - 1 - k) @ (dt * U) for k in range(T)]
+    return model, torch.cat(blocks, dim=1)
+
+
+def one_step_margin(params: NRNNParams, xs: torch.Tensor) -> torch.Tensor:
+    r"""Exact :math:`\ell_2` margin of a one-unit NRNN with ``W = 0`` on one-step inputs.
+
+    With :math:`H = 1`, :math:`T = 1`, :math:`h_0 = 0` and :math:`W = 0` the logits are
+    :math:`s = V s_1\tanh(w) + c` with :math:`w = u^\top x + b`: they depend on the
+    input only through :math:`w`. Class ``j`` overtakes the prediction ``y`` where
+    :math:`\tanh(w) = t_j = -(c_y - c_j)/((V_y - V_j)s_1)`, reachable iff
+    :math:`|t_j| < 1`, at input distance :math:`|\operatorname{artanh}t_j - w|/\|u\|`.
+    The margin is the smallest such distance (``inf`` if none is reachable).
+    """
+    assert params.hidden_size == 1 and xs.shape[1] == 1 and bool((params.W == 0).all())
+    p = params.to(torch.float64)
+    x = xs[:, 0].to(torch.float64)
+    u = p.U[0]
+    w0 = x @ u + p.b[0]
+    s1 = float(p.drift_step[0])
+    v = p.V[:, 0]
+    scores = v * s1 * torch.tanh(w0)[:, None] + p.c
+    y = scores.argmax(1)
+    out = torch.full((xs.shape[0],), math.inf, dtype=torch.float64)
+    for i in range(xs.shape[0]):
+        for j in range(p.num_classes):
+            a = float(v[y[i]] - v[j]) * s1
+            if j == int(y[i]) or a == 0.0:
+                continue
+            t = -float(p.c[y[i]] - p.c[j]) / a
+            if abs(t) < 1.0:
+                d = abs(math.atanh(t) - float(w0[i])) / float(u.norm())
+                out[i] = min(float(out[i]), d)
+    return out

@@ -7,10 +7,19 @@ compare with the hand-written torch kernels (CONVENTIONS.md §4).
 ================  ==================  ====================
 THEORY.md         symbolic            numeric
 ================  ==================  ====================
+§8                margin_growth_expr  margins.margin_growth
+§8, §9(f)         margin_bound_expr   margins.certified_margin (``lipschitz``)
 ================  ==================  ====================
 """
 
 from nrnn_theory.symbolic._codegen import TORCH_ALLOWED, to_numpy_fn, to_torch_fn
+from nrnn_theory.symbolic.margins import margin_bound_expr, margin_growth_expr
 
 
-__all__ = ["TORCH_ALLOWED", "to_numpy_fn", "to_torch_fn"]
+__all__ = [
+    "TORCH_ALLOWED",
+    "margin_bound_expr",
+    "margin_growth_expr",
+    "to_numpy_fn",
+    "to_torch_fn",
+]

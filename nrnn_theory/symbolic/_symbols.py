@@ -9,7 +9,21 @@ from __future__ import annotations
 import sympy as sp
 
 
-__all__ = ["a", "beta", "dt", "epsilon", "gamma", "lam", "mu", "sigma", "sigma1", "sigma2", "t"]
+__all__ = [
+    "a",
+    "beta",
+    "dt",
+    "epsilon",
+    "gamma",
+    "lam",
+    "mu",
+    "n_steps",
+    "rho",
+    "sigma",
+    "sigma1",
+    "sigma2",
+    "t",
+]
 
 dt = sp.Symbol("Delta_t", positive=True)
 t = sp.Symbol("t", positive=True)
@@ -22,3 +36,5 @@ beta = sp.Symbol("beta", nonnegative=True)
 mu = sp.Symbol("mu", nonnegative=True)
 a = sp.Symbol("a", nonnegative=True)
 lam = sp.Symbol("lambda", real=True)
+rho = sp.Symbol("rho", nonnegative=True)  # bound on the step-map norm (THEORY.md §9(f))
+n_steps = sp.Symbol("M", integer=True, positive=True)  # sequence length
