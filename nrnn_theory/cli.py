@@ -22,6 +22,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, str] = {
     "demo": "nrnn_theory._cli.demo",
     "train": "nrnn_theory._cli.train",
+    "margins": "nrnn_theory._cli.margins",
+    "robustness": "nrnn_theory._cli.robustness",
 }
 
 

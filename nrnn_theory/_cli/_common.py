@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: JSON output and progress settings."""
+"""Helpers shared by the subcommands: JSON output, checkpoints and their data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from typing import Any
 from nrnn_theory.results import to_jsonable
 
 
-__all__ = ["add_output_options", "emit_json"]
+__all__ = [
+    "add_checkpoint_data_options",
+    "add_output_options",
+    "emit_json",
+    "load_checkpoint_data",
+]
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -23,3 +28,67 @@ def emit_json(data: Any) -> None:
     """Print ``data`` as indented, strict JSON on standard output."""
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:
+    """Options choosing the evaluation data of checkpoint-based subcommands."""
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="task to evaluate on (default: the task the first checkpoint was trained on)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="folder with the files of a local-path task"
+    )
+    parser.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="data split used"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=None, help="use only the first N examples of the split"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of all randomness")
+    parser.add_argument(
+        "--device", default="cpu", help="device for the computation (cpu, cuda, cuda:1, ...)"
+    )
+
+
+def load_checkpoint_data(paths, args):
+    """Load checkpoints and the evaluation data they are checked against.
+
+    Returns ``(checkpoints, task, xs, ys)``. The task is ``--task`` or the first
+    checkpoint's own task (with its split seed); every checkpoint must take inputs of
+    the task's dimension and predict its number of classes, else a ``ValueError``
+    names the checkpoint.
+    """
+    import torch
+
+    from nrnn_theory.train import load_checkpoint, load_task
+
+    if args.examples is not None and args.examples < 1:
+        raise ValueError(f"--examples: expected an integer >= 1, got {args.examples}")
+    ckpts = [load_checkpoint(p, map_location=args.device) for p in paths]
+    task_args = dict(ckpts[0].task or {})
+    if args.task is not None and args.task != task_args.get("name"):
+        task_args = {"name": args.task}
+    if "name" not in task_args:
+        raise ValueError(f"--task: checkpoint {paths[0]} records no task; pass --task")
+    name = task_args.pop("name")
+    if args.data_root is not None:
+        task_args["root"] = args.data_root
+    task = load_task(name, **task_args)
+    xs, ys = task.inputs(args.split), task.labels(args.split)
+    if args.examples is not None:
+        xs, ys = xs[: args.examples], ys[: args.examples]
+    if len(xs) == 0:
+        raise ValueError(f"--split: the {args.split} split of task {name!r} is empty")
+    for path, ck in zip(paths, ckpts, strict=True):
+        d_in, n_cls = ck.config.get("input_size"), ck.config.get("num_classes")
+        if d_in != task.input_size or n_cls != task.num_classes:
+            raise ValueError(
+                f"checkpoint {path}: expected a model for task {name!r} (input size "
+                f"{task.input_size}, {task.num_classes} classes), got input size {d_in} and "
+                f"{n_cls} classes"
+            )
+    dtype = next(ckpts[0].model.parameters()).dtype
+    device = torch.device(args.device)
+    return ckpts, task, xs.to(device=device, dtype=dtype), ys.to(device)

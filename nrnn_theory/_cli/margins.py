@@ -1,0 +1,94 @@
+"""Certified and empirical input margins of a trained checkpoint.
+
+For each evaluation example: the score margin, the certified lower bound on the l2
+input margin (THEORY.md §8, sound, float64; NRNN-family models only) and the smallest
+l2 perturbation an attack finds that flips the prediction (DeepFool then PGD
+bisection). Prints their distributions and the fraction of examples where the bound
+is tight within a factor of 2; a sound certificate never exceeds the attack distance.
+
+Example:
+
+  nrnn margins runs/nrnn-digits --examples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nrnn_theory._cli._common import (
+    add_checkpoint_data_options,
+    add_output_options,
+    emit_json,
+    load_checkpoint_data,
+)
+
+
+HELP = "certified and empirical input margins of a checkpoint"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint or run directory")
+    add_checkpoint_data_options(parser)
+    parser.set_defaults(examples=200)
+    parser.add_argument("--norm", default="l2", choices=["l2", "linf"], help="attack norm")
+    parser.add_argument(
+        "--tight-factor",
+        type=float,
+        default=2.0,
+        help="a bound is tight when empirical <= factor * certified",
+    )
+    add_output_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from nrnn_theory.attacks import minimal_perturbation
+    from nrnn_theory.margins import certified_margin, format_margin_summary, margin_summary
+    from nrnn_theory.train import params_from_module
+
+    (ck,), task, xs, ys = load_checkpoint_data([args.checkpoint], args)
+    gen = torch.Generator(device=xs.device).manual_seed(args.seed)
+    empirical = minimal_perturbation(
+        ck.model, xs, ys, norm=args.norm, bounds=task.value_range, generator=gen
+    )
+    try:
+        params = params_from_module(ck.model)
+    except TypeError:
+        params = None
+    result = {
+        "task": task.name,
+        "split": args.split,
+        "n_examples": len(xs),
+        "model": ck.config.get("model"),
+        "empirical": empirical,
+    }
+    if params is None:
+        result["certified"] = None
+        note = (
+            f"no certificate: {ck.config.get('model')} is not an NRNN-family model "
+            "(THEORY.md §8 applies to the NRNN drift)"
+        )
+    else:
+        cert = certified_margin(params, xs, ys)
+        result["certified"] = cert
+        if args.norm == "l2":
+            result["summary"] = margin_summary(cert, empirical, tight_factor=args.tight_factor)
+            note = None
+        else:
+            note = "the certificate is an l2 bound; compare it with --norm l2 attacks"
+    if args.json:
+        emit_json(result)
+        return 0
+    if "summary" in result:
+        print(format_margin_summary(result["summary"], title=f"{args.checkpoint} on {task.name}"))
+    else:
+        d = empirical.distance[torch.isfinite(empirical.distance)]
+        q = torch.quantile(d.double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+        print(
+            f"{args.checkpoint} on {task.name}: empirical {args.norm} margin over {len(xs)} "
+            f"examples: 10% {q[0]:.4g}, median {q[1]:.4g}, 90% {q[2]:.4g}"
+        )
+    if note:
+        print(note)
+    return 0

@@ -1,0 +1,132 @@
+"""Compare the robustness of trained checkpoints under the four perturbation families.
+
+Accuracy of each model on the evaluation split under (a) additive white noise, (b)
+multiplicative white noise, (c) salt-and-pepper noise and (d) adversarial attacks,
+over a grid of strengths with a confidence interval per cell (THEORY.md §11). Prints a
+comparison table (rows: models; columns: perturbation x strength) and, with --plot,
+writes the four-panel accuracy-versus-strength figure (PDF and PNG).
+
+Example:
+
+  nrnn robustness runs/nrnn-digits runs/lip-digits --plot robustness.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nrnn_theory._cli._common import (
+    add_checkpoint_data_options,
+    add_output_options,
+    emit_json,
+    load_checkpoint_data,
+)
+
+
+HELP = "accuracy of checkpoints under noise, salt-and-pepper and attacks"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nrnn_theory.robustness import DEFAULT_GRIDS, DEFAULT_PERTURBATIONS, PERTURBATIONS
+
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint or run directories")
+    add_checkpoint_data_options(parser)
+    parser.add_argument(
+        "--perturbations",
+        default=",".join(DEFAULT_PERTURBATIONS),
+        help=f"comma-separated subset of {', '.join(PERTURBATIONS)}",
+    )
+    for name, grid in DEFAULT_GRIDS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}-grid",
+            type=_floats,
+            default=grid,
+            metavar="S1,S2,...",
+            help=f"strengths of {name}",
+        )
+    parser.add_argument("--draws", type=int, default=5, help="random draws per noise strength")
+    parser.add_argument("--attack-steps", type=int, default=20, help="PGD steps")
+    parser.add_argument("--plot", default=None, help="write the four-panel figure here (.png)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_output_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from nrnn_theory.robustness import (
+        PERTURBATIONS,
+        comparison_table,
+        format_comparison_table,
+        plot_robustness,
+        robustness_sweep,
+    )
+
+    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    unknown = [p for p in perturbations if p not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(
+            f"--perturbations: expected names from {', '.join(PERTURBATIONS)}, "
+            f"got {', '.join(unknown)}"
+        )
+    grids = {p: getattr(args, f"{p}_grid") for p in perturbations}
+    ckpts, task, xs, ys = load_checkpoint_data(args.checkpoints, args)
+    names = _unique_names(args.checkpoints)
+    sweeps = {}
+    for name, ck in zip(names, ckpts, strict=True):
+        if not args.quiet and not args.json:
+            print(f"sweeping {name} on {len(xs)} {args.split} examples of {task.name} ...")
+        sweeps[name] = robustness_sweep(
+            ck.model,
+            xs,
+            ys,
+            perturbations=perturbations,
+            grids=grids,
+            n_draws=args.draws,
+            data_range=task.value_range,
+            attack_steps=args.attack_steps,
+            name=name,
+            generator=torch.Generator(device=xs.device).manual_seed(args.seed),
+        )
+    table = comparison_table(sweeps)
+    figure = None
+    if args.plot:
+        figure = [str(p) for p in plot_robustness(sweeps, args.plot, title=f"task {task.name}")]
+    if args.json:
+        emit_json(
+            {
+                "task": task.name,
+                "split": args.split,
+                "n_examples": len(xs),
+                "table": table,
+                "sweeps": sweeps,
+                "figure": figure,
+            }
+        )
+        return 0
+    style = "markdown" if args.markdown else "text"
+    print(format_comparison_table(table, style=style))
+    if figure:
+        print("figure: " + ", ".join(figure))
+    return 0
+
+
+def _unique_names(paths) -> list[str]:
+    """Short row names: the run folder names, made unique."""
+    names: list[str] = []
+    for p in paths:
+        path = Path(p)
+        base = path.name if not path.name.startswith("epoch") else path.parent.name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names

@@ -1,0 +1,117 @@
+"""End-to-end tests of the checkpoint-based subcommands (`nrnn robustness`, `nrnn margins`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nrnn_theory.cli import main
+
+
+def _train(out, model, epochs, hidden=8, extra=()):
+    argv = [
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        model,
+        "--hidden",
+        str(hidden),
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+    assert main(argv) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    _train(root / "nrnn", "nrnn", 1, extra=["--add", "0.05", "--mult", "0.02"])
+    _train(root / "lstm", "lstm", 1)
+    return root
+
+
+def test_robustness_table_and_figure(runs, tmp_path, capsys, single_thread):
+    fig = tmp_path / "rob.png"
+    argv = [
+        "robustness",
+        str(runs / "nrnn"),
+        str(runs / "lstm"),
+        "--examples",
+        "40",
+        "--draws",
+        "2",
+        "--attack-steps",
+        "3",
+        "--plot",
+        str(fig),
+        "--json",
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    table = out["table"]
+    assert [r for r in table["models"]] == ["nrnn", "lstm"]
+    families = {name for name, _ in table["columns"]}
+    assert {"clean", "white_noise", "multiplicative_noise", "salt_and_pepper"} <= families
+    assert any(name.startswith("pgd") for name in families)
+    assert fig.exists() and fig.with_suffix(".pdf").exists()
+    # Text mode prints one row per model.
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "nrnn" in text and "lstm" in text
+
+
+def test_margins_certified_below_empirical(runs, capsys, single_thread):
+    assert main(["margins", str(runs / "nrnn"), "--examples", "12", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cert = out["certified"]["radius"]
+    emp = out["empirical"]["distance"]
+    assert len(cert) == len(emp) == 12
+    assert all(c <= e for c, e in zip(cert, emp, strict=True))
+    assert out["summary"]["n_violations"] == 0
+    assert main(["margins", str(runs / "lstm"), "--examples", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["certified"] is None
+
+
+def test_checkpoint_errors_are_clean(runs, tmp_path, capsys):
+    # A task with another input size (BasicMotions: 6 channels) than the model's (1).
+    assert main(["margins", str(runs / "nrnn"), "--task", "ucr:BasicMotions"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "input size 6" in err and "got input size 1" in err
+    assert main(["robustness", str(tmp_path)]) == 2
+    assert "checkpoint" in capsys.readouterr().err.lower()
+    assert main(["margins", str(runs / "nrnn"), "--examples", "0"]) == 2
+    assert "--examples: expected an integer >= 1" in capsys.readouterr().err
+    assert main(["robustness", str(runs / "nrnn"), "--perturbations", "rain"]) == 2
+    assert "--perturbations: expected names from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_trained_noisy_and_deterministic_models_compare_end_to_end(tmp_path, capsys, single_thread):
+    """Issue 8: a trained noisy and a trained deterministic model on digits give a full
+    comparison table over the four perturbation families."""
+    _train(tmp_path / "nrnn", "nrnn", 25, hidden=32, extra=["--add", "0.05", "--mult", "0.02"])
+    _train(tmp_path / "lip", "lipschitz", 25, hidden=32)
+    capsys.readouterr()  # drop the training summaries
+    argv = [
+        "robustness",
+        str(tmp_path / "nrnn"),
+        str(tmp_path / "lip"),
+        "--perturbations",
+        "white_noise,multiplicative_noise,salt_and_pepper,fgsm_linf,pgd_linf,pgd_l2",
+        "--plot",
+        str(tmp_path / "fig.png"),
+        "--json",
+    ]
+    assert main(argv) == 0
+    table = json.loads(capsys.readouterr().out)["table"]
+    clean = [name for name, _ in table["columns"]].index("clean")
+    for row in table["accuracy"]:
+        assert row[clean] > 0.6  # both models learned the task
+        assert all(0.0 <= a <= 1.0 for a in row)
+    assert len(table["columns"]) == 1 + 6 * 3
