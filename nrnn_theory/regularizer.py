@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -155,7 +155,9 @@ def _callable_loss(fn: LossFn) -> _Loss:
 
         loss = value(params, h, labels)
         g = torch.func.vmap(torch.func.grad(single))(h, labels)
-        hess = torch.func.vmap(torch.func.hessian(single))(h, labels)
+        # reverse-over-reverse: forward-mode AD would load torch's jit decompositions,
+        # which warn (DeprecationWarning) on first use in torch 2.13
+        hess = torch.func.vmap(torch.func.jacrev(torch.func.jacrev(single)))(h, labels)
         return loss, g, hess
 
     def check(params: NRNNParams, labels: object, batch: int) -> Tensor:
@@ -298,6 +300,16 @@ def _final_state(kernel: StepKernel, xs: Tensor, h0: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------- the three exact methods
+class _Exact(NamedTuple):
+    Q: Tensor
+    R: Tensor
+    ref_loss: Tensor
+    per_Q: Tensor | None
+    per_R: Tensor | None
+    Sigma: Tensor | None
+    m: Tensor | None
+
+
 def _forward(kernel, unit, loss, params, xs, h0, labels):
     """Forward covariance recursion: O(M H^3) per example, memory O(H^2)."""
     B, H = h0.shape
@@ -318,7 +330,7 @@ def _forward(kernel, unit, loss, params, xs, h0, labels):
     ref_loss, g, Hl = loss.derivatives(params, h, labels)
     R = (Hl * Sigma).sum((-2, -1))
     Q = 2.0 * (g * m).sum(-1)
-    return Q, R, ref_loss, None, None
+    return _Exact(Q, R, ref_loss, None, None, sym(Sigma), m)
 
 
 def _adjoint(kernel, unit, loss, params, xs, h0, labels):
@@ -347,7 +359,7 @@ def _adjoint(kernel, unit, loss, params, xs, h0, labels):
         lam = (J.mT @ lam.unsqueeze(-1)).squeeze(-1)
     per_R = torch.stack(per_R[::-1], dim=1)
     per_Q = torch.stack(per_Q[::-1], dim=1)
-    return per_Q.sum(1), per_R.sum(1), ref_loss, per_Q, per_R
+    return _Exact(per_Q.sum(1), per_R.sum(1), ref_loss, per_Q, per_R, None, None)
 
 
 def _naive(kernel, unit, loss, params, xs, h0, labels):
@@ -392,7 +404,7 @@ def _naive(kernel, unit, loss, params, xs, h0, labels):
         v = _tanh_second(acts[k]) * _curvature_diag(W, Sigma)
         Q = Q + (lams[k] * s * v).sum(-1)
     per_Q = torch.stack(per_Q, dim=1)
-    return Q, per_R.sum(1), ref_loss, per_Q, per_R
+    return _Exact(Q, per_R.sum(1), ref_loss, per_Q, per_R, None, None)
 
 
 #: Exact algorithms for :func:`explicit_regularizer`.
@@ -462,7 +474,7 @@ def explicit_regularizer(
     loss : {"cross_entropy"} or callable
         The readout loss. A callable ``loss(logits (B, C), labels) -> (B,)`` must
         return per-example losses and work under ``torch.func`` (its gradient and
-        Hessian in ``h`` are taken with ``vmap(grad)``/``vmap(hessian)``).
+        Hessian in ``h`` are taken with ``vmap(grad)``/``vmap(jacrev(jacrev))``).
     method : {"forward", "adjoint", "naive"}
         ``"forward"`` (default): the covariance recursion, O(M H^3) per example and
         memory O(H^2) per example (O(M H^2) when differentiated). ``"adjoint"``: the
@@ -477,7 +489,8 @@ def explicit_regularizer(
     ExplicitRegularizer
         ``Q``, ``R``, ``total``, ``noise_gap``, ``mean_shift``, ``predicted_gap``,
         ``reference_loss``, ``clean_loss`` (each (B,)), ``per_step_Q``/``per_step_R``
-        (B, M) or None, and the noise record.
+        (B, M) (adjoint and naive methods), ``covariance`` :math:`\hat\Sigma_M` (B, H, H)
+        and ``mean_correction`` :math:`m_M` (B, H) (forward method), and the noise record.
 
     Raises
     ------
@@ -515,7 +528,9 @@ def explicit_regularizer(
     check_choice("method", method, METHODS)
     kernel = StepKernel(params, noise)
     unit = _UnitNoise.of(params, noise)
-    Q, R, ref_loss, per_Q, per_R = METHODS[method](kernel, unit, loss_fn, params, xs, h0, labels)
+    Q, R, ref_loss, per_Q, per_R, Sigma, m = METHODS[method](
+        kernel, unit, loss_fn, params, xs, h0, labels
+    )
     if kernel.mode == "paper_code" and noise.multiplicative > 0:
         clean_loss = loss_fn.value(params, _final_state(StepKernel(params, None), xs, h0), labels)
     else:
@@ -536,6 +551,8 @@ def explicit_regularizer(
         clean_loss=clean_loss,
         per_step_Q=per_Q,
         per_step_R=per_R,
+        covariance=Sigma,
+        mean_correction=m,
         epsilon=noise.epsilon,
         noise=noise,
         convention=noise.convention,

@@ -128,6 +128,12 @@ class ExplicitRegularizer(Result):
     per_step_Q, per_step_R : Tensor, shape (B, M), or None
         Contributions of the noise injected at each step (``method="adjoint"`` or
         ``"naive"``); rows sum to ``Q`` and ``R``.
+    covariance : Tensor, shape (B, H, H), or None
+        :math:`\hat\Sigma_M`, the covariance of the first-order state perturbation
+        :math:`h^{(1)}_M` per unit :math:`\epsilon` (``method="forward"``).
+    mean_correction : Tensor, shape (B, H), or None
+        :math:`m_M = \mathbb E\,h^{(2)}_M`, the second-order mean shift of the state per
+        unit :math:`\epsilon^2` (``method="forward"``).
     epsilon : float
     noise : NoiseSpec
     convention, structure, method, loss : str
@@ -143,6 +149,8 @@ class ExplicitRegularizer(Result):
     clean_loss: Any
     per_step_Q: Any
     per_step_R: Any
+    covariance: Any
+    mean_correction: Any
     epsilon: float
     noise: Any
     convention: str
