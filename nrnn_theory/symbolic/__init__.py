@@ -4,13 +4,32 @@ Each ``*_expr`` builder derives an expression; the codegen gateway
 (:func:`to_numpy_fn`, :func:`to_torch_fn`) turns it into a callable that tests
 compare with the hand-written torch kernels (CONVENTIONS.md §4).
 
-================  ==================  ====================
-THEORY.md         symbolic            numeric
-================  ==================  ====================
-================  ==================  ====================
+================  ==============================================  =============================
+THEORY.md         symbolic                                        numeric
+================  ==============================================  =============================
+§6 expansion      ``regularizer.expansion_expr``                  ``explicit_regularizer`` (V2)
+§6 Q-hat, R-hat   ``regularizer.regularizer_formula_expr``        ``explicit_regularizer``
+§6 NRNN, CE loss  ``regularizer.nrnn_regularizer_expr``           ``explicit_regularizer``
+§5 scalar linear  ``regularizer.scalar_linear_regularizer_expr``  ``continuous_regularizer``
+§2 drift, chain   ``dynamics.drift_expr``, ``clean_chain_expr``   ``drift``, ``rollout``
+================  ==============================================  =============================
 """
 
 from nrnn_theory.symbolic._codegen import TORCH_ALLOWED, to_numpy_fn, to_torch_fn
+from nrnn_theory.symbolic.regularizer import (
+    expansion_expr,
+    nrnn_regularizer_expr,
+    regularizer_formula_expr,
+    scalar_linear_regularizer_expr,
+)
 
 
-__all__ = ["TORCH_ALLOWED", "to_numpy_fn", "to_torch_fn"]
+__all__ = [
+    "TORCH_ALLOWED",
+    "expansion_expr",
+    "nrnn_regularizer_expr",
+    "regularizer_formula_expr",
+    "scalar_linear_regularizer_expr",
+    "to_numpy_fn",
+    "to_torch_fn",
+]
