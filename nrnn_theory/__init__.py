@@ -15,8 +15,12 @@ Dynamics (THEORY.md §2-3)
     state_jacobian, input_jacobian, rollout, sample_noise, noise_dim, readout, logits
 Conventions (THEORY.md §3)
     paper_code_to_sde, sde_to_paper_code
+Regularizer (THEORY.md §5-6)
+    explicit_regularizer, regularizer_penalty, estimate_noise_gap,
+    continuous_regularizer, regularizer_convergence
 Results
-    ConventionMapping
+    ConventionMapping, ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer,
+    RegularizerConvergence
 """
 
 from nrnn_theory._types import NoiseSpec, NRNNParams
@@ -38,17 +42,37 @@ from nrnn_theory.dynamics import (
     step,
     step_moments,
 )
-from nrnn_theory.results import ConventionMapping
+from nrnn_theory.regularizer import (
+    continuous_regularizer,
+    estimate_noise_gap,
+    explicit_regularizer,
+    regularizer_convergence,
+    regularizer_penalty,
+)
+from nrnn_theory.results import (
+    ContinuousRegularizer,
+    ConventionMapping,
+    ExplicitRegularizer,
+    NoiseGapEstimate,
+    RegularizerConvergence,
+)
 
 
 __all__ = [
+    "ContinuousRegularizer",
     "ConventionMapping",
+    "ExplicitRegularizer",
+    "NoiseGapEstimate",
+    "RegularizerConvergence",
     "NRNNParams",
     "NoiseSpec",
     "NonFiniteStateError",
     "__version__",
+    "continuous_regularizer",
     "diffusion",
     "drift",
+    "estimate_noise_gap",
+    "explicit_regularizer",
     "input_jacobian",
     "logits",
     "noise_covariance",
@@ -56,6 +80,8 @@ __all__ = [
     "noise_matrix",
     "paper_code_to_sde",
     "readout",
+    "regularizer_convergence",
+    "regularizer_penalty",
     "rollout",
     "sample_noise",
     "sde_to_paper_code",
