@@ -510,6 +510,12 @@ def explicit_regularizer(
     as :math:`\mathrm{tr}(N_k\hat\Sigma_k)` and transporting it back to the noise).
     No :math:`\hat\Phi` product is formed except by ``method="naive"``.
 
+    :math:`\hat R \ge 0` for cross-entropy (:math:`H_\ell` and :math:`\hat\Sigma_M` are
+    PSD), but :math:`\hat Q` has either sign, so on some examples of a trained model the
+    predicted gap is negative (noise lowers their loss) or near zero. The expansion is
+    asymptotic: check it with :func:`estimate_noise_gap`, whose ``residual`` shrinks
+    like :math:`\epsilon^4`.
+
     References
     ----------
     .. [1] THEORY.md §6 (recursions, adjoint, noise-space identity), §10 V1-V3.
