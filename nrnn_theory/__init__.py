@@ -24,9 +24,13 @@ Attacks and empirical margins (THEORY.md §8, §11)
 Robustness (THEORY.md §11, claim C5)
     white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
     robustness_sweep, comparison_table, format_comparison_table, plot_robustness
+Regularizer (THEORY.md §5-6)
+    explicit_regularizer, regularizer_penalty, estimate_noise_gap,
+    continuous_regularizer, regularizer_convergence
 Results
     ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
-    EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable
+    EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
+    ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
 :mod:`nrnn_theory.train`; the core never imports it.
@@ -63,15 +67,26 @@ from nrnn_theory.margins import (
     margin_summary,
     score_margin,
 )
+from nrnn_theory.regularizer import (
+    continuous_regularizer,
+    estimate_noise_gap,
+    explicit_regularizer,
+    regularizer_convergence,
+    regularizer_penalty,
+)
 from nrnn_theory.results import (
     ComparisonTable,
+    ContinuousRegularizer,
     ConventionMapping,
     EmpiricalMargin,
+    ExplicitRegularizer,
     FitHistory,
     JacobianNorm,
     LocalMarginEstimate,
     MarginCertificate,
     MarginSummary,
+    NoiseGapEstimate,
+    RegularizerConvergence,
     RobustnessCurve,
     RobustnessSweep,
 )
@@ -90,25 +105,32 @@ from nrnn_theory.robustness import (
 
 __all__ = [
     "ComparisonTable",
+    "ContinuousRegularizer",
     "ConventionMapping",
-    "FitHistory",
     "EmpiricalMargin",
+    "ExplicitRegularizer",
+    "FitHistory",
     "JacobianNorm",
     "LocalMarginEstimate",
     "MarginCertificate",
     "MarginSummary",
     "NRNNParams",
+    "NoiseGapEstimate",
     "NoiseSpec",
     "NonFiniteStateError",
+    "RegularizerConvergence",
     "RobustnessCurve",
     "RobustnessSweep",
     "__version__",
     "accuracy",
     "certified_margin",
     "comparison_table",
+    "continuous_regularizer",
     "deepfool",
     "diffusion",
     "drift",
+    "estimate_noise_gap",
+    "explicit_regularizer",
     "fgsm",
     "format_comparison_table",
     "format_margin_summary",
@@ -131,6 +153,8 @@ __all__ = [
     "pgd",
     "plot_robustness",
     "readout",
+    "regularizer_convergence",
+    "regularizer_penalty",
     "robustness_sweep",
     "rollout",
     "salt_and_pepper",

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 
-settings.register_profile("dev", max_examples=50)
+settings.register_profile("dev", max_examples=50, deadline=None)  # timings never go into tests
 settings.register_profile(
     "ci",
     max_examples=50,
