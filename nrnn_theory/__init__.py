@@ -15,8 +15,13 @@ Dynamics (THEORY.md §2-3)
     state_jacobian, input_jacobian, rollout, sample_noise, noise_dim, readout, logits
 Conventions (THEORY.md §3)
     paper_code_to_sde, sde_to_paper_code
+Flatness (THEORY.md §7)
+    hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
+    estimate_spectral_density, hidden_state_hessian, nrnn_loss, module_loss,
+    params_to_vector, vector_to_params
 Results
-    ConventionMapping
+    ConventionMapping, TraceEstimate, HessianTrace, HessianEigenvalues,
+    SpectralDensity, HiddenStateHessian
 """
 
 from nrnn_theory._types import NoiseSpec, NRNNParams
@@ -38,22 +43,57 @@ from nrnn_theory.dynamics import (
     step,
     step_moments,
 )
-from nrnn_theory.results import ConventionMapping
+from nrnn_theory.flatness import (
+    estimate_hessian_trace,
+    estimate_spectral_density,
+    hessian,
+    hessian_eigenvalues,
+    hessian_trace,
+    hidden_state_hessian,
+    hvp,
+    module_loss,
+    nrnn_loss,
+    params_to_vector,
+    vector_to_params,
+)
+from nrnn_theory.results import (
+    ConventionMapping,
+    HessianEigenvalues,
+    HessianTrace,
+    HiddenStateHessian,
+    SpectralDensity,
+    TraceEstimate,
+)
 
 
 __all__ = [
     "ConventionMapping",
+    "HessianEigenvalues",
+    "HessianTrace",
+    "HiddenStateHessian",
+    "SpectralDensity",
+    "TraceEstimate",
     "NRNNParams",
     "NoiseSpec",
     "NonFiniteStateError",
     "__version__",
     "diffusion",
     "drift",
+    "estimate_hessian_trace",
+    "estimate_spectral_density",
+    "hessian",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hidden_state_hessian",
+    "hvp",
     "input_jacobian",
     "logits",
+    "module_loss",
     "noise_covariance",
     "noise_dim",
     "noise_matrix",
+    "nrnn_loss",
+    "params_to_vector",
     "paper_code_to_sde",
     "readout",
     "rollout",
@@ -62,4 +102,5 @@ __all__ = [
     "state_jacobian",
     "step",
     "step_moments",
+    "vector_to_params",
 ]
