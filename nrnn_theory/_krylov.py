@@ -134,11 +134,14 @@ def lanczos_extreme(
 ) -> tuple[Tensor, Tensor, Tensor, int, bool]:
     r"""Extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
 
-    After a breakdown (an invariant subspace found) Lanczos restarts from a random
-    vector orthogonal to the basis, so repeated eigenvalues are eventually found with
-    their multiplicity. Convergence is checked every ``check_every`` steps on the
-    Ritz residual estimates :math:`|\beta_j s_{j,i}|` of the wanted pairs, relative to
-    the largest Ritz value in magnitude.
+    When the Krylov space becomes invariant (:math:`\beta_j` below ``tol`` times the
+    largest Ritz value, so its Ritz pairs are converged), Lanczos restarts from a
+    random vector orthogonal to the basis, with a decoupled tridiagonal block: a single
+    Krylov space holds only one copy of a repeated eigenvalue, and the restart lets
+    the other copies appear. Convergence is checked every ``check_every`` steps, and
+    not before ``check_every`` steps after a restart, on the Ritz residual estimates
+    :math:`|\beta_j s_{j,i}|` of the wanted pairs relative to the largest Ritz value in
+    magnitude.
 
     Returns
     -------
@@ -161,6 +164,7 @@ def lanczos_extreme(
     m = Q.shape[1]
     steps = 0
     last_beta = like.new_zeros(1)
+    since_restart = 0
     for j in range(m):
         Q[:, j] = q
         w = matvec(q)
@@ -176,8 +180,11 @@ def lanczos_extreme(
             converged = True
             last_beta = torch.zeros_like(b)
             break
-        if bool(b <= _breakdown_threshold(n, like.dtype, scale)):
-            # Invariant subspace: the Ritz pairs so far are exact. Restart orthogonally.
+        since_restart += 1
+        limit = torch.maximum(_breakdown_threshold(n, like.dtype, scale), tol * scale)
+        if bool(b <= limit):
+            # Invariant subspace (to tolerance): restart orthogonally, decoupled.
+            since_restart = 0
             b = torch.zeros_like(b)
             w = _orthogonalize(_random_unit(n, like, generator), Q[:, : j + 1])
             w = w / torch.linalg.vector_norm(w)
@@ -186,7 +193,8 @@ def lanczos_extreme(
             q_prev, q = q, w / b[:, None]
         betas.append(b)
         beta_prev = b
-        if j + 1 >= k and ((j + 1) % check_every == 0 or j + 1 == m):
+        due = (j + 1) % check_every == 0 or j + 1 == m
+        if j + 1 >= k and since_restart >= check_every and due:
             alpha_t = torch.stack(alphas, dim=1)
             beta_t = torch.stack(betas[:-1], dim=1) if len(betas) > 1 else like.new_zeros(1, 0)
             theta, S = ritz(alpha_t, beta_t)
