@@ -86,6 +86,7 @@ __all__ = [
 
 LossFn = Callable[[Mapping[str, Tensor]], Tensor]
 HVPMethod = Literal["forward_over_reverse", "reverse_over_reverse"]
+TraceMethod = Literal["auto", "quadratic_form", "forward_over_reverse", "reverse_over_reverse"]
 EigenMethod = Literal["lanczos", "power"]
 Which = Literal["largest", "smallest", "magnitude"]
 
@@ -555,7 +556,7 @@ def estimate_hessian_trace(
     min_probes: int = 10,
     batch_size: int = 10,
     blocks: Mapping[str, Sequence[str]] | None = None,
-    method: HVPMethod = "reverse_over_reverse",
+    method: TraceMethod = "auto",
     generator: torch.Generator | None = None,
 ) -> TraceEstimate:
     r"""Hutchinson estimate of the Hessian trace, with standard error (THEORY.md §7).
@@ -564,15 +565,23 @@ def estimate_hessian_trace(
               z_j \in \{-1, 1\}^n\ \text{i.i.d. Rademacher},\qquad
               \mathrm{Var}(z^\top Hz) = 2\big(\|H\|_F^2 - \textstyle\sum_i H_{ii}^2\big).
 
-    Probes are processed ``batch_size`` at a time, the products of a batch computed
-    together by ``vmap``. The standard error is the sample standard deviation over
-    :math:`\sqrt N`. The same probes give unbiased per-block traces
-    :math:`z_B^\top (Hz)_B`, which sum to the total sample by sample.
+    Probes are processed ``batch_size`` at a time. The standard error is the sample
+    standard deviation over :math:`\sqrt N`. With ``blocks``, the same probes give
+    unbiased per-block traces :math:`z_B^\top (Hz)_B`, which sum to the total sample by
+    sample.
 
     Parameters
     ----------
-    loss_fn, params, method
+    loss_fn, params
         As :func:`hvp`.
+    method : {"auto", "quadratic_form", "reverse_over_reverse", "forward_over_reverse"}
+        How :math:`z^\top Hz` is computed. ``"quadratic_form"`` uses the loss's own
+        ``loss_fn.quadratic_form(params, directions) -> (P,)`` (the callables of
+        :func:`nrnn_loss` have one: a second-order forward pass, hand-batched over
+        probes, cheaper than a Hessian-vector product and storing no graph). The HVP
+        methods batch Hessian-vector products with ``vmap`` (see :func:`hvp`); they
+        are needed for ``blocks``. ``"auto"`` takes ``"quadratic_form"`` when the loss
+        has one and no blocks are asked for, else ``"reverse_over_reverse"``.
     n_probes : int
         Number of probes, or the maximum when a tolerance is set.
     rtol, atol : float, optional
@@ -587,9 +596,12 @@ def estimate_hessian_trace(
         Probes per ``vmap`` call. Larger batches amortize per-operation overhead but
         memory grows linearly (for an RNN loss, ``batch_size`` copies of the activations).
     blocks : Mapping[str, Sequence[str]], optional
-        Named groups of parameters, as in :func:`hessian_trace`.
+        Named groups of parameters, as in :func:`hessian_trace` (parameters left out
+        get their own block). Default: no per-block breakdown.
     generator : torch.Generator, optional
-        Source of the probes; ``None`` means fresh randomness.
+        Source of the probes, drawn ``batch_size`` at a time as
+        ``torch.randint(0, 2, (P, n), generator=generator)`` mapped to :math:`\pm1`;
+        ``None`` means fresh randomness.
 
     Returns
     -------
@@ -624,9 +636,36 @@ def estimate_hessian_trace(
         atol = check_real("atol", atol)
         if atol < 0:
             raise ValueError(f"atol: expected a number >= 0, got {atol}")
-    parts = _check_blocks(blocks, layout)
-    masks = _block_masks(parts, layout)
-    op = _operator(loss_fn, p, layout, method, None)
+    check_choice("method", method, ("auto", "quadratic_form", *HVP_METHODS))
+    has_form = callable(getattr(loss_fn, "quadratic_form", None))
+    if method == "auto":
+        method = "quadratic_form" if has_form and blocks is None else "reverse_over_reverse"
+    if method == "quadratic_form":
+        if not has_form:
+            raise ValueError(
+                "method: 'quadratic_form' needs loss_fn.quadratic_form(params, directions) "
+                "(as on the callables of nrnn_loss); use an HVP method for this loss"
+            )
+        if blocks is not None:
+            raise ValueError(
+                "blocks: per-block traces need Hessian-vector products; pass "
+                "method='reverse_over_reverse' (or 'auto') with blocks"
+            )
+
+        def contributions(Z: Tensor) -> Tensor:
+            with torch.no_grad():
+                return loss_fn.quadratic_form(p, layout.unflatten(Z))[:, None]
+
+        names: list[str] = []
+    else:
+        parts = _check_blocks(blocks, layout) if blocks is not None else {"all": layout.names}
+        masks = _block_masks(parts, layout)
+        op = _operator(loss_fn, p, layout, method, None)
+
+        def contributions(Z: Tensor) -> Tensor:
+            return (Z * op(Z)) @ masks.mT
+
+        names = list(parts) if blocks is not None else []
     use_tol = rtol is not None or atol is not None
     rows: list[Tensor] = []  # per-probe block contributions (P, n_blocks)
     done = 0
@@ -634,7 +673,7 @@ def estimate_hessian_trace(
     while done < n_probes:
         P = min(batch_size, n_probes - done)
         Z = _rademacher(P, layout, generator)
-        rows.append((Z * op(Z)) @ masks.mT)
+        rows.append(contributions(Z))
         done += P
         if use_tol and done >= min_probes and done >= 2:
             totals = torch.cat(rows).sum(dim=1)
@@ -646,14 +685,13 @@ def estimate_hessian_trace(
     samples = per_block.sum(dim=1)
     mean, se = _mean_stderr(samples)
     bmean, bse = _mean_stderr(per_block)
-    names = list(parts)
     return TraceEstimate(
         mean=float(mean),
         stderr=float(se),
         n_probes=int(samples.shape[0]),
         samples=samples,
-        block_means=dict(zip(names, bmean.tolist(), strict=True)),
-        block_stderrs=dict(zip(names, bse.tolist(), strict=True)),
+        block_means=dict(zip(names, bmean.tolist(), strict=False)) if names else {},
+        block_stderrs=dict(zip(names, bse.tolist(), strict=False)) if names else {},
         converged=converged,
         n_params=layout.n,
     )
@@ -1083,29 +1121,189 @@ def nrnn_loss(
         for k in names:
             if k not in available:
                 raise ValueError(f"names: expected names among {list(available)}, got {k!r}")
-    dt, alpha = params.dt, params.alpha
+    loss_fn = _NRNNLoss(
+        fixed=fixed,
+        xs=xs,
+        labels=labels,
+        noise=noise,
+        eta=eta,
+        h0=h0,
+        dt=params.dt,
+        alpha=params.alpha,
+        lipschitz=(beta, gamma_A, gamma_W) if lipschitz else None,
+    )
+    start = {k: fixed[k].clone() for k in names}
+    return loss_fn, start
 
-    def loss_fn(mapping: Mapping[str, Tensor]) -> Tensor:
-        t = {**fixed, **mapping}
-        if lipschitz:
+
+def _plus(*terms: Tensor | None) -> Tensor | None:
+    """Sum of the terms that are not ``None`` (``None`` stands for an exact zero)."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+class _NRNNLoss:
+    r"""The callable returned by :func:`nrnn_loss`, with a forward-mode quadratic form.
+
+    Calling it gives the mean cross-entropy. :meth:`quadratic_form` gives
+    :math:`v^\top\nabla^2L\,v = \frac{d^2}{dt^2}L(\theta + tv)|_{t=0}` for a batch of
+    directions by propagating the second-order Taylor coefficients
+    :math:`(h, \dot h, \ddot h)` forward through the recurrence (THEORY.md §7):
+
+    .. math:: z = Wh + Ux + b,\quad \dot z = W\dot h + \dot Wh + \dot Ux + \dot b,\quad
+              \ddot z = W\ddot h + 2\dot W\dot h,
+
+    :math:`\dot a = a'\dot z`, :math:`\ddot a = a'\ddot z - 2 a a'\dot z^2` for
+    :math:`a = \tanh z`, :math:`a' = 1 - a^2`, and likewise through the linear term,
+    the step (:math:`\ddot h_{k+1} = \ddot h_k + s\odot\ddot f + 2\dot s\odot\dot f`) and
+    the frozen noise (linear in :math:`h`). At the readout,
+    :math:`\frac{d^2}{dt^2}\mathrm{CE} = \dot o^\top\Pi_p\dot o + (p - e_y)^\top\ddot o`.
+    This costs about four batched matrix products per step and direction where a
+    Hessian-vector product costs six, and stores no graph: memory is
+    O(P B H) whatever the sequence length.
+    """
+
+    def __init__(self, *, fixed, xs, labels, noise, eta, h0, dt, alpha, lipschitz):
+        self.fixed = fixed
+        self.xs = xs
+        self.labels = labels
+        self.noise = noise
+        self.eta = eta
+        self.h0 = h0
+        self.dt = dt
+        self.alpha = alpha
+        self.lipschitz = lipschitz
+
+    def _params(self, mapping: Mapping[str, Tensor]) -> NRNNParams:
+        t = {**self.fixed, **mapping}
+        if self.lipschitz is not None:
+            beta, gamma_A, gamma_W = self.lipschitz
             A = lipschitz_matrix(t["M_A"], beta, gamma_A)
             W = lipschitz_matrix(t["M_W"], beta, gamma_W)
         else:
             A, W = t["A"], t["W"]
-        prm = NRNNParams(
-            A=A, W=W, U=t["U"], b=t["b"], V=t["V"], c=t["c"], dt=dt, step=t.get("step"),
-            alpha=alpha,
+        return NRNNParams(
+            A=A, W=W, U=t["U"], b=t["b"], V=t["V"], c=t["c"], dt=self.dt, step=t.get("step"),
+            alpha=self.alpha,
         )  # fmt: skip
-        kernel = StepKernel(prm, noise)
-        h = h0
-        steps = kernel.project(xs).unbind(1)
-        draws = eta.unbind(1) if eta is not None else (None,) * T
-        for ux, e in zip(steps, draws, strict=True):
-            h, _ = kernel.advance(h, ux, e)
-        return torch.nn.functional.cross_entropy(h @ prm.V.mT + prm.c, labels)
 
-    start = {k: fixed[k].clone() for k in names}
-    return loss_fn, start
+    def _draws(self) -> Sequence[Tensor | None]:
+        T = self.xs.shape[1]
+        return self.eta.unbind(1) if self.eta is not None else (None,) * T
+
+    def __call__(self, mapping: Mapping[str, Tensor]) -> Tensor:
+        prm = self._params(mapping)
+        kernel = StepKernel(prm, self.noise)
+        h = self.h0
+        for ux, e in zip(kernel.project(self.xs).unbind(1), self._draws(), strict=True):
+            h, _ = kernel.advance(h, ux, e)
+        return torch.nn.functional.cross_entropy(h @ prm.V.mT + prm.c, self.labels)
+
+    def quadratic_form(
+        self, mapping: Mapping[str, Tensor], directions: Mapping[str, Tensor]
+    ) -> Tensor:
+        r""":math:`v_j^\top\nabla^2L\,v_j` for directions (P, *shape) per name; (P,)."""
+        prm = self._params(mapping)
+        kernel = StepKernel(prm, self.noise)
+        d = directions
+        if self.lipschitz is not None:
+            beta = self.lipschitz[0]
+            dA = lipschitz_matrix(d["M_A"], beta, 0.0) if "M_A" in d else None
+            dW = lipschitz_matrix(d["M_W"], beta, 0.0) if "M_W" in d else None
+        else:
+            dA, dW = d.get("A"), d.get("W")
+        dU, db, dV, dc, dstep = (d.get(k) for k in ("U", "b", "V", "c", "step"))
+        H = prm.hidden_size
+        A_T, W_T = prm.A.mT, prm.W.mT
+        dA_T = None if dA is None else dA.mT
+        dW_T = None if dW is None else dW.mT
+        alpha = prm.alpha
+        linear = kernel.has_linear
+        db_ = None if db is None else db[:, None, :]
+        mode, structure = kernel.mode, kernel.structure
+        h = self.h0
+        h1 = h2 = None
+        for x, ux, e in zip(
+            self.xs.unbind(1), kernel.project(self.xs).unbind(1), self._draws(), strict=True
+        ):
+            u1 = _plus(None if dU is None else torch.matmul(x, dU.mT), db_)
+            z1 = _plus(
+                None if h1 is None else h1 @ W_T,
+                None if dW_T is None else torch.matmul(h, dW_T),
+                u1,
+            )
+            z2 = _plus(
+                None if h2 is None else h2 @ W_T,
+                None if (h1 is None or dW_T is None) else 2.0 * torch.matmul(h1, dW_T),
+            )
+            a = torch.tanh(h @ W_T + ux)
+            g = 1.0 - a * a
+            a1 = None if z1 is None else g * z1
+            a2 = _plus(
+                None if z2 is None else g * z2,
+                None if z1 is None else -2.0 * a * g * z1 * z1,
+            )
+            f = a
+            f1, f2 = a1, a2
+            if linear:
+                f = alpha * (h @ A_T) + a
+                lin1 = _plus(
+                    None if h1 is None else h1 @ A_T,
+                    None if dA_T is None else torch.matmul(h, dA_T),
+                )
+                lin2 = _plus(
+                    None if h2 is None else h2 @ A_T,
+                    None if (h1 is None or dA_T is None) else 2.0 * torch.matmul(h1, dA_T),
+                )
+                f1 = _plus(None if lin1 is None else alpha * lin1, a1)
+                f2 = _plus(None if lin2 is None else alpha * lin2, a2)
+            s = kernel.effective_step(e)
+            s1 = None
+            if dstep is not None:
+                s1 = dstep[:, None, :]
+                if mode == "paper_code" and e is not None:  # s_eff = step * factor
+                    mu = kernel.noise.multiplicative
+                    s1 = s1 * (1.0 - 0.5 * mu + kernel.g_mult * e[:, H:])
+            c1 = None  # the frozen noise is c0 + c1 * h
+            if mode == "sde" and e is not None and kernel.g_mult:
+                c1 = kernel.g_mult * (e if structure == "diagonal" else e[:, H:])
+            h_next, _ = kernel.advance(h, ux, e)
+            h1_next = _plus(
+                h1,
+                None if f1 is None else s * f1,
+                None if s1 is None else s1 * f,
+                None if (c1 is None or h1 is None) else c1 * h1,
+            )
+            h2_next = _plus(
+                h2,
+                None if f2 is None else s * f2,
+                None if (s1 is None or f1 is None) else 2.0 * s1 * f1,
+                None if (c1 is None or h2 is None) else c1 * h2,
+            )
+            h, h1, h2 = h_next, h1_next, h2_next
+        o = h @ prm.V.mT + prm.c
+        o1 = _plus(
+            None if h1 is None else h1 @ prm.V.mT,
+            None if dV is None else torch.matmul(h, dV.mT),
+            None if dc is None else dc[:, None, :],
+        )
+        o2 = _plus(
+            None if h2 is None else h2 @ prm.V.mT,
+            None if (h1 is None or dV is None) else 2.0 * torch.matmul(h1, dV.mT),
+        )
+        P = next(iter(d.values())).shape[0]
+        if o1 is None:
+            return o.new_zeros(P)
+        p = torch.softmax(o, dim=-1)
+        po1 = (p * o1).sum(-1)
+        quad = (p * o1 * o1).sum(-1) - po1 * po1
+        if o2 is not None:
+            r = p - torch.nn.functional.one_hot(self.labels, p.shape[-1]).to(p.dtype)
+            quad = quad + (r * o2).sum(-1)
+        return quad.mean(-1)
 
 
 def module_loss(

@@ -39,7 +39,7 @@ from nrnn_theory import (
 from nrnn_theory._krylov import lanczos_tridiagonal, ritz
 
 from _problems import quadratic_problem, random_params, random_symmetric
-from _strategies import model_and_inputs, seeds
+from _strategies import model_and_inputs, noise_specs, seeds
 from _tolerances import STATISTICAL_SIGMAS, tol
 
 
@@ -192,8 +192,11 @@ def test_block_traces_match_dense_blocks(generator):
 def test_hutchinson_quadratic_within_four_stderr(generator, float64):
     Hm = random_symmetric(12, generator=generator)
     loss_fn, params, _ = quadratic_problem(Hm, generator=generator)
-    r = estimate_hessian_trace(loss_fn, params, n_probes=400, batch_size=100, generator=generator)
+    r = estimate_hessian_trace(
+        loss_fn, params, n_probes=400, batch_size=100, blocks={"x": ["x"]}, generator=generator
+    )
     assert r.n_probes == 400 and r.samples.shape == (400,)
+    assert set(r.block_means) == {"x", "y"}  # "y" left out: its own block
     assert r.converged is None
     assert abs(r.mean - float(torch.trace(Hm))) <= STATISTICAL_SIGMAS * r.stderr
     # Block samples sum to the total sample by sample; block means to the mean.
@@ -238,6 +241,72 @@ def test_hutchinson_nrnn_within_four_stderr(generator):
             loss_fn, theta, n_probes=200, batch_size=50, method=method, generator=generator
         )
         assert abs(r.mean - exact) <= STATISTICAL_SIGMAS * r.stderr
+
+
+@settings(max_examples=25)
+@given(
+    problem=model_and_inputs(max_hidden=4, max_input=2, max_steps=5),
+    noise=st.one_of(st.none(), noise_specs(max_level=0.5)),
+    lipschitz=st.booleans(),
+    subset=st.booleans(),
+)
+def test_quadratic_form_equals_hvp(problem, noise, lipschitz, subset):
+    # The forward-mode second-order pass of nrnn_loss against v^T (H v) by autograd HVPs,
+    # clean and along frozen noise paths of every convention and structure.
+    params, xs, g = problem
+    B, T, _ = xs.shape
+    labels = torch.randint(0, params.num_classes, (B,), generator=g)
+    eta = None
+    if noise is not None:
+        eta = sample_noise(noise, B, T, params.hidden_size, dtype=xs.dtype, generator=g)
+    kw = dict(beta=0.7, gamma_A=0.1, gamma_W=0.05) if lipschitz else {}
+    names = None
+    if subset:
+        names = ["M_W" if lipschitz else "W", "U", "V"]
+        if params.step is not None:
+            names.append("step")
+    loss_fn, theta = nrnn_loss(params, xs, labels, noise=noise, eta=eta, names=names, **kw)
+    n = params_to_vector(theta).numel()
+    Z = torch.randn(3, n, generator=g, dtype=xs.dtype)
+    dirs = {}
+    start = 0
+    for k, t in theta.items():
+        dirs[k] = Z[:, start : start + t.numel()].reshape(3, *t.shape)
+        start += t.numel()
+    quad = loss_fn.quadratic_form(theta, dirs)
+    expected = (Z * hvp(loss_fn, theta, Z, method="reverse_over_reverse")).sum(1)
+    # Two float64 paths through a T-step recurrence: the "reduction" kind, with atol
+    # scaled because v^T H v sums n^2 terms of either sign.
+    scale = float((Z * Z).sum(1).max()) * (float(expected.abs().max()) / n + 1.0)
+    torch.testing.assert_close(quad, expected, rtol=1e-9, atol=1e-10 * scale)
+
+
+def test_trace_quadratic_form_path_matches_hvp_path(generator):
+    params, xs, labels = small_nrnn(generator, per_unit_step=True)
+    loss_fn, theta = nrnn_loss(params, xs, labels)
+    runs = {
+        m: estimate_hessian_trace(
+            loss_fn,
+            theta,
+            n_probes=12,
+            batch_size=5,
+            method=m,
+            generator=torch.Generator().manual_seed(7),
+        )  # fmt: skip
+        for m in ("auto", "quadratic_form", "reverse_over_reverse", "forward_over_reverse")
+    }
+    for m, r in runs.items():
+        torch.testing.assert_close(
+            r.samples, runs["reverse_over_reverse"].samples, **tol("reduction")
+        )
+        assert r.block_means == {}, m
+    exact = hessian_trace(loss_fn, theta).trace
+    r = estimate_hessian_trace(loss_fn, theta, n_probes=300, batch_size=100, generator=generator)
+    assert abs(r.mean - exact) <= STATISTICAL_SIGMAS * r.stderr
+    with pytest.raises(ValueError, match="blocks: per-block traces need Hessian-vector products"):
+        estimate_hessian_trace(loss_fn, theta, method="quadratic_form", blocks={"a": ["A"]})
+    with pytest.raises(ValueError, match="method: 'quadratic_form' needs loss_fn.quadratic_form"):
+        estimate_hessian_trace(lambda p: loss_fn(p), theta, method="quadratic_form")
 
 
 def test_hutchinson_same_probes_same_samples(float64):
