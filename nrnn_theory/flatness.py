@@ -20,8 +20,10 @@ Methods
 -------
 * :func:`hvp`: Hessian-vector products, forward-over-reverse or reverse-over-reverse.
 * :func:`hessian`, :func:`hessian_trace`: dense Hessian and exact trace (small ``n``).
-* :func:`estimate_hessian_trace`: Hutchinson with Rademacher probes batched by
-  ``vmap``, standard error, optional tolerance stop, per-block traces.
+* :func:`estimate_hessian_trace`: Hutchinson with batches of Rademacher probes,
+  standard error, optional tolerance stop, per-block traces. For :func:`nrnn_loss`
+  losses :math:`z^\top Hz` comes from a second-order forward pass (no graph stored);
+  otherwise from Hessian-vector products batched by ``vmap``.
 * :func:`hessian_eigenvalues`: top-k (or bottom-k) eigenvalues by Lanczos with full
   reorthogonalization or by shifted power iteration, with residuals.
 * :func:`estimate_spectral_density`: stochastic Lanczos quadrature.
@@ -1055,6 +1057,10 @@ def nrnn_loss(
     -------
     loss_fn : callable
         ``loss_fn(mapping) -> Tensor`` (0-dim); missing names take their fixed values.
+        It also has ``loss_fn.quadratic_form(mapping, directions) -> Tensor (P,)``,
+        :math:`v_j^\top\nabla^2L\,v_j` for directions given as (P, *shape) per name
+        (missing names: zero), by a second-order forward pass that
+        :func:`estimate_hessian_trace` uses.
     params : dict[str, Tensor]
         The starting point: the variables' current values.
 
