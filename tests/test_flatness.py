@@ -735,3 +735,25 @@ def test_bad_builder_input(generator):
         module_loss(torch.nn.Linear(2, 3).double(), xs, labels)
     with pytest.raises(TypeError, match="module: expected a torch.nn.Module"):
         module_loss(lambda x: x, xs, labels)
+
+
+# ---------------------------------------------------------------------------- records
+def test_results_are_json_ready_and_follow_dtype(generator):
+    import json
+
+    params, xs, labels = small_nrnn(generator)
+    params32, xs32 = params.to(torch.float32), xs.float()
+    loss_fn, theta = nrnn_loss(params32, xs32, labels)
+    est = estimate_hessian_trace(loss_fn, theta, n_probes=3, generator=generator)
+    assert est.samples.dtype == torch.float32
+    eig = hessian_eigenvalues(loss_fn, theta, k=2, return_eigenvectors=True, generator=generator)
+    assert eig.eigenvalues.dtype == eig.eigenvectors.dtype == torch.float32
+    dens = estimate_spectral_density(loss_fn, theta, n_probes=2, n_steps=4, generator=generator)
+    hs = hidden_state_hessian(params32, xs32, labels)
+    for r in (est, eig, dens, hs, hessian_trace(loss_fn, theta)):
+        json.dumps(r.to_dict())
+    # float32 agrees with float64 to float32 accuracy.
+    top64 = hessian_eigenvalues(*nrnn_loss(params, xs, labels), k=2, generator=generator)
+    torch.testing.assert_close(
+        eig.eigenvalues.double(), top64.eigenvalues, **tol("eig", torch.float32)
+    )
