@@ -101,12 +101,18 @@ def reference_trace(loss_fn, theta, n_probes: int, seed: int):
 
 
 def timed(fn, repeats: int):
-    best, out = math.inf, None
+    """Best wall-clock and best process CPU time over ``repeats`` runs, and the output.
+
+    CPU time is reported too because the build machines are shared: waiting for a core
+    inflates wall-clock time but not the work done.
+    """
+    best_wall, best_cpu, out = math.inf, math.inf, None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        best_wall = min(best_wall, time.perf_counter() - w0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return (best_wall, best_cpu), out
 
 
 def main(argv=None) -> int:
@@ -160,9 +166,18 @@ def main(argv=None) -> int:
     t_ref, (ref_mean, ref_se) = timed(
         lambda: reference_trace(loss_fn, theta, args.probes, args.seed + 1), args.repeats
     )
-    print(f"package   (batched)     : {t_pkg:8.3f} s   trace = {est.mean:.6g} +- {est.stderr:.3g}")
-    print(f"reference (loop)        : {t_ref:8.3f} s   trace = {ref_mean:.6g} +- {ref_se:.3g}")
-    print(f"speed-up: {t_ref / t_pkg:.2f}x at {args.probes} probes")
+    print(
+        f"package   (batched): wall {t_pkg[0]:8.3f} s  cpu {t_pkg[1]:8.3f} s   "
+        f"trace = {est.mean:.6g} +- {est.stderr:.3g}"
+    )
+    print(
+        f"reference (loop)   : wall {t_ref[0]:8.3f} s  cpu {t_ref[1]:8.3f} s   "
+        f"trace = {ref_mean:.6g} +- {ref_se:.3g}"
+    )
+    print(
+        f"speed-up at {args.probes} probes: {t_ref[0] / t_pkg[0]:.2f}x wall, "
+        f"{t_ref[1] / t_pkg[1]:.2f}x cpu"
+    )
     diff = abs(est.mean - ref_mean)
     print(f"|difference| = {diff:.3g} ({diff / max(est.stderr, 1e-300):.2g} standard errors)")
     return 0
