@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 
-__all__ = ["lanczos_extreme", "lanczos_tridiagonal", "select_ritz", "subspace_iteration"]
+__all__ = ["lanczos_extreme", "lanczos_tridiagonal", "ritz", "select_ritz", "subspace_iteration"]
 
 Matvec = Callable[[Tensor], Tensor]
 
