@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, default=64, help="H (default 64)")
     parser.add_argument("--examples", type=int, default=256, help="digits used (default 256)")
     parser.add_argument("--probes", type=int, default=100, help="probes (default 100)")
-    parser.add_argument("--batch-size", type=int, default=25, help="probes per batch (25)")
+    parser.add_argument("--batch-size", type=int, default=10, help="probes per batch (10)")
     parser.add_argument(
         "--method",
         default="auto",
