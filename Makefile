@@ -19,6 +19,10 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet -e ".[test,data]"
+	# curvlinops: a test-only Hessian oracle (tests/test_flatness.py). Its declared
+	# torchvision requirement would replace the CPU torch pin with a multi-GB CUDA build
+	# (ENVIRONMENT.md §8), so it is installed without dependencies, plus the ones it imports.
+	$(BIN)/python -m pip install --quiet --no-deps curvlinops-for-pytorch==3.0.1 einops einconv linear_operator opt_einsum
 	touch $(STAMP)
 
 demo: $(STAMP)

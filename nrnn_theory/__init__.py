@@ -27,10 +27,16 @@ Robustness (THEORY.md §11, claim C5)
 Regularizer (THEORY.md §5-6)
     explicit_regularizer, regularizer_penalty, estimate_noise_gap,
     continuous_regularizer, regularizer_convergence
+Flatness (THEORY.md §7)
+    hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
+    estimate_spectral_density, hidden_state_hessian, nrnn_loss, module_loss,
+    params_to_vector, vector_to_params
 Results
     ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
-    ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence
+    ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
+    TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian
+
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
 :mod:`nrnn_theory.train`; the core never imports it.
@@ -55,6 +61,19 @@ from nrnn_theory.dynamics import (
     state_jacobian,
     step,
     step_moments,
+)
+from nrnn_theory.flatness import (
+    estimate_hessian_trace,
+    estimate_spectral_density,
+    hessian,
+    hessian_eigenvalues,
+    hessian_trace,
+    hidden_state_hessian,
+    hvp,
+    module_loss,
+    nrnn_loss,
+    params_to_vector,
+    vector_to_params,
 )
 from nrnn_theory.margins import (
     certified_margin,
@@ -81,6 +100,9 @@ from nrnn_theory.results import (
     EmpiricalMargin,
     ExplicitRegularizer,
     FitHistory,
+    HessianEigenvalues,
+    HessianTrace,
+    HiddenStateHessian,
     JacobianNorm,
     LocalMarginEstimate,
     MarginCertificate,
@@ -89,6 +111,8 @@ from nrnn_theory.results import (
     RegularizerConvergence,
     RobustnessCurve,
     RobustnessSweep,
+    SpectralDensity,
+    TraceEstimate,
 )
 from nrnn_theory.robustness import (
     accuracy,
@@ -110,6 +134,9 @@ __all__ = [
     "EmpiricalMargin",
     "ExplicitRegularizer",
     "FitHistory",
+    "HessianEigenvalues",
+    "HessianTrace",
+    "HiddenStateHessian",
     "JacobianNorm",
     "LocalMarginEstimate",
     "MarginCertificate",
@@ -121,6 +148,8 @@ __all__ = [
     "RegularizerConvergence",
     "RobustnessCurve",
     "RobustnessSweep",
+    "SpectralDensity",
+    "TraceEstimate",
     "__version__",
     "accuracy",
     "certified_margin",
@@ -129,11 +158,18 @@ __all__ = [
     "deepfool",
     "diffusion",
     "drift",
+    "estimate_hessian_trace",
     "estimate_noise_gap",
+    "estimate_spectral_density",
     "explicit_regularizer",
     "fgsm",
     "format_comparison_table",
     "format_margin_summary",
+    "hessian",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hidden_state_hessian",
+    "hvp",
     "input_jacobian",
     "input_output_jacobian",
     "jacobian_gram",
@@ -143,11 +179,14 @@ __all__ = [
     "margin_growth",
     "margin_summary",
     "minimal_perturbation",
+    "module_loss",
     "multiplicative_noise",
     "noise_covariance",
     "noise_dim",
     "noise_matrix",
+    "nrnn_loss",
     "paper_code_to_sde",
+    "params_to_vector",
     "perturb",
     "perturbation_norm",
     "pgd",
@@ -164,5 +203,6 @@ __all__ = [
     "state_jacobian",
     "step",
     "step_moments",
+    "vector_to_params",
     "white_noise",
 ]

@@ -15,7 +15,9 @@ __all__ = [
     "gbm_exact",
     "linear_rnn_classifier",
     "one_step_margin",
+    "quadratic_problem",
     "random_params",
+    "random_symmetric",
 ]
 
 
@@ -140,3 +142,46 @@ def one_step_margin(params: NRNNParams, xs: torch.Tensor) -> torch.Tensor:
                 d = abs(math.atanh(t) - float(w0[i])) / float(u.norm())
                 out[i] = min(float(out[i]), d)
     return out
+
+
+def random_symmetric(
+    n: int,
+    *,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float64,
+    eigenvalues: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A random symmetric (n, n) matrix: ``Q diag(eigenvalues) Q^T`` with Haar-like ``Q``.
+
+    Default eigenvalues are i.i.d. standard normal (an indefinite spectrum).
+    """
+    if eigenvalues is None:
+        eigenvalues = torch.randn(n, generator=generator, dtype=dtype)
+    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=dtype))
+    Q = Q * torch.sign(torch.diagonal(R))
+    M = Q @ torch.diag(eigenvalues.to(dtype)) @ Q.T
+    return 0.5 * (M + M.T)
+
+
+def quadratic_problem(Hmat: torch.Tensor, *, generator: torch.Generator):
+    r"""The quadratic loss :math:`\tfrac12\theta^\top H\theta + b^\top\theta` of THEORY.md §10 V8.
+
+    The parameter vector is split into two named blocks (``"x"`` of shape (n1,) and
+    ``"y"`` of shape (n - n1,) reshaped to a column) so that layout and block code paths
+    are exercised. Returns ``(loss_fn, params, H)``; the Hessian is exactly ``H`` in the
+    flat layout ``[x, y]``.
+    """
+    n = Hmat.shape[0]
+    n1 = max(1, n // 2)
+    dtype = Hmat.dtype
+    b = torch.randn(n, generator=generator, dtype=dtype)
+    theta = torch.randn(n, generator=generator, dtype=dtype)
+
+    def loss_fn(p):
+        v = torch.cat([p["x"], p["y"].reshape(-1)]) if n > n1 else p["x"]
+        return 0.5 * v @ (Hmat @ v) + b @ v
+
+    params = {"x": theta[:n1]}
+    if n > n1:
+        params["y"] = theta[n1:].reshape(-1, 1)
+    return loss_fn, params, Hmat
