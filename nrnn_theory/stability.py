@@ -143,16 +143,44 @@ def _exact(m: _Model) -> float:
     return best
 
 
-def _relaxation_matrix(m: _Model, log_a: Tensor, b: Tensor, delta: float) -> Tensor:
-    L = m.L
-    a = log_a.exp()
+def _relaxation_parts(m: _Model, p: Tensor, delta: float):
+    """(a, b, q, dq/db, db/dv) at parameters p = (log a, v), b = L/4 (1 + tanh v)."""
+    H, L = m.H, m.L
+    a = p[:H].exp()
+    th = torch.tanh(p[H:])
+    b = 0.25 * L * (1.0 + th)
     z = b - 0.25 * L
+    # q = max(b^2, (L/2 - b)^2) = mean + (L/2)|b - L/4|; during the search |z| is
+    # smoothed from above by sqrt(z^2 + delta^2), so q stays feasible.
     absz = torch.sqrt(z * z + delta * delta) if delta > 0 else z.abs()
-    # q = max(b^2, (L/2 - b)^2), written as mean + half-difference; |z| smoothed from
-    # above by sqrt(z^2 + delta^2) during the search, so q stays feasible.
     q = 0.5 * (b * b + (0.5 * L - b) ** 2) + 0.5 * L * absz
+    dq = 2.0 * b - 0.5 * L + (0.5 * L * z / absz if delta > 0 else 0.5 * L * torch.sign(z))
+    return a, b, q, dq, 0.25 * L * (1.0 - th * th)
+
+
+def _relaxation_matrix(m: _Model, a: Tensor, b: Tensor, q: Tensor) -> Tensor:
     bW = (2.0 * b)[:, None] * m.W
     return m.S + torch.diag(a) + sym(bW) + (m.W.mT * (q / a)) @ m.W
+
+
+def _relaxation_objective(m: _Model, p: Tensor, temperature: float, delta: float):
+    """Log-sum-exp smoothing of lambda_max(M(a, b)) and its gradient in p (by hand).
+
+    With P = V diag(softmax(w / T)) V^T = dF/dM:
+    dF/da_i = P_ii - (q_i / a_i^2)(W P W^T)_ii, dF/db_i = 2 (W P)_ii + (q_i'/a_i)(W P W^T)_ii.
+    """
+    a, b, q, dq, db = _relaxation_parts(m, p, delta)
+    w, V = torch.linalg.eigh(_relaxation_matrix(m, a, b, q))
+    top = w[-1]
+    e = torch.exp((w - top) / temperature)
+    total = e.sum()
+    value = top + temperature * torch.log(total)
+    P = (V * (e / total)) @ V.mT
+    WP = m.W @ P
+    wpw = (WP * m.W).sum(dim=1)
+    grad_a = (torch.diagonal(P) - wpw * q / (a * a)) * a
+    grad_b = (2.0 * torch.diagonal(WP) + wpw * dq / a) * db
+    return value, torch.cat([grad_a, grad_b])
 
 
 def _lbfgs(
@@ -219,23 +247,12 @@ def _relaxation(m: _Model, max_iter: int = 300) -> float:
             torch.zeros(H, dtype=torch.float64),
         ]
     )
-
-    def objective(p: Tensor, temperature: float, delta: float) -> Tensor:
-        b = 0.25 * L + 0.25 * L * torch.tanh(p[H:])
-        w = torch.linalg.eigvalsh(_relaxation_matrix(m, p[:H], b, delta))
-        top = w[-1].detach()
-        return top + temperature * torch.logsumexp((w - top) / temperature, dim=0)
-
-    grad_value = torch.func.grad_and_value(objective)
     for rel in (1e-1, 1e-2, 1e-3):
-
-        def fg(x: Tensor, rel=rel) -> tuple[Tensor, Tensor]:
-            g, v = grad_value(x, rel * scale, rel * L)
-            return v, g
-
-        p = _lbfgs(fg, p, max_iter)
-    b = 0.25 * L + 0.25 * L * torch.tanh(p[H:])
-    value = float(torch.linalg.eigvalsh(_relaxation_matrix(m, p[:H], b, 0.0))[-1])
+        p = _lbfgs(
+            lambda x, rel=rel: _relaxation_objective(m, x, rel * scale, rel * L), p, max_iter
+        )
+    a, b, q, _, _ = _relaxation_parts(m, p, 0.0)
+    value = float(torch.linalg.eigvalsh(_relaxation_matrix(m, a, b, q))[-1])
     return min(value, mid)
 
 
