@@ -326,9 +326,10 @@ def lyapunov_spectrum_map(
         random or time-dependent maps (a frozen noise path, an input sequence) be
         expressed; ignore it for autonomous maps.
     jacobian : callable ``(x, i) -> J`` or None
-        Its Jacobian at ``x``, shape (B, n, n). ``None`` computes it with
-        ``torch.func.vmap(torch.func.jacfwd(...))``, which requires ``step`` to be
-        written with batch-independent operations.
+        Its Jacobian at ``x``, shape (B, n, n). ``None`` computes it by reverse-mode
+        autodiff (``n`` vmapped ``torch.func.vjp`` pullbacks per step), which requires
+        the rows of ``step``'s output to depend only on the same rows of ``x``
+        (independent trajectories) and ``step`` to be traceable by ``torch.func``.
     x0 : Tensor, shape (B, n) or (n,)
         Initial states of ``B`` independent trajectories.
     n_steps : int
@@ -409,12 +410,19 @@ def lyapunov_spectrum_map(
 
 
 def _autodiff_jacobian(step: Callable[[Tensor, int], Tensor]) -> Callable[[Tensor, int], Tensor]:
-    def jac(x: Tensor, i: int) -> Tensor:
-        def single(xi: Tensor) -> Tensor:
-            return step(xi.unsqueeze(0), i).squeeze(0)
+    """Per-trajectory Jacobians by reverse mode: one VJP per output direction, vmapped.
 
+    Seeding every row with the same cotangent ``e_j`` gives, because rows do not
+    interact, row ``j`` of every trajectory's Jacobian. (Reverse rather than forward
+    mode: forward mode loads TorchScript decompositions that warn on torch >= 2.9.)
+    """
+
+    def jac(x: Tensor, i: int) -> Tensor:
+        B, n = x.shape
+        basis = torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(1).expand(n, B, n)
         with torch.enable_grad():
-            return torch.func.vmap(torch.func.jacfwd(single))(x)
+            _, pullback = torch.func.vjp(lambda y: step(y, i), x)
+            return torch.func.vmap(pullback)(basis)[0].transpose(0, 1)
 
     return jac
 
