@@ -144,6 +144,9 @@ def em_scalar_pathwise_rate(lam_hat: float, kappa: float, s: float, dt: float) -
     from scipy import integrate, stats
 
     r = s * math.sqrt(dt)
+    if r == 0.0:
+        zero = torch.zeros((), dtype=torch.float64)
+        return scalar_pathwise_log_bound(zero, lam_hat, kappa, dt).item() / dt
 
     def integrand(x):
         u = scalar_pathwise_log_bound(
