@@ -101,8 +101,11 @@ class _Benettin:
 
 
 def _random_basis(B: int, n: int, k: int, *, dtype, device, generator: torch.Generator) -> Tensor:
-    G = torch.randn(B, n, k, dtype=dtype, device=device, generator=generator)
-    return qr_positive(G)[0]
+    """A random orthonormal frame (B, n, k), drawn in float64 (where the device has it)
+    so that runs in different precisions start from the same frame."""
+    draw_dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+    G = torch.randn(B, n, k, dtype=draw_dtype, device=device, generator=generator)
+    return qr_positive(G)[0].to(dtype)
 
 
 def _finish(
@@ -216,9 +219,10 @@ def lyapunov_spectrum(
     h0 : Tensor, shape (B, H), optional
         Initial state (default zeros).
     generator : torch.Generator, optional
-        Draws, in this order, the random initial frame (B, H, k) and then the noise
-        per step exactly as :func:`~nrnn_theory.rollout` does. ``None`` means fresh
-        randomness. To share a noise path with a rollout, pass ``eta``.
+        Draws, in this order, the random initial frame (B, H, k), in float64
+        whatever the dtype (so float32 and float64 runs start from the same frame),
+        and then the noise per step exactly as :func:`~nrnn_theory.rollout` does.
+        ``None`` means fresh randomness. To share a noise path with a rollout, pass ``eta``.
     return_history : bool
         Also return the finite-time exponents after each QR past the transient
         (memory :math:`O(BTk)`).

@@ -345,7 +345,7 @@ def test_generator_draws_frame_then_noise_like_rollout(generator):
     noise = NoiseSpec(sigma1=0.5, sigma2=0.5)
     a = lyapunov_spectrum(params, xs, noise=noise, k=2, generator=torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
-    torch.randn(2, 3, 2, generator=g, dtype=F64)
+    torch.randn(2, 3, 2, generator=g, dtype=F64)  # the frame is drawn in float64
     eta = sample_noise(noise, 2, 20, 3, dtype=F64, generator=g)
     b = lyapunov_spectrum(
         params, xs, noise=noise, eta=eta, k=2, generator=torch.Generator().manual_seed(7)
