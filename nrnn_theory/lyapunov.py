@@ -125,7 +125,7 @@ def _finish(
     B = per_step.shape[0]
     per_time = per_step / dt
     if B > 1:
-        stderr = per_time.std(dim=0, unbiased=True) / math.sqrt(B)
+        stderr = per_time.std(dim=0, correction=1) / math.sqrt(B)
     else:
         stderr = torch.full_like(per_time[0], float("nan"))
     history = history_steps = None
