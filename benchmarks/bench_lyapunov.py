@@ -15,8 +15,8 @@ float64 run with ``reortho_every=1``, and whether each setting stays within 1e-3
 of it. Finally it checks that peak memory does not grow with T (two child processes,
 T and 8T).
 
-Model: a Lipschitz-RNN parametrization (beta = 0.75, gamma = 1e-3, dt = 0.1, free
-matrices with std ``--weight-scale / sqrt(H)``), inputs uniform in [0, 1] with D = 1
+Model: a Lipschitz-RNN parametrization (beta = 0.75, gamma = ``--gamma`` (1e-3),
+dt = 0.1, free matrices with std ``--weight-scale / sqrt(H)``), inputs uniform in [0, 1] with D = 1
 (pixel-MNIST shaped: T = 784), float32.
 
 Run: ``python benchmarks/bench_lyapunov.py`` (``--quick`` for a seconds-long smoke run).
@@ -37,7 +37,9 @@ from nrnn_theory import NRNNParams, lyapunov_spectrum
 from nrnn_theory._linalg import qr_positive
 
 
-def model(H: int, dtype: torch.dtype, seed: int, weight_scale: float) -> NRNNParams:
+def model(
+    H: int, dtype: torch.dtype, seed: int, weight_scale: float, gamma: float = 1e-3
+) -> NRNNParams:
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape, std):
@@ -52,8 +54,8 @@ def model(H: int, dtype: torch.dtype, seed: int, weight_scale: float) -> NRNNPar
         randn(10, H, std=1.0 / math.sqrt(H)),
         torch.zeros(10, dtype=torch.float64),
         beta=0.75,
-        gamma_A=1e-3,
-        gamma_W=1e-3,
+        gamma_A=gamma,
+        gamma_W=gamma,
         dt=0.1,
     )
     return p.to(dtype)
@@ -125,9 +127,9 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
-def memory_probe(H: int, B: int, T: int, weight_scale: float) -> None:
+def memory_probe(H: int, B: int, T: int, weight_scale: float, gamma: float) -> None:
     """Child-process entry: run the package once and print peak RSS (MiB)."""
-    params = model(H, torch.float32, 0, weight_scale)
+    params = model(H, torch.float32, 0, weight_scale, gamma)
     package(params, inputs(B, T, torch.float32, 0), 1, T // 10)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
@@ -140,12 +142,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="trajectories B")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best kept)")
     parser.add_argument("--weight-scale", type=float, default=1.0, help="std * sqrt(H)")
+    parser.add_argument("--gamma", type=float, default=1e-3, help="gamma_A = gamma_W")
     parser.add_argument("--memory-probe", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.hidden, args.steps, args.batch, args.repeats = 32, 64, 4, 1
     if args.memory_probe:
-        memory_probe(args.hidden, args.batch, args.memory_probe, args.weight_scale)
+        memory_probe(args.hidden, args.batch, args.memory_probe, args.weight_scale, args.gamma)
         return 0
     H, T, B = args.hidden, args.steps, args.batch
     transient = T // 10
@@ -153,7 +156,7 @@ def main(argv=None) -> int:
         f"Lyapunov spectrum, k = H = {H}, T = {T}, B = {B}, float32, transient {transient}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    params = model(H, torch.float32, 0, args.weight_scale)
+    params = model(H, torch.float32, 0, args.weight_scale, args.gamma)
     xs = inputs(B, T, torch.float32, 0)
     ref64 = package(params.to(torch.float64), xs.to(torch.float64), 1, transient)
     print(f"float64 reference spectrum: top {ref64[0]:.4f}, bottom {ref64[-1]:.4f} per unit time")
@@ -189,6 +192,8 @@ def main(argv=None) -> int:
             str(B),
             "--weight-scale",
             str(args.weight_scale),
+            "--gamma",
+            str(args.gamma),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rss.append(float(out.strip().splitlines()[-1]))
