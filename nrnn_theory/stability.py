@@ -950,9 +950,13 @@ def format_stability_report(report: StabilityReport) -> str:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines += ["", "Certified bounds and measured exponents (per unit time):"]
     fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
-    lines.append(fmt.format(*header))
-    lines.append(fmt.format(*("-" * w for w in widths)))
-    lines += [fmt.format(*r) for r in rows]
+    lines.append(fmt.format(*header).rstrip())
+    lines.append(fmt.format(*("-" * w for w in widths)).rstrip())
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    lines.append(
+        "  (contraction, almost_sure_* and mean_square bound the SDE; the measured exponents "
+        "of the discrete model agree up to O(dt), ± one standard error)"
+    )
     lines += ["", "Smallest multiplicative 'sde' noise certifying almost-sure stability:"]
     for mn in report.minimal_noise:
         value = f"eps*sigma2 > {mn.level:.4g}" if mn.exists else "none"

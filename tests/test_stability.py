@@ -551,7 +551,7 @@ def test_stability_report_and_table(generator):
     text = format_stability_report(rep)
     assert "almost_sure_scalar [exact]" in text and "yes" in text and "no" in text
     assert f"{rep.spectra[1].top: .4g}" in text
-    assert len(text.splitlines()) == 3 + 4 + 4 + 5 + 2 + 2  # title, methods, table, minimal
+    assert len(text.splitlines()) == 3 + 4 + 4 + 5 + 1 + 2 + 2  # title, methods, table, minimal
     json.dumps(rep.to_dict(), allow_nan=False)
     auto = stability_report(p, n_steps=50, n_trajectories=3, generator=g)
     assert auto.spectra[0].per_trajectory.shape == (3, 1)
