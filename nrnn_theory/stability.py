@@ -366,10 +366,12 @@ def one_sided_constant(params: NRNNParams, method: OneSided = "auto") -> float:
 
 # ============================================================================ discrete map
 def _step_range(m: _Model, noise: NoiseSpec | None) -> tuple[float, float]:
+    """Range of the entries of the effective step s_eff = d * m_k (any sign of d)."""
     lo = float(m.step.min())
     hi = float(m.step.max())
     if noise is not None and noise.convention == "paper_code":
-        lo *= 1.0 - noise.multiplicative  # m_k in [1 - mu, 1]
+        shrink = 1.0 - noise.multiplicative  # m_k in [1 - mu, 1]
+        lo, hi = min(lo, lo * shrink), max(hi, hi * shrink)
     return lo, hi
 
 
@@ -379,8 +381,11 @@ def _rho(m: _Model, lam: float, noise: NoiseSpec | None, exact: bool) -> dict[st
     half = 0.5 * (hi - lo)
     kappa = m.norm_A + m.L * m.norm_W
     eye = torch.eye(m.H, dtype=torch.float64)
-    rho_norm = float(torch.linalg.matrix_norm(eye + d * m.aA, ord=2)) + d * m.L * m.norm_W
-    rho_one_sided = math.sqrt(max(0.0, 1.0 + 2.0 * d * lam + (d * kappa) ** 2))
+    rho_norm = float(torch.linalg.matrix_norm(eye + d * m.aA, ord=2)) + abs(d) * m.L * m.norm_W
+    # 2 d x^T K x <= 2 d lambda_hat needs d >= 0 (a trained per-unit step can be negative).
+    rho_one_sided = (
+        math.sqrt(max(0.0, 1.0 + 2.0 * d * lam + (d * kappa) ** 2)) if d >= 0 else math.inf
+    )
     rho = min(rho_norm, rho_one_sided) + half * kappa
     out = {
         "rho": rho,
@@ -417,7 +422,9 @@ def step_norm_bound(
               (\|\alpha A\|_2 + L_a\|W\|_2)^2\big)^{1/2}\Big\},
 
     and with a per-unit step :math:`d` the bound at :math:`\bar d = \frac12(\max d +
-    \min d)` plus :math:`\frac12(\max d - \min d)(\|\alpha A\|_2 + L_a\|W\|_2)`. It
+    \min d)` plus :math:`\frac12(\max d - \min d)(\|\alpha A\|_2 + L_a\|W\|_2)`
+    (the first form with :math:`|\bar d|`, the second only for :math:`\bar d \ge 0`:
+    a trained step may turn negative). It
     holds along every trajectory, for every input, so it bounds
     :math:`|h_{k+1} - h'_{k+1}| \le \rho|h_k - h'_k|` and the sensitivity
     :math:`\|\partial h_M/\partial h_k\|_2 \le \rho^{M-k}` used by the global margin

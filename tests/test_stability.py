@@ -147,6 +147,25 @@ def test_step_norm_bound_is_sound_for_every_admissible_jacobian(model, mu):
         assert rho <= step_norm_bound(p, one_sided="standard", noise=noise) * (1 + ROUND)
 
 
+@pytest.mark.parametrize("steps", [(-0.3, -0.1), (-0.2, 0.4)])
+def test_step_norm_bound_sound_for_negative_per_unit_steps(generator, steps):
+    # A trained per-unit step can turn negative: the one-sided form needs d_mean >= 0
+    # and the triangle form |d_mean|; sampled admissible Jacobians must stay below rho.
+    lo, hi = steps
+    p = random_params(5, 1, 2, generator=generator, scale=2.0)
+    step = lo + (hi - lo) * torch.rand(5, generator=generator, dtype=F64)
+    step[0], step[1] = lo, hi
+    p = p.replace(A=p.A + 2.0 * torch.eye(5, dtype=F64), step=step)
+    for mu in (0.0, 0.5):
+        noise = NoiseSpec.paper_code(add=0.0, mult=mu)
+        D = torch.rand(256, 5, generator=generator, dtype=F64).round()
+        m = 1.0 - mu * torch.rand(256, 5, generator=generator, dtype=F64)
+        J = torch.eye(5, dtype=F64) + (step * m)[:, :, None] * (p.A + D[:, :, None] * p.W)
+        worst = float(torch.linalg.matrix_norm(J, ord=2).max())
+        for method in METHODS:
+            assert worst <= step_norm_bound(p, one_sided=method, noise=noise) * (1 + ROUND)
+
+
 def test_step_norm_bound_exact_equals_vertex_maximum(generator):
     # For a fixed step the sup of ||I + diag(d) K(D)|| is attained at a vertex; with
     # one_sided="exact" rho is that maximum (an independent enumeration here).
