@@ -31,11 +31,17 @@ Flatness (THEORY.md §7)
     hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
     estimate_spectral_density, hidden_state_hessian, nrnn_loss, module_loss,
     params_to_vector, vector_to_params
+Lyapunov spectra (THEORY.md §9)
+    lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
+Stability certificates (THEORY.md §9)
+    check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
+    stability_report, format_stability_report
 Results
     ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
     ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
-    TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian
+    TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian,
+    LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport
 
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
@@ -75,6 +81,12 @@ from nrnn_theory.flatness import (
     params_to_vector,
     vector_to_params,
 )
+from nrnn_theory.lyapunov import (
+    kaplan_yorke_dimension,
+    lyapunov_spectrum,
+    lyapunov_spectrum_map,
+    state_jacobian_norms,
+)
 from nrnn_theory.margins import (
     certified_margin,
     format_margin_summary,
@@ -94,6 +106,7 @@ from nrnn_theory.regularizer import (
     regularizer_penalty,
 )
 from nrnn_theory.results import (
+    Certificate,
     ComparisonTable,
     ContinuousRegularizer,
     ConventionMapping,
@@ -105,6 +118,7 @@ from nrnn_theory.results import (
     HiddenStateHessian,
     JacobianNorm,
     LocalMarginEstimate,
+    LyapunovSpectrum,
     MarginCertificate,
     MarginSummary,
     NoiseGapEstimate,
@@ -112,6 +126,9 @@ from nrnn_theory.results import (
     RobustnessCurve,
     RobustnessSweep,
     SpectralDensity,
+    StabilityReport,
+    StabilizingNoise,
+    StateJacobianNorms,
     TraceEstimate,
 )
 from nrnn_theory.robustness import (
@@ -125,9 +142,18 @@ from nrnn_theory.robustness import (
     salt_and_pepper,
     white_noise,
 )
+from nrnn_theory.stability import (
+    check_stability,
+    format_stability_report,
+    minimal_stabilizing_noise,
+    one_sided_constant,
+    stability_report,
+    step_norm_bound,
+)
 
 
 __all__ = [
+    "Certificate",
     "ComparisonTable",
     "ContinuousRegularizer",
     "ConventionMapping",
@@ -139,6 +165,7 @@ __all__ = [
     "HiddenStateHessian",
     "JacobianNorm",
     "LocalMarginEstimate",
+    "LyapunovSpectrum",
     "MarginCertificate",
     "MarginSummary",
     "NRNNParams",
@@ -149,10 +176,14 @@ __all__ = [
     "RobustnessCurve",
     "RobustnessSweep",
     "SpectralDensity",
+    "StabilityReport",
+    "StabilizingNoise",
+    "StateJacobianNorms",
     "TraceEstimate",
     "__version__",
     "accuracy",
     "certified_margin",
+    "check_stability",
     "comparison_table",
     "continuous_regularizer",
     "deepfool",
@@ -165,6 +196,7 @@ __all__ = [
     "fgsm",
     "format_comparison_table",
     "format_margin_summary",
+    "format_stability_report",
     "hessian",
     "hessian_eigenvalues",
     "hessian_trace",
@@ -174,17 +206,22 @@ __all__ = [
     "input_output_jacobian",
     "jacobian_gram",
     "jacobian_spectral_norm",
+    "kaplan_yorke_dimension",
     "local_margin_estimate",
     "logits",
+    "lyapunov_spectrum",
+    "lyapunov_spectrum_map",
     "margin_growth",
     "margin_summary",
     "minimal_perturbation",
+    "minimal_stabilizing_noise",
     "module_loss",
     "multiplicative_noise",
     "noise_covariance",
     "noise_dim",
     "noise_matrix",
     "nrnn_loss",
+    "one_sided_constant",
     "paper_code_to_sde",
     "params_to_vector",
     "perturb",
@@ -200,9 +237,12 @@ __all__ = [
     "sample_noise",
     "score_margin",
     "sde_to_paper_code",
+    "stability_report",
     "state_jacobian",
+    "state_jacobian_norms",
     "step",
     "step_moments",
+    "step_norm_bound",
     "vector_to_params",
     "white_noise",
 ]

@@ -12,12 +12,17 @@ from nrnn_theory import NRNNParams
 
 __all__ = [
     "em_gbm_exponent",
+    "em_linear_scalar_exponent",
+    "em_scalar_pathwise_rate",
     "gbm_exact",
+    "linear_params",
     "linear_rnn_classifier",
+    "lorenz_rk4",
     "one_step_margin",
     "quadratic_problem",
     "random_params",
     "random_symmetric",
+    "scalar_pathwise_log_bound",
 ]
 
 
@@ -185,3 +190,134 @@ def quadratic_problem(Hmat: torch.Tensor, *, generator: torch.Generator):
     if n > n1:
         params["y"] = theta[n1:].reshape(-1, 1)
     return loss_fn, params, Hmat
+
+
+def linear_params(A: torch.Tensor, *, dt: float, D: int = 1, C: int = 2) -> NRNNParams:
+    """An NRNN whose drift is exactly linear, ``f(h) = A h`` (W = 0, U = 0, b = 0)."""
+    H = A.shape[0]
+    z = {"dtype": A.dtype, "device": A.device}
+    return NRNNParams(
+        A=A,
+        W=torch.zeros(H, H, **z),
+        U=torch.zeros(H, D, **z),
+        b=torch.zeros(H, **z),
+        V=torch.ones(C, H, **z),
+        c=torch.zeros(C, **z),
+        dt=dt,
+    )
+
+
+def em_linear_scalar_exponent(mu: complex, sigma: float, dt: float) -> float:
+    r"""Exponent of :math:`I + \Delta tA + \sigma\sqrt{\Delta t}\xi_kI` for an eigenvalue
+    :math:`\mu` of :math:`A` (THEORY.md §10 V5): :math:`\mathbb E\log|1 + \Delta t\mu +
+    \sigma\sqrt{\Delta t}\xi|/\Delta t`, by quadrature (split at the real root if any).
+    """
+    from scipy import integrate, stats
+
+    mu = complex(mu)
+    if mu.imag == 0.0:
+        return em_gbm_exponent(mu.real, sigma, dt)
+    a = 1.0 + dt * mu.real
+    bb = dt * mu.imag
+    s = sigma * math.sqrt(dt)
+
+    def integrand(x):
+        return 0.5 * np.log((a + s * x) ** 2 + bb**2) * stats.norm.pdf(x)
+
+    value, _ = integrate.quad(integrand, -np.inf, np.inf, points=None, limit=200)
+    return value / dt
+
+
+def scalar_pathwise_log_bound(
+    c: torch.Tensor, lam_hat: float, kappa: float, dt: float
+) -> torch.Tensor:
+    r"""Per-step bound on :math:`\log\|(1+c)I + \Delta tK\|_2` for any :math:`K` with
+    :math:`\lambda_{\max}(\mathrm{sym}K)\le\hat\lambda` and :math:`\|K\|_2\le\kappa`.
+
+    :math:`\|((1+c)I + \Delta tK)x\|^2 = (1+c)^2 + 2(1+c)\Delta t\,x^\top Kx +
+    \Delta t^2|Kx|^2`, and :math:`(1+c)x^\top Kx \le (1+c)\hat\lambda` if
+    :math:`1+c\ge0`, :math:`\le|1+c|\kappa` otherwise (the discrete, pathwise form of
+    THEORY.md §9(c) used by the soundness tests).
+    """
+    one = 1.0 + c
+    cross = torch.where(one >= 0, one * lam_hat, one.abs() * kappa)
+    return 0.5 * torch.log((one * one + 2.0 * dt * cross + (dt * kappa) ** 2).clamp_min(1e-300))
+
+
+def em_scalar_pathwise_rate(lam_hat: float, kappa: float, s: float, dt: float) -> float:
+    r"""Almost-sure limit of the pathwise bound: :math:`\frac1{\Delta t}\mathbb E` of
+    :func:`scalar_pathwise_log_bound` at :math:`c = s\sqrt{\Delta t}\xi`, by quadrature.
+
+    It bounds the top exponent of the Euler-Maruyama difference chain with scalar
+    noise :math:`s = \epsilon\sigma_2` and tends to :math:`\hat\lambda - s^2/2` as
+    :math:`\Delta t \to 0` (THEORY.md §9(c)).
+    """
+    from scipy import integrate, stats
+
+    r = s * math.sqrt(dt)
+    if r == 0.0:
+        zero = torch.zeros((), dtype=torch.float64)
+        return scalar_pathwise_log_bound(zero, lam_hat, kappa, dt).item() / dt
+
+    def integrand(x):
+        u = scalar_pathwise_log_bound(
+            torch.tensor(r * x, dtype=torch.float64), lam_hat, kappa, dt
+        ).item()
+        return u * stats.norm.pdf(x)
+
+    root = -1.0 / r
+    left, _ = integrate.quad(integrand, -np.inf, root, limit=200)
+    right, _ = integrate.quad(integrand, root, np.inf, limit=200)
+    return (left + right) / dt
+
+
+_LORENZ = (10.0, 28.0, 8.0 / 3.0)
+
+
+def _lorenz_f(x: torch.Tensor) -> torch.Tensor:
+    s, r, b = _LORENZ
+    X, Y, Z = x.unbind(-1)
+    return torch.stack([s * (Y - X), X * (r - Z) - Y, X * Y - b * Z], dim=-1)
+
+
+def _lorenz_df(x: torch.Tensor) -> torch.Tensor:
+    s, r, b = _LORENZ
+    X, Y, Z = x.unbind(-1)
+    one = torch.ones_like(X)
+    zero = torch.zeros_like(X)
+    rows = [
+        torch.stack([-s * one, s * one, zero], -1),
+        torch.stack([r - Z, -one, -X], -1),
+        torch.stack([Y, X, -b * one], -1),
+    ]
+    return torch.stack(rows, dim=-2)
+
+
+def lorenz_rk4(h: float):
+    """``(step, jacobian)`` of one RK4 step of Lorenz-63 (10, 28, 8/3), batched (B, 3).
+
+    The Jacobian is the chain rule through the four stages, written by hand.
+    """
+
+    def step(x: torch.Tensor, i: int = 0) -> torch.Tensor:
+        k1 = _lorenz_f(x)
+        k2 = _lorenz_f(x + 0.5 * h * k1)
+        k3 = _lorenz_f(x + 0.5 * h * k2)
+        k4 = _lorenz_f(x + h * k3)
+        return x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    def jacobian(x: torch.Tensor, i: int = 0) -> torch.Tensor:
+        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        k1 = _lorenz_f(x)
+        x2 = x + 0.5 * h * k1
+        k2 = _lorenz_f(x2)
+        x3 = x + 0.5 * h * k2
+        k3 = _lorenz_f(x3)
+        x4 = x + h * k3
+        d1 = _lorenz_df(x)
+        d2 = _lorenz_df(x2) @ (eye + 0.5 * h * d1)
+        d3 = _lorenz_df(x3) @ (eye + 0.5 * h * d2)
+        d4 = _lorenz_df(x4) @ (eye + h * d3)
+        return eye + (h / 6.0) * (d1 + 2 * d2 + 2 * d3 + d4)
+
+    return step, jacobian

@@ -44,3 +44,20 @@ def test_core_never_imports_the_training_layer():
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("nrnn_theory.train"), f"{rel} imports train"
+
+
+def test_every_result_record_is_a_frozen_dataclass():
+    import dataclasses
+
+    from nrnn_theory import results
+
+    records = [
+        obj
+        for obj in vars(results).values()
+        if isinstance(obj, type) and issubclass(obj, results.Result)
+    ]
+    assert len(records) > 10
+    for cls in records:
+        assert "__dataclass_fields__" in vars(cls), f"{cls.__name__} is not a dataclass"
+        assert cls.__dataclass_params__.frozen, f"{cls.__name__} is not frozen"
+        assert dataclasses.fields(cls) or cls is results.Result
