@@ -1,0 +1,101 @@
+"""One plotting style for every figure of the reproduction, and atomic PDF + PNG output.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (never ``pyplot``), so
+no global backend or state is touched and scripts run headless.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+
+from nrnn_theory.experiments.store import atomic_write_bytes
+
+
+__all__ = ["MODEL_COLORS", "MODEL_LABELS", "RC", "model_color", "new_figure", "save_figure"]
+
+RC: dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7.5,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 4,
+    "savefig.bbox": "tight",
+    "savefig.dpi": 150,
+    "pdf.fonttype": 42,
+}
+
+#: Display name of each model of the zoo (``nrnn_theory.experiments.zoo``).
+MODEL_LABELS: dict[str, str] = {
+    "nrnn_small": "NRNN (small noise)",
+    "nrnn_high": "NRNN (high noise)",
+    "lipschitz": "Lipschitz RNN (no noise)",
+    "explicit_reg": "explicit regularizer",
+    "antisymmetric": "Antisymmetric RNN",
+    "cornn": "coRNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+}
+
+#: Colour of each model: the noisy family in reds, its noise-free twin in blue.
+MODEL_COLORS: dict[str, str] = {
+    "nrnn_small": "#d6604d",
+    "nrnn_high": "#8c1a10",
+    "lipschitz": "#2166ac",
+    "explicit_reg": "#e08214",
+    "antisymmetric": "#4d9221",
+    "cornn": "#762a83",
+    "lstm": "#5e5e5e",
+    "gru": "#35978f",
+}
+
+
+def model_color(name: str) -> str:
+    """Colour of a zoo model (grey for names outside the zoo)."""
+    return MODEL_COLORS.get(name, "#999999")
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with mpl.rc_context(RC):
+        yield
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.4, height: float = 2.6, **kw):
+    """A styled figure and its axes (``squeeze=False``: axes is always 2-D).
+
+    ``width`` and ``height`` are per panel, in inches.
+    """
+    with _style():
+        fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``stem.pdf`` and ``stem.png`` atomically (each to a temporary file, then
+    renamed) and return their paths. The figure is left usable."""
+    stem = Path(stem)
+    paths = []
+    with _style():
+        for ext in ("pdf", "png"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, metadata={"CreationDate": None} if ext == "pdf" else {})
+            path = stem.with_suffix(f".{ext}")
+            atomic_write_bytes(path, buf.getvalue())
+            paths.append(path)
+    return paths[0], paths[1]
