@@ -6,12 +6,13 @@ no global backend or state is touched and scripts run headless.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
@@ -19,7 +20,17 @@ from matplotlib.figure import Figure
 from nrnn_theory.experiments.store import atomic_write_bytes
 
 
-__all__ = ["MODEL_COLORS", "MODEL_LABELS", "RC", "model_color", "new_figure", "save_figure"]
+__all__ = [
+    "MODEL_COLORS",
+    "MODEL_LABELS",
+    "RC",
+    "model_color",
+    "new_figure",
+    "save_figure",
+    "styled",
+]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 RC: dict[str, Any] = {
     "font.size": 9,
@@ -73,6 +84,21 @@ def model_color(name: str) -> str:
 def _style() -> Iterator[None]:
     with mpl.rc_context(RC):
         yield
+
+
+def styled(plot: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: run a plotting function inside the shared style.
+
+    Text sizes and other properties are fixed when an artist is created, so the whole
+    function (not only the figure creation) must run in the style's ``rc_context``.
+    """
+
+    @functools.wraps(plot)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _style():
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.4, height: float = 2.6, **kw):

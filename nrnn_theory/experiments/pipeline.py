@@ -1,0 +1,389 @@
+"""``nrnn reproduce``: train the zoo, analyse it, run the theory studies, draw, report.
+
+Layout of the output folder ``out``::
+
+    out/config.json              the preset and tasks of this run (checked on --resume)
+    out/runs/<task>/<model>/seed<s>/   training checkpoints (resumable)
+    out/results/                 verified .json + .npz entries (ResultStore)
+        <task>/<model>/seed<s>/train      training history
+        <task>/<model>/seed<s>/analysis   every theory quantity of that model
+        theory/<study>                    the theory-only studies
+    out/figures/*.pdf, *.png
+    out/report.md, out/report.html
+
+Every stage skips what is already stored and verifies (``--resume``), so an
+interrupted run continues where it stopped; a corrupt entry is recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nrnn_theory._version import __version__
+from nrnn_theory.experiments.claims import zoo_evidence, zoo_table
+from nrnn_theory.experiments.report import (
+    ClaimSection,
+    Evidence,
+    Report,
+    Table,
+    render_html,
+    render_markdown,
+)
+from nrnn_theory.experiments.store import ResultStore, atomic_write_bytes, git_revision
+from nrnn_theory.experiments.zoo import PRESETS, ZOO, Preset
+
+
+__all__ = [
+    "CLAIMS",
+    "ReproductionResult",
+    "build_report",
+    "draw_figures",
+    "load_zoo_records",
+    "reproduce",
+]
+
+#: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
+#: theory reference).
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    "C1": (
+        "noisy RNNs are discretized SDEs",
+        "RNNs trained with noise injected into their hidden states are discretizations "
+        "of SDEs driven by the input data.",
+        "THEORY.md §2-3, §5",
+    ),
+    "C2": (
+        "small noise acts as an explicit regularizer",
+        "For small noise, noise injection is approximately an explicit regularizer "
+        "eps^2/2 (Q + R), and training with noise lowers it.",
+        "THEORY.md §4-6",
+    ),
+    "C3a": (
+        "noise promotes flatter minima",
+        "The implicit regularization promotes flatter minima of the loss.",
+        "THEORY.md §7",
+    ),
+    "C3b": (
+        "noise biases training towards more stable dynamics",
+        "The implicit regularization biases training towards more stable dynamics.",
+        "THEORY.md §6, §9",
+    ),
+    "C3c": (
+        "noise favours larger classification margins",
+        "In classification, the implicit regularization favours larger margins.",
+        "THEORY.md §8",
+    ),
+    "C4": (
+        "global stability conditions and stochastic stabilization",
+        "Sufficient conditions for global stability hold; multiplicative noise can make "
+        "unstable dynamics stable.",
+        "THEORY.md §9",
+    ),
+    "C5": (
+        "robustness at comparable clean accuracy",
+        "Noisy RNNs are more robust to input perturbations at inference, at comparable "
+        "clean accuracy.",
+        "THEORY.md §11",
+    ),
+}
+
+_FIGURES = {
+    "flatness": ("C3a", "Hessian trace and top eigenvalue against the training noise"),
+    "lyapunov": ("C3b", "Lyapunov spectra, clean and along a frozen noise path"),
+    "margins": ("C3c", "Distribution of the empirical l2 input margins"),
+    "robustness": ("C5", "Accuracy under the four inference-time perturbations"),
+    "correlation": ("C5", "Robust accuracy against regularizer, flatness, exponent, margin"),
+}
+
+
+@dataclass(frozen=True)
+class ReproductionResult:
+    """Where a reproduction wrote its report, and the verdict of each claim."""
+
+    out: Path
+    report_md: Path
+    report_html: Path
+    verdicts: dict[str, str]
+    seconds: dict[str, float]
+
+
+def _studies() -> dict[str, Any]:
+    from nrnn_theory.experiments.studies import STUDIES
+
+    return STUDIES
+
+
+def _check_out(out: Path, config: dict[str, Any], resume: bool) -> None:
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        if not resume:
+            raise FileExistsError(
+                f"out: {out} already holds a reproduction; pass --resume to continue it, "
+                "or choose another --out (nothing was overwritten)"
+            )
+        try:
+            stored = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"out: {cfg_path} is not a readable reproduction config ({exc})"
+            ) from exc
+        if stored.get("preset") != config["preset"] or stored.get("tasks") != config["tasks"]:
+            raise ValueError(
+                f"out: {out} was run with preset {stored.get('preset')!r} on tasks "
+                f"{stored.get('tasks')}, not {config['preset']!r} on {config['tasks']}; "
+                "resume it with the same options or choose another --out"
+            )
+    elif out.exists() and any(out.iterdir()) and not resume:
+        raise FileExistsError(
+            f"out: {out} exists, is not empty and is not a reproduction folder; choose "
+            "another --out (nothing was overwritten)"
+        )
+
+
+def _member_entries(task: str, model: str, seed: int) -> tuple[str, str]:
+    base = f"{task}/{model}/seed{seed}"
+    return f"{base}/train", f"{base}/analysis"
+
+
+def load_zoo_records(store: ResultStore, task: str, preset: Preset):
+    """``{model: [(data, arrays), ...]}`` of the verified analyses of one task."""
+    records: dict[str, list] = {}
+    for model in preset.models:
+        for seed in preset.seeds:
+            _, name = _member_entries(task, model, seed)
+            if store.status(name) == "ok":
+                entry = store.load(name)
+                records.setdefault(model, []).append((entry.data, entry.arrays))
+    return records
+
+
+def build_report(
+    store: ResultStore, preset: Preset, *, meta: dict[str, str], figure_names: Sequence[str]
+) -> Report:
+    """The claims checklist of a reproduction, computed from the stored results."""
+    evidence: dict[str, list[Evidence]] = {k: [] for k in CLAIMS}
+    figures: dict[str, list[str]] = {k: [] for k in CLAIMS}
+    captions: dict[str, str] = {}
+    tables: list[Table] = []
+    notes: dict[str, list[str]] = {k: [] for k in CLAIMS}
+    for task in preset.tasks:
+        records = load_zoo_records(store, task, preset)
+        if not records:
+            continue
+        for key, lines in zoo_evidence(records, task).items():
+            evidence[key] += lines
+        tables.append(zoo_table(records, task))
+        for kind, (claim, caption) in _FIGURES.items():
+            name = f"{kind}_{_slug(task)}"
+            if name in figure_names:
+                figures[claim].append(name)
+                captions[name] = f"{caption} ({task})"
+    for name, study in _studies().items():
+        entry_name = f"theory/{name}"
+        if store.status(entry_name) != "ok":
+            continue
+        entry = store.load(entry_name)
+        evidence[study.claim] += list(study.evidence(entry))
+        fig = f"theory_{name}"
+        if fig in figure_names:
+            figures[study.claim].append(fig)
+            captions[fig] = study.title
+    notes["C4"].append(
+        "Certificates of the trained zoo models (clean and with the reference noise) are "
+        "counted in the zoo summary table; they are sufficient conditions, so a model "
+        "without a certificate is not thereby unstable."
+    )
+    claims = tuple(
+        ClaimSection(
+            key,
+            title,
+            statement,
+            theory,
+            tuple(evidence[key]),
+            tuple(figures[key]),
+            tuple(notes[key]),
+        )
+        for key, (title, statement, theory) in CLAIMS.items()
+    )
+    return Report("Noisy RNNs: the paper's claims, checked", meta, claims, tuple(tables), captions)
+
+
+def _slug(task: str) -> str:
+    return task.replace(":", "-").replace("/", "-")
+
+
+def _bar(iterable, *, total: int, desc: str, progress: bool):
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def reproduce(
+    preset: str | Preset = "quick",
+    *,
+    tasks: Sequence[str] | None = None,
+    out: str | Path = "reproduction",
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ReproductionResult:
+    """Run the whole reproduction and write its report.
+
+    Parameters
+    ----------
+    preset : {"smoke", "quick", "standard", "full"} or Preset
+        Sizes (:data:`nrnn_theory.experiments.zoo.PRESETS`).
+    tasks : sequence of str, optional
+        Override the preset's tasks.
+    out : path
+        Output folder (layout in the module docstring). It must be new or empty unless
+        ``resume``.
+    resume : bool
+        Continue a reproduction in ``out``: verified results are reused, training
+        resumes from its newest checkpoint, corrupt entries are recomputed.
+    device : str
+        Training and analysis device ("auto": CUDA when available).
+    progress : bool
+        Progress bars on stderr.
+    log : callable
+        Receives one line per stage.
+
+    Returns
+    -------
+    ReproductionResult
+    """
+    from nrnn_theory.experiments.model_analysis import analyse_member
+    from nrnn_theory.experiments.zoo import train_member
+    from nrnn_theory.train import load_task
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+        preset = PRESETS[preset]
+    if tasks:
+        preset = preset.with_tasks(tuple(tasks))
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected a bool, got {resume!r}")
+    out = Path(out)
+    config = {
+        "preset": preset.name,
+        "tasks": list(preset.tasks),
+        "sizes": dataclasses.asdict(preset),
+    }
+    _check_out(out, config, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "config.json", json.dumps(config, indent=1).encode())
+    store = ResultStore(out / "results")
+    seconds: dict[str, float] = {}
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
+
+    # ------------------------------------------------------------ zoo, per task
+    for task in preset.tasks:
+        t0 = time.perf_counter()
+        data = load_task(task, seed=0)
+        jobs = [(m, s) for m in preset.models for s in preset.seeds]
+        done = 0
+        for model_name, seed in _bar(jobs, total=len(jobs), desc=f"zoo {task}", progress=progress):
+            train_name, analysis_name = _member_entries(task, model_name, seed)
+            if store.status(analysis_name) == "ok":
+                done += 1
+                continue
+            member = ZOO[model_name]
+            run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
+            model, history = train_member(
+                member, preset, data, seed=seed, run_dir=run_dir, device=str(dev)
+            )
+            store.save(
+                train_name,
+                history.to_dict(),
+                config={"member": model_name, "seed": seed, "preset": preset.name, "task": task},
+            )
+            result, arrays = analyse_member(model, data, preset, seed=seed)
+            store.save(
+                analysis_name,
+                {"model": model_name, "task": task, **result},
+                arrays=arrays,
+                config={"preset": preset.name},
+            )
+        seconds[f"zoo {task}"] = time.perf_counter() - t0
+        took = seconds[f"zoo {task}"]
+        log(f"zoo {task}: {len(jobs)} trained models ({done} reused) in {took:.0f} s")
+
+    # ------------------------------------------------------------ theory studies
+    t0 = time.perf_counter()
+    studies = _studies()
+    for name, study in studies.items():
+        entry = f"theory/{name}"
+        if store.status(entry) == "ok":
+            continue
+        data_, arrays = study.run(preset.study_preset, seed=0, progress=progress)
+        store.save(entry, data_, arrays=arrays, config={"preset": preset.study_preset, "seed": 0})
+    seconds["studies"] = time.perf_counter() - t0
+    log(f"theory studies ({', '.join(studies)}) in {seconds['studies']:.0f} s")
+
+    # ------------------------------------------------------------ figures
+    t0 = time.perf_counter()
+    figure_names = draw_figures(store, preset, out / "figures")
+    seconds["figures"] = time.perf_counter() - t0
+    log(f"{len(figure_names)} figures in {seconds['figures']:.0f} s -> {out / 'figures'}")
+
+    # ------------------------------------------------------------ report
+    meta = {
+        "preset": preset.name,
+        "tasks": ", ".join(preset.tasks),
+        "models": ", ".join(preset.models),
+        "seeds": ", ".join(map(str, preset.seeds)),
+        "package": f"nrnn_theory {__version__} (git {git_revision() or 'unknown'})",
+        "torch": f"{torch.__version__} on {dev}",
+        "stage times (s)": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+    }
+    report = build_report(store, preset, meta=meta, figure_names=figure_names)
+    md = out / "report.md"
+    html_path = out / "report.html"
+    atomic_write_bytes(md, render_markdown(report, figure_dir="figures").encode())
+    atomic_write_bytes(html_path, render_html(report, out / "figures").encode())
+    verdicts = {c.key: c.verdict for c in report.claims}
+    log(f"report: {md} and {html_path}")
+    return ReproductionResult(out, md, html_path, verdicts, seconds)
+
+
+def draw_figures(store: ResultStore, preset: Preset, figure_dir: Path) -> list[str]:
+    """Draw every figure whose results are stored; returns the figure names."""
+    from nrnn_theory.experiments import zoo_plots
+
+    plotters = {
+        "flatness": zoo_plots.plot_flatness,
+        "lyapunov": zoo_plots.plot_lyapunov,
+        "margins": zoo_plots.plot_margins,
+        "robustness": zoo_plots.plot_robustness_curves,
+        "correlation": zoo_plots.plot_correlations,
+    }
+    names = []
+    for task in preset.tasks:
+        records = load_zoo_records(store, task, preset)
+        if not records:
+            continue
+        for kind, plot in plotters.items():
+            name = f"{kind}_{_slug(task)}"
+            plot(records, figure_dir / name, task=task)
+            names.append(name)
+    for name, study in _studies().items():
+        if store.status(f"theory/{name}") == "ok":
+            study.plot(store.load(f"theory/{name}"), figure_dir)
+            names.append(f"theory_{name}")
+    return names
