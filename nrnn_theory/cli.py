@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "nrnn_theory._cli.train",
     "margins": "nrnn_theory._cli.margins",
     "robustness": "nrnn_theory._cli.robustness",
+    "reproduce": "nrnn_theory._cli.reproduce",
 }
 
 

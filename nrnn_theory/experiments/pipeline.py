@@ -47,8 +47,14 @@ __all__ = [
     "ReproductionResult",
     "build_report",
     "draw_figures",
+    "draw_zoo_figures",
     "load_zoo_records",
+    "open_run",
     "reproduce",
+    "run_studies",
+    "run_zoo",
+    "stored_preset",
+    "write_report",
 ]
 
 #: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
@@ -228,12 +234,123 @@ def _bar(iterable, *, total: int, desc: str, progress: bool):
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
 
 
+def _resolve(preset: str | Preset, tasks: Sequence[str] | None) -> Preset:
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+        preset = PRESETS[preset]
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset: expected a preset name or a Preset, got {preset!r}")
+    return preset.with_tasks(tuple(tasks)) if tasks else preset
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def open_run(out: str | Path, preset: Preset, *, resume: bool) -> ResultStore:
+    """Check and create the output folder of a reproduction; returns its result store.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` holds a reproduction (or anything else) and ``resume`` is False.
+    ValueError
+        ``resume`` of a folder made with another preset or other tasks.
+    """
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected a bool, got {resume!r}")
+    out = Path(out)
+    config = {
+        "preset": preset.name,
+        "tasks": list(preset.tasks),
+        "sizes": dataclasses.asdict(preset),
+    }
+    _check_out(out, config, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "config.json", json.dumps(config, indent=1).encode())
+    return ResultStore(out / "results")
+
+
+def run_zoo(
+    preset: Preset,
+    *,
+    out: str | Path,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Train and analyse every (task, model, seed) of ``preset`` that ``out`` does not
+    already hold; returns the seconds per task. Call :func:`open_run` first."""
+    from nrnn_theory.experiments.model_analysis import analyse_member
+    from nrnn_theory.experiments.zoo import train_member
+    from nrnn_theory.train import load_task
+
+    out = Path(out)
+    store = ResultStore(out / "results")
+    dev = _device(device)
+    seconds = {}
+    for task in preset.tasks:
+        t0 = time.perf_counter()
+        data = load_task(task, seed=0, root=data_root)
+        jobs = [(m, s) for m in preset.models for s in preset.seeds]
+        done = 0
+        for model_name, seed in _bar(jobs, total=len(jobs), desc=f"zoo {task}", progress=progress):
+            train_name, analysis_name = _member_entries(task, model_name, seed)
+            if store.status(analysis_name) == "ok":
+                done += 1
+                continue
+            run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
+            model, history = train_member(
+                ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=str(dev)
+            )
+            store.save(
+                train_name,
+                history.to_dict(),
+                config={"member": model_name, "seed": seed, "preset": preset.name, "task": task},
+            )
+            result, arrays = analyse_member(model, data, preset, seed=seed)
+            store.save(
+                analysis_name,
+                {"model": model_name, "task": task, **result},
+                arrays=arrays,
+                config={"preset": preset.name},
+            )
+        seconds[f"zoo {task}"] = time.perf_counter() - t0
+        took = seconds[f"zoo {task}"]
+        log(f"zoo {task}: {len(jobs)} trained models ({done} reused) in {took:.0f} s")
+    return seconds
+
+
+def run_studies(
+    preset: Preset, *, out: str | Path, names: Sequence[str] | None = None, progress: bool = True
+) -> list[str]:
+    """Run the theory-only studies (all, or ``names``) that ``out`` does not already
+    hold, at the preset's study size; returns the names run or reused."""
+    store = ResultStore(Path(out) / "results")
+    studies = _studies()
+    names = list(studies) if names is None else list(names)
+    for name in names:
+        if name not in studies:
+            raise ValueError(f"names: expected studies among {sorted(studies)}, got {name!r}")
+        entry = f"theory/{name}"
+        if store.status(entry) == "ok":
+            continue
+        data, arrays = studies[name].run(preset.study_preset, seed=0, progress=progress)
+        store.save(entry, data, arrays=arrays, config={"preset": preset.study_preset, "seed": 0})
+    return names
+
+
 def reproduce(
     preset: str | Preset = "quick",
     *,
     tasks: Sequence[str] | None = None,
     out: str | Path = "reproduction",
     resume: bool = False,
+    data_root: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -252,6 +369,9 @@ def reproduce(
     resume : bool
         Continue a reproduction in ``out``: verified results are reused, training
         resumes from its newest checkpoint, corrupt entries are recomputed.
+    data_root : path, optional
+        Folder with the files of local-path tasks (full MNIST, ECG5000; see
+        :func:`nrnn_theory.train.load_task`).
     device : str
         Training and analysis device ("auto": CUDA when available).
     progress : bool
@@ -263,78 +383,18 @@ def reproduce(
     -------
     ReproductionResult
     """
-    from nrnn_theory.experiments.model_analysis import analyse_member
-    from nrnn_theory.experiments.zoo import train_member
-    from nrnn_theory.train import load_task
-
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-        preset = PRESETS[preset]
-    if tasks:
-        preset = preset.with_tasks(tuple(tasks))
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume: expected a bool, got {resume!r}")
+    preset = _resolve(preset, tasks)
     out = Path(out)
-    config = {
-        "preset": preset.name,
-        "tasks": list(preset.tasks),
-        "sizes": dataclasses.asdict(preset),
-    }
-    _check_out(out, config, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "config.json", json.dumps(config, indent=1).encode())
-    store = ResultStore(out / "results")
+    store = open_run(out, preset, resume=resume)
     seconds: dict[str, float] = {}
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else ("cpu" if device == "auto" else device)
+    dev = _device(device)
+    seconds.update(
+        run_zoo(preset, out=out, data_root=data_root, device=dev, progress=progress, log=log)
     )
-
-    # ------------------------------------------------------------ zoo, per task
-    for task in preset.tasks:
-        t0 = time.perf_counter()
-        data = load_task(task, seed=0)
-        jobs = [(m, s) for m in preset.models for s in preset.seeds]
-        done = 0
-        for model_name, seed in _bar(jobs, total=len(jobs), desc=f"zoo {task}", progress=progress):
-            train_name, analysis_name = _member_entries(task, model_name, seed)
-            if store.status(analysis_name) == "ok":
-                done += 1
-                continue
-            member = ZOO[model_name]
-            run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
-            model, history = train_member(
-                member, preset, data, seed=seed, run_dir=run_dir, device=str(dev)
-            )
-            store.save(
-                train_name,
-                history.to_dict(),
-                config={"member": model_name, "seed": seed, "preset": preset.name, "task": task},
-            )
-            result, arrays = analyse_member(model, data, preset, seed=seed)
-            store.save(
-                analysis_name,
-                {"model": model_name, "task": task, **result},
-                arrays=arrays,
-                config={"preset": preset.name},
-            )
-        seconds[f"zoo {task}"] = time.perf_counter() - t0
-        took = seconds[f"zoo {task}"]
-        log(f"zoo {task}: {len(jobs)} trained models ({done} reused) in {took:.0f} s")
-
-    # ------------------------------------------------------------ theory studies
     t0 = time.perf_counter()
-    studies = _studies()
-    for name, study in studies.items():
-        entry = f"theory/{name}"
-        if store.status(entry) == "ok":
-            continue
-        data_, arrays = study.run(preset.study_preset, seed=0, progress=progress)
-        store.save(entry, data_, arrays=arrays, config={"preset": preset.study_preset, "seed": 0})
+    names = run_studies(preset, out=out, progress=progress)
     seconds["studies"] = time.perf_counter() - t0
-    log(f"theory studies ({', '.join(studies)}) in {seconds['studies']:.0f} s")
+    log(f"theory studies ({', '.join(names)}) in {seconds['studies']:.0f} s")
 
     # ------------------------------------------------------------ figures
     t0 = time.perf_counter()
@@ -342,28 +402,67 @@ def reproduce(
     seconds["figures"] = time.perf_counter() - t0
     log(f"{len(figure_names)} figures in {seconds['figures']:.0f} s -> {out / 'figures'}")
 
-    # ------------------------------------------------------------ report
+    md, html_path, verdicts = write_report(
+        out, preset, device=dev, seconds=seconds, figure_names=figure_names
+    )
+    log(f"report: {md} and {html_path}")
+    return ReproductionResult(out, md, html_path, verdicts, seconds)
+
+
+def write_report(
+    out: str | Path,
+    preset: Preset,
+    *,
+    device: str | torch.device = "cpu",
+    seconds: dict[str, float] | None = None,
+    figure_names: Sequence[str] | None = None,
+) -> tuple[Path, Path, dict[str, str]]:
+    """Write ``out/report.md`` and ``out/report.html`` from the stored results.
+
+    ``figure_names`` are the figures present in ``out/figures`` (default: every figure
+    name whose PNG exists there). Returns the two paths and the verdict of each claim.
+    """
+    out = Path(out)
+    store = ResultStore(out / "results")
+    figure_dir = out / "figures"
+    if figure_names is None:
+        figure_names = sorted(p.stem for p in figure_dir.glob("*.png"))
     meta = {
         "preset": preset.name,
         "tasks": ", ".join(preset.tasks),
         "models": ", ".join(preset.models),
         "seeds": ", ".join(map(str, preset.seeds)),
         "package": f"nrnn_theory {__version__} (git {git_revision() or 'unknown'})",
-        "torch": f"{torch.__version__} on {dev}",
-        "stage times (s)": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "torch": f"{torch.__version__} on {device}",
     }
+    if seconds:
+        meta["stage times (s)"] = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
     report = build_report(store, preset, meta=meta, figure_names=figure_names)
     md = out / "report.md"
     html_path = out / "report.html"
     atomic_write_bytes(md, render_markdown(report, figure_dir="figures").encode())
-    atomic_write_bytes(html_path, render_html(report, out / "figures").encode())
-    verdicts = {c.key: c.verdict for c in report.claims}
-    log(f"report: {md} and {html_path}")
-    return ReproductionResult(out, md, html_path, verdicts, seconds)
+    atomic_write_bytes(html_path, render_html(report, figure_dir).encode())
+    return md, html_path, {c.key: c.verdict for c in report.claims}
 
 
-def draw_figures(store: ResultStore, preset: Preset, figure_dir: Path) -> list[str]:
-    """Draw every figure whose results are stored; returns the figure names."""
+def stored_preset(out: str | Path) -> Preset:
+    """The preset (with its tasks) a reproduction in ``out`` was run with."""
+    path = Path(out) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        return Preset(**{**config["sizes"], **_tuples(config["sizes"])})
+    except FileNotFoundError:
+        raise FileNotFoundError(f"out: {path} not found; is {out} a reproduction folder?") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"out: {path} is not a reproduction config ({exc})") from exc
+
+
+def _tuples(sizes: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) for k, v in sizes.items() if isinstance(v, list)}
+
+
+def draw_zoo_figures(store: ResultStore, preset: Preset, figure_dir: Path) -> list[str]:
+    """Draw the zoo figures of every task with stored analyses; returns their names."""
     from nrnn_theory.experiments import zoo_plots
 
     plotters = {
@@ -382,6 +481,13 @@ def draw_figures(store: ResultStore, preset: Preset, figure_dir: Path) -> list[s
             name = f"{kind}_{_slug(task)}"
             plot(records, figure_dir / name, task=task)
             names.append(name)
+    return names
+
+
+def draw_figures(store: ResultStore, preset: Preset, figure_dir: Path) -> list[str]:
+    """Draw every figure (zoo and theory studies) whose results are stored; returns the
+    figure names."""
+    names = draw_zoo_figures(store, preset, figure_dir)
     for name, study in _studies().items():
         if store.status(f"theory/{name}") == "ok":
             study.plot(store.load(f"theory/{name}"), figure_dir)
