@@ -25,8 +25,11 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps curvlinops-for-pytorch==3.0.1 einops einconv linear_operator opt_einsum
 	touch $(STAMP)
 
+# The main job: the quick reproduction of the paper's claims (report in reproduction/).
+# Re-running it reuses what is already computed (--resume); delete reproduction/ to redo.
+DEMO_ARGS ?= --preset quick
 demo: $(STAMP)
-	$(BIN)/nrnn demo
+	$(BIN)/nrnn reproduce $(DEMO_ARGS) --out reproduction --resume
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -1,0 +1,208 @@
+"""The reproduction pipeline: end to end on the smoke preset, resume, corruption, verdicts.
+
+The oracles here are structural (every claim appears with a computed verdict, every
+figure is a real image, the stored numbers are those the analysis functions return)
+and behavioural (resume recomputes exactly what is missing or corrupt). The numbers
+themselves are tested against their own oracles in the modules' tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nrnn_theory.cli import main as cli_main
+from nrnn_theory.experiments import pipeline
+from nrnn_theory.experiments.claims import regularizer_gap_evidence, zoo_evidence
+from nrnn_theory.experiments.store import ResultStore
+from nrnn_theory.experiments.zoo import PRESETS
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke reproduction through the CLI (module-scoped: it trains models)."""
+    out = tmp_path_factory.mktemp("repro") / "run"
+    code = cli_main(["reproduce", "--preset", "smoke", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_smoke_reproduction_writes_report_figures_and_results(smoke_run):
+    out = smoke_run
+    md = (out / "report.md").read_text()
+    for key in pipeline.CLAIMS:
+        assert f"**{key}**" in md
+    assert "*supported*" in md or "*inconclusive*" in md or "*not supported*" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    first = html.split("data:image/png;base64,")[1].split("'")[0].split('"')[0]
+    assert base64.b64decode(first)[:8] == PNG_MAGIC
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(pngs) >= 5
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+        assert p.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    store = ResultStore(out / "results")
+    preset = PRESETS["smoke"]
+    for model in preset.models:
+        for seed in preset.seeds:
+            assert store.status(f"digits/{model}/seed{seed}/analysis") == "ok"
+            assert store.status(f"digits/{model}/seed{seed}/train") == "ok"
+    entry = store.load(f"digits/nrnn_small/seed{preset.seeds[0]}/analysis")
+    assert entry.meta["config"]["preset"] == "smoke"
+    assert entry.meta["version"]
+    assert 0.0 <= entry.data["test_accuracy"] <= 1.0
+    assert entry.data["nrnn_family"] is True
+    assert store.load(f"digits/lstm/seed{preset.seeds[0]}/analysis").data["Q"] is None
+
+
+def test_rerun_without_resume_refuses_and_changes_nothing(smoke_run):
+    before = (smoke_run / "report.md").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        pipeline.reproduce("smoke", out=smoke_run, progress=False, log=lambda _: None)
+    assert (smoke_run / "report.md").read_bytes() == before
+    assert cli_main(["reproduce", "--preset", "smoke", "--out", str(smoke_run), "--quiet"]) == 2
+
+
+def test_resume_with_another_preset_is_refused(smoke_run):
+    with pytest.raises(ValueError, match="preset"):
+        pipeline.reproduce("quick", out=smoke_run, resume=True, progress=False)
+
+
+def test_resume_recomputes_only_what_is_missing_or_corrupt(smoke_run, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    store = ResultStore(out / "results")
+    victim = "digits/lipschitz/seed1/analysis"
+    path = (out / "results" / victim).with_suffix(".json")
+    path.write_text(path.read_text()[:-40])  # truncated: fails its checksum
+    assert store.status(victim) == "corrupt"
+    study = next(iter(pipeline._studies()), None)
+    if study is not None:
+        (out / "results" / "theory" / f"{study}.json").unlink()
+
+    import nrnn_theory.experiments.zoo as zoo
+
+    trained = []
+    real_train = zoo.train_member
+    studies_run = []
+    real_studies = pipeline._studies
+
+    def counting_train(member, *args, **kwargs):
+        trained.append(member.name)
+        return real_train(member, *args, **kwargs)
+
+    def counting_studies():
+        out_ = {}
+        for name, s in real_studies().items():
+
+            def run(*a, _s=s, _n=name, **k):
+                studies_run.append(_n)
+                return _s.run(*a, **k)
+
+            out_[name] = type(s)(**{**s.__dict__, "run": run})
+        return out_
+
+    monkeypatch.setattr(zoo, "train_member", counting_train)
+    monkeypatch.setattr(pipeline, "_studies", counting_studies)
+    result = pipeline.reproduce("smoke", out=out, resume=True, progress=False, log=lambda _: None)
+    assert trained == ["lipschitz"]
+    assert studies_run == ([study] if study is not None else [])
+    assert store.status(victim) == "ok"
+    assert set(result.verdicts) == set(pipeline.CLAIMS)
+
+
+def test_out_folder_with_foreign_content_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a reproduction"):
+        pipeline.reproduce("smoke", out=tmp_path, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_preset_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        pipeline.reproduce("huge", out=tmp_path / "x")
+
+
+# ------------------------------------------------------------------ verdict rules
+def _records(noisy_trace, twin_trace, *, key="hessian_trace"):
+    def rec(seed, value):
+        return ({"seed": seed, key: value, "test_accuracy": 0.9}, {})
+
+    return {
+        "nrnn_small": [rec(s, v) for s, v in enumerate(noisy_trace)],
+        "lipschitz": [rec(s, v) for s, v in enumerate(twin_trace)],
+    }
+
+
+@pytest.mark.parametrize(
+    ("noisy", "twin", "verdict"),
+    [
+        ([1.0, 1.1, 0.9, 1.0], [2.0, 2.2, 2.1, 1.9], "supported"),
+        ([3.0, 3.1, 2.9, 3.0], [2.0, 2.2, 2.1, 1.9], "not supported"),
+        ([1.0, 3.0, 1.5, 2.6], [2.0, 2.2, 2.1, 1.9], "inconclusive"),
+        ([1.0], [2.0], "inconclusive"),
+    ],
+)
+def test_flatness_verdict_follows_the_paired_interval(noisy, twin, verdict):
+    lines = zoo_evidence(_records(noisy, twin), "digits")["C3a"]
+    assert lines[0].verdict == verdict
+    assert "Hessian trace lower" in lines[0].label
+
+
+def test_missing_values_give_inconclusive_not_an_error():
+    recs = _records([1.0, None, 1.0], [2.0, 2.0, None])
+    line = zoo_evidence(recs, "digits")["C3a"][0]
+    assert line.verdict == "inconclusive"  # one paired seed left
+
+
+@pytest.mark.parametrize(
+    ("pairs", "verdict"),
+    [
+        ([(0.100, 0.1004, 1e-3), (0.2, 0.199, 1e-3)], "supported"),
+        ([(0.100, 0.300, 1e-3), (0.2, 0.600, 1e-3)], "not supported"),
+        ([(0.100, 0.1004, 1e-3), (0.2, 0.600, 1e-3)], "inconclusive"),
+        ([], "inconclusive"),
+    ],
+)
+def test_regularizer_gap_rule(pairs, verdict):
+    recs = {
+        "nrnn_small": [
+            ({"seed": i, "predicted_gap": p, "mc_gap": m, "mc_gap_stderr": se}, {})
+            for i, (p, m, se) in enumerate(pairs)
+        ]
+    }
+    assert regularizer_gap_evidence(recs).verdict == verdict
+
+
+def test_stored_numbers_match_a_direct_analysis(smoke_run):
+    """The pipeline stores what analyse_member computes for the saved checkpoint."""
+    import torch
+
+    from nrnn_theory.experiments.model_analysis import evaluation_subset
+    from nrnn_theory.regularizer import explicit_regularizer
+    from nrnn_theory.train import latest_checkpoint, load_checkpoint, load_task, params_from_module
+
+    from nrnn_theory.experiments.zoo import reference_noise
+
+    preset = PRESETS["smoke"]
+    seed = preset.seeds[0]
+    ck = load_checkpoint(latest_checkpoint(smoke_run / "runs" / "digits" / "nrnn_small" / f"seed{seed}"))
+    data = load_task("digits", seed=0)
+    xs, ys = evaluation_subset(data, preset.n_eval, seed=seed)
+    params = params_from_module(ck.model.eval(), dtype=torch.float64)
+    reg = explicit_regularizer(params, xs.to(torch.float64), ys, reference_noise())
+    stored = ResultStore(smoke_run / "results").load(f"digits/nrnn_small/seed{seed}/analysis")
+    np.testing.assert_allclose(stored.data["regularizer"], float(reg.total.mean()), rtol=1e-10)
+    np.testing.assert_allclose(
+        stored.arrays["regularizer_per_example"], reg.total.numpy(), rtol=1e-10
+    )
+    json.dumps(stored.data)  # JSON-ready
