@@ -10,12 +10,19 @@ order in the noise (THEORY.md §5-6) that is the clean loss plus
 with :math:`\hat Q, \hat R` computed exactly (no sampling) by
 :func:`nrnn_theory.explicit_regularizer`. :func:`explicit_regularizer_penalty` turns it
 into the ``penalty(model, xs, ys)`` that :func:`~nrnn_theory.train.fit` adds to the loss,
-so a **noise-free** model can be trained with :math:`\lambda` times the regularizer
-instead of the noise. For the ``"sde"`` convention the mean shift is exactly zero and the
-penalty is :math:`\lambda\,\frac1B\sum_i\frac{\epsilon^2}{2}(\hat Q_i + \hat R_i)`; for
-``"paper_code"`` with :math:`\mu > 0` it adds the exact first-order mean-step shift,
-so that :math:`\lambda = 1` reproduces the noisy training objective to second order
-(this is :func:`nrnn_theory.regularizer_penalty`).
+so a **noise-free** model can be trained with
+
+.. math:: \mathrm{penalty} = \lambda\,\frac1B\sum_i\tfrac{\epsilon^2}{2}(\hat Q_i + \hat R_i)
+
+(the ``noise_gap`` of :func:`~nrnn_theory.explicit_regularizer`) instead of the noise.
+For the ``"sde"`` convention the mean shift is exactly zero and :math:`\lambda = 1`
+reproduces the noisy training objective to second order. For ``"paper_code"`` with
+:math:`\mu > 0` the mean shift, first order in :math:`\mu`, is deliberately **left
+out**: it is not a regularizer but a deterministic rescaling of the step
+(:math:`d\to(1-\mu/2)d`), and weighted by :math:`\lambda > 1` it would reward a
+*larger* clean loss (the objective would contain :math:`(1-\lambda)\,\ell(\bar h^{(d)}_M)`).
+Add it yourself with :func:`nrnn_theory.regularizer_penalty` if you want the full
+second-order surrogate at :math:`\lambda = 1`.
 
 The penalty is a picklable frozen record with a JSON-able ``config()``; ``fit`` stores
 that record in the checkpoint (``Checkpoint.fit["penalty"]``) and
@@ -28,11 +35,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor, nn
+import torch
+from torch import nn
 
 from nrnn_theory._types import NoiseSpec
 from nrnn_theory._validation import check_positive_int
-from nrnn_theory.regularizer import regularizer_penalty
+from nrnn_theory.regularizer import explicit_regularizer
 from nrnn_theory.train.adapters import params_from_module
 from nrnn_theory.train.models import NoisyRNN, _noise_from_config, _noise_to_config, _unwrap
 
@@ -50,7 +58,7 @@ PENALTY_NAME = "explicit_regularizer"
 
 @dataclass(frozen=True)
 class ExplicitRegularizerPenalty:
-    r"""``penalty(model, xs, ys)``: :math:`\lambda` times the batch-mean predicted gap.
+    r"""``penalty(model, xs, ys)``: :math:`\lambda` times the batch-mean noise gap.
 
     Build it with :func:`explicit_regularizer_penalty` (which validates its fields).
 
@@ -87,12 +95,13 @@ class ExplicitRegularizerPenalty:
                 f"noise to the penalty instead"
             )
 
-    def __call__(self, model: nn.Module, xs: Tensor, ys: Tensor) -> Tensor:
+    def __call__(self, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """The penalty of one batch: a differentiable 0-dim tensor (model's dtype)."""
         if self.max_examples is not None:
             xs, ys = xs[: self.max_examples], ys[: self.max_examples]
         params = params_from_module(model, detach=False)
-        return regularizer_penalty(params, xs, ys, self.noise, weight=self.weight)
+        reg = explicit_regularizer(params, xs, ys, self.noise)
+        return self.weight * reg.noise_gap.mean()
 
     def config(self) -> dict[str, Any]:
         """JSON-able record: name, weight, max_examples and the noise's fields."""
@@ -109,12 +118,13 @@ def explicit_regularizer_penalty(
 ) -> ExplicitRegularizerPenalty:
     r"""The explicit small-noise regularizer as a penalty for :func:`~nrnn_theory.train.fit`.
 
-    .. math:: \mathrm{penalty}(\theta) = \frac{\lambda}{K}\sum_{i<K}\Big[
-              \ell(\bar h^{(s)}_{M,i}) - \ell(\bar h^{(d)}_{M,i})
-              + \tfrac{\epsilon^2}{2}\big(\hat Q_i(\theta) + \hat R_i(\theta)\big)\Big]
+    .. math:: \mathrm{penalty}(\theta) = \frac{\lambda}{K}\sum_{i<K}
+              \tfrac{\epsilon^2}{2}\big(\hat Q_i(\theta) + \hat R_i(\theta)\big)
 
     over the first :math:`K` examples of each batch, with :math:`\hat Q, \hat R` exact
-    (THEORY.md §6; the bracket's mean shift is zero for ``"sde"``). It is differentiable
+    (THEORY.md §6; for ``"paper_code"`` around the mean-step reference chain, as
+    :func:`~nrnn_theory.explicit_regularizer` defines them, without the mean-step
+    shift: see the module docstring). It is differentiable
     in the module's parameters: the NRNN parameters are taken with
     ``params_from_module(model, detach=False)``, so gradients flow through the
     Lipschitz parametrization to :math:`M_A, M_W, U, b, V, c` (and a learned step).
@@ -126,7 +136,8 @@ def explicit_regularizer_penalty(
         Must inject something: a zero noise has a zero regularizer.
     weight : float
         :math:`\lambda \ge 0`. :math:`\lambda = 1` matches noise injection at ``noise``
-        to second order; :math:`\lambda = 0` is plain noise-free training.
+        to second order (``"sde"``; up to the mean-step shift for ``"paper_code"``);
+        :math:`\lambda = 0` is plain noise-free training.
     max_examples : int, optional
         :math:`K`: use only the first ``K`` examples of each batch. The exact regularizer
         costs :math:`O(B\,M\,H^3)` per batch (forward recursion of :math:`H\times H`
