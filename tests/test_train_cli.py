@@ -67,6 +67,7 @@ def test_train_prints_final_clean_accuracy(tmp_path, capsys):
     ck = load_checkpoint(out)
     assert ck.config["noise"]["convention"] == "paper_code" and ck.config["noise"]["sigma1"] == 0.02
     assert ck.fit["lr_schedule"] == [30] and ck.task["name"] == "digits"
+    assert ck.fit["penalty"] is None and ck.explicit_regularizer is None
     assert main(["train", *SMALL, "--epochs", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["epochs"] == 1 and data["out_dir"] is None
@@ -143,6 +144,7 @@ def test_explicit_reg_round_trip(tmp_path, capsys):
         },
     }
     assert ck.history[0]["train_penalty"] > 0
+    assert ck.explicit_regularizer.weight == 2.0 and ck.explicit_regularizer.max_examples == 16
     # the loaded model is noise-free in either mode
     xs = torch.rand(3, 64, 1, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

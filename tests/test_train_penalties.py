@@ -206,6 +206,7 @@ def test_checkpoint_records_the_penalty_and_resume_checks_it(tiny, tmp_path):
     ck = load_checkpoint(tmp_path / "run")
     assert ck.fit["penalty"] == pen.config()
     assert penalty_from_config(ck.fit["penalty"]) == pen
+    assert ck.explicit_regularizer == pen and ck.noise is None
     assert ck.config.get("noise") is None and ck.model.noise is None
     other = dataclasses.replace(pen, weight=1.0)
     with pytest.raises(CheckpointError, match="penalty"):
