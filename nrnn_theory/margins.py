@@ -49,6 +49,7 @@ from nrnn_theory.results import (
     MarginCertificate,
     MarginSummary,
 )
+from nrnn_theory.stability import OneSided, _step_norm_terms
 
 
 __all__ = [
@@ -520,51 +521,6 @@ def _spectral_norm(M: Tensor) -> float:
     return float(torch.linalg.matrix_norm(M, ord=2)) if M.numel() else 0.0
 
 
-def _step_norm_bound(params: NRNNParams) -> tuple[float, dict[str, float]]:
-    r"""A sound :math:`\rho \ge \sup_D\|I + \mathrm{diag}(s)(\alpha A + DW)\|_2`, float64.
-
-    THEORY.md §9(f), with :math:`D` diagonal in :math:`[0, 1]` (``L_a = 1``):
-
-    * triangle form :math:`\|I + \bar d\alpha A\|_2 + |\bar d|\|W\|_2`;
-    * one-sided form :math:`(1 + 2\bar d\hat\lambda + \bar d^2(\|\alpha A\|_2 +
-      \|W\|_2)^2)^{1/2}` with the midpoint constant
-      :math:`\hat\lambda = \lambda_{\max}(\mathrm{sym}(\alpha A + W/2)) + \|W\|_2/2`
-      (needs :math:`\bar d \ge 0`);
-    * for a per-unit step, :math:`\bar d = (\max d + \min d)/2` and the minimum of the
-      two forms gains :math:`\tfrac12(\max d - \min d)(\|\alpha A\|_2 + \|W\|_2)`.
-
-    TODO(stability): replace by ``nrnn_theory.stability.step_norm_bound(params,
-    one_sided="midpoint")`` once that lands; this private copy exists only so that
-    the margin certificate does not wait for it.
-    """
-    p = params.to(torch.float64)
-    H = p.hidden_size
-    s = p.drift_step
-    d_max, d_min = float(s.max()), float(s.min())
-    d_bar = 0.5 * (d_max + d_min)
-    aA = p.alpha * p.A
-    eye = torch.eye(H, dtype=torch.float64, device=p.device)
-    nA, nW = _spectral_norm(aA), _spectral_norm(p.W)
-    triangle = _spectral_norm(eye + d_bar * aA) + abs(d_bar) * nW
-    forms = {"triangle": triangle}
-    lam_mid = float(torch.linalg.eigvalsh(0.5 * ((aA + 0.5 * p.W) + (aA + 0.5 * p.W).mT))[-1])
-    lam_mid += 0.5 * nW
-    if d_bar >= 0:
-        sq = 1.0 + 2.0 * d_bar * lam_mid + d_bar**2 * (nA + nW) ** 2
-        forms["one_sided"] = math.sqrt(max(sq, 0.0))
-    spread = 0.5 * (d_max - d_min) * (nA + nW)
-    rho = min(forms.values()) + spread
-    terms = {
-        **forms,
-        "per_unit_correction": spread,
-        "lambda_mid": lam_mid,
-        "d_bar": d_bar,
-        "norm_alpha_A": nA,
-        "norm_W": nW,
-    }
-    return rho, terms
-
-
 def margin_growth(rho: float, n_steps: int) -> float:
     r"""The factor :math:`(\sum_{k<M}\rho^{2(M-1-k)})^{1/2}` of the certified bound.
 
@@ -598,7 +554,8 @@ def margin_growth(rho: float, n_steps: int) -> float:
 _CERTIFICATE_ASSUMPTIONS = (
     "clean (noise-free, inference) model; drift alpha*A*h + tanh(W h + U x + b) stepped "
     "with s = dt or the per-unit step; tanh' in (0, 1] (L_a = 1); rho bounds "
-    "||I + diag(s)(alpha A + D W)||_2 for every diagonal D in [0, 1] (THEORY.md §9(f)), "
+    "||I + diag(s)(alpha A + D W)||_2 for every diagonal D in [0, 1] (THEORY.md §9(f), "
+    "nrnn_theory.stability.step_norm_bound), "
     "so L_j bounds the Lipschitz constant of s_y - s_j over the whole input space and "
     "the radius is global (r = inf in THEORY.md §8). Computed in float64; exact "
     "arithmetic is assumed (rounding of relative size ~1e-13 is not accounted for)."
@@ -611,6 +568,7 @@ def certified_margin(
     labels: Tensor | None = None,
     *,
     h0: Tensor | None = None,
+    one_sided: OneSided = "auto",
 ) -> MarginCertificate:
     r"""Certified lower bound on the :math:`\ell_2` input margin of the clean NRNN.
 
@@ -636,6 +594,15 @@ def certified_margin(
         the prediction get radius 0.
     h0 : Tensor, shape (B, H), optional
         Initial state (default zeros); it does not depend on the input.
+    one_sided : {"auto", "midpoint", "standard", "relaxation", "exact"}
+        How :func:`nrnn_theory.stability.step_norm_bound` bounds the one-sided constant
+        in :math:`\rho` (see :func:`nrnn_theory.stability.one_sided_constant`). Every
+        choice is sound. ``"auto"`` (default): exact vertex enumeration for
+        :math:`H \le 12`, the convex relaxation above (tighter than ``"midpoint"``, at
+        the cost of an iterative search: about a second at :math:`H = 64`).
+        ``"midpoint"``: closed form, instant, looser. Since the bound scales like
+        :math:`\rho^{-M}`, a slightly smaller :math:`\rho` can enlarge the radius
+        several-fold on long sequences.
 
     Returns
     -------
@@ -679,7 +646,8 @@ def certified_margin(
         scores = h @ p64.V.mT + p64.c
     y = resolve_labels(labels, scores).to(scores.device)
     M = xs.shape[1]
-    rho, terms = _step_norm_bound(p64)
+    terms = _step_norm_terms(p64, one_sided, None)
+    rho = terms["rho"]
     growth = margin_growth(rho, M)
     step_max = float(p64.drift_step.abs().max())
     U_norm = _spectral_norm(p64.U)
@@ -707,7 +675,10 @@ def certified_margin(
         U_norm=U_norm,
         n_steps=M,
         growth=growth,
-        method="global Lipschitz bound (THEORY.md §8 with rho from §9(f))",
+        method=(
+            f"global Lipschitz bound (THEORY.md §8 with rho from §9(f), one-sided constant "
+            f"{one_sided!r})"
+        ),
         certified=True,
         dtype="float64",
         assumptions=_CERTIFICATE_ASSUMPTIONS,

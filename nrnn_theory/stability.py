@@ -460,9 +460,21 @@ def step_norm_bound(
     """
     params = _check_params(params)
     noise = _check_discrete_noise(_check_noise(noise))
+    return _step_norm_terms(params, one_sided, noise)["rho"]
+
+
+def _step_norm_terms(
+    params: NRNNParams, one_sided: OneSided, noise: NoiseSpec | None
+) -> dict[str, float]:
+    """:func:`step_norm_bound` with every candidate form and quantity (checked inputs).
+
+    Keys: ``rho`` and those of :func:`_rho`, plus ``lambda_hat`` (the one-sided constant
+    of the method ``one_sided`` resolves to). Used by :mod:`nrnn_theory.margins`.
+    """
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
-    return _rho(m, _ONE_SIDED[method](m), noise, method == "exact")["rho"]
+    lam = _ONE_SIDED[method](m)
+    return {**_rho(m, lam, noise, method == "exact"), "lambda_hat": lam}
 
 
 def _check_discrete_noise(noise: NoiseSpec | None) -> NoiseSpec | None:

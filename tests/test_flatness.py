@@ -588,6 +588,43 @@ def test_module_loss_subset_and_buffers(generator):
     torch.testing.assert_close(loss_fn(theta), expected, **tol("elementwise"))
 
 
+@pytest.mark.parametrize("learn_step", [False, True])
+def test_module_loss_on_a_trained_noisy_rnn_eval_mode(learn_step, generator):
+    """A train.NoisyRNN (with training noise) in eval mode: the loss is its clean
+    cross-entropy, the parameters are its own (M_A, M_W, ...), and the exact trace and
+    top eigenvalue equal those of the dense autograd Hessian."""
+    from nrnn_theory.train import NoisyRNN
+
+    model = NoisyRNN(
+        2,
+        3,
+        3,
+        noise=NoiseSpec.paper_code(add=0.05, mult=0.05),
+        learn_step=learn_step,
+        init_std=2.0,
+        generator=generator,
+        dtype=torch.float64,
+    ).eval()
+    xs = torch.randn(5, 4, 2, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (5,), generator=generator)
+    snap = snapshot(model)
+    loss_fn, theta = module_loss(model, xs, labels)
+    expected_names = {"M_A", "M_W", "U", "b", "V", "c"} | ({"step"} if learn_step else set())
+    assert set(theta) == expected_names
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(xs), labels)
+    torch.testing.assert_close(loss_fn(theta), clean, **tol("elementwise"))
+    dense = dense_oracle(loss_fn, theta)
+    assert dense.shape == (params_to_vector(theta).numel(),) * 2
+    tr = hessian_trace(loss_fn, theta)
+    assert tr.trace == pytest.approx(float(torch.trace(dense)), rel=1e-9)
+    top = hessian_eigenvalues(loss_fn, theta, k=1, generator=generator)
+    torch.testing.assert_close(
+        top.eigenvalues, torch.linalg.eigvalsh(dense).flip(0)[:1], **tol("eig")
+    )
+    assert_unchanged(model, snap)
+
+
 # ---------------------------------------------------------------------------- curvlinops
 @pytest.mark.filterwarnings(
     # linear_operator (a curvlinops dependency) calls the deprecated torch.jit.script

@@ -17,10 +17,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nrnn_theory import NRNNParams, logits, state_jacobian
+from nrnn_theory import NRNNParams, logits, state_jacobian, step_norm_bound
 from nrnn_theory.attacks import deepfool
 from nrnn_theory.margins import (
-    _step_norm_bound,
     certified_margin,
     format_margin_summary,
     input_output_jacobian,
@@ -167,11 +166,18 @@ def _vertex_max(params: NRNNParams) -> float:
 @given(model_and_inputs(max_hidden=5, max_steps=4), st.sampled_from([1.0, 4.0]))
 def test_rho_bounds_every_step_jacobian(case, scale):
     params, xs, g = case
-    rho, terms = _step_norm_bound(params)
+    cert = certified_margin(params, xs)
+    rho, terms = cert.rho, cert.rho_terms
+    assert rho == step_norm_bound(params, one_sided="auto")  # the stability module's rho
     assert rho >= _vertex_max(params) * (1 - 1e-12)
-    assert rho == pytest.approx(
-        min(terms.get("one_sided", math.inf), terms["triangle"]) + terms["per_unit_correction"]
+    # never looser than the closed-form midpoint bound the margins used before
+    midpoint = certified_margin(params, xs, one_sided="midpoint")
+    assert midpoint.rho == step_norm_bound(params, one_sided="midpoint")
+    assert rho <= midpoint.rho and bool((cert.radius >= midpoint.radius).all())
+    forms = (
+        min(terms["rho_norm"], terms["rho_one_sided"]) + terms["step_half_range"] * terms["kappa"]
     )
+    assert rho == pytest.approx(min(forms, terms.get("rho_vertex", math.inf)))
     # At random states and inputs, including saturated ones (large scale).
     for x in (scale * xs).unbind(1):
         h = scale * torch.randn(xs.shape[0], params.hidden_size, generator=g, dtype=xs.dtype)

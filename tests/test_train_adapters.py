@@ -74,6 +74,24 @@ def test_params_dtype_cast_and_untouched_model(generator):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_params_keep_the_graph_when_asked(float64, generator):
+    """detach=False: gradients flow to M_A, M_W, U, b, V, c and equal those of the forward."""
+    model = NoisyRNN(2, 4, 3, noise=None, generator=generator, dtype=torch.float64)
+    xs = torch.randn(3, 5, 2, generator=generator, dtype=torch.float64)
+    p = params_from_module(model, detach=False)
+    assert p.A.requires_grad and p.W.requires_grad and p.V.requires_grad
+    names = [n for n, _ in model.named_parameters()]
+    via_params = torch.autograd.grad(
+        readout(p, rollout(p, xs)).square().sum(), list(model.parameters())
+    )
+    via_model = torch.autograd.grad(model.eval()(xs).square().sum(), list(model.parameters()))
+    for name, a, b in zip(names, via_params, via_model, strict=True):
+        assert float(a.abs().sum()) > 0, name
+        torch.testing.assert_close(a, b, **tol("elementwise"))
+    with pytest.raises(TypeError, match="detach: expected a bool"):
+        params_from_module(model, detach="no")
+
+
 @pytest.mark.parametrize("cls", [CoRNN, LSTMClassifier, GRUClassifier])
 def test_params_refuse_other_dynamics(cls, generator):
     with pytest.raises(TypeError, match="NRNN family"):

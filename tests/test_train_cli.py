@@ -67,6 +67,7 @@ def test_train_prints_final_clean_accuracy(tmp_path, capsys):
     ck = load_checkpoint(out)
     assert ck.config["noise"]["convention"] == "paper_code" and ck.config["noise"]["sigma1"] == 0.02
     assert ck.fit["lr_schedule"] == [30] and ck.task["name"] == "digits"
+    assert ck.fit["penalty"] is None and ck.explicit_regularizer is None
     assert main(["train", *SMALL, "--epochs", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["epochs"] == 1 and data["out_dir"] is None
@@ -116,3 +117,67 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------- --explicit-reg (issue 6)
+REG = [*SMALL[:6], "--add", "0.05", "--mult", "0.1", "--lr", "0.01", "--quiet"]
+
+
+def test_explicit_reg_round_trip(tmp_path, capsys):
+    """Train noise-free with the regularizer, load it back, resume it with the penalty."""
+    out = tmp_path / "reg"
+    args = ["train", *REG, "--explicit-reg", "2", "--reg-examples", "16", "--epochs", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("final clean test accuracy")
+    ck = load_checkpoint(out)
+    assert ck.config["model"] == "nrnn" and ck.config["noise"] is None
+    assert ck.fit["penalty"] == {
+        "name": "explicit_regularizer",
+        "weight": 2.0,
+        "max_examples": 16,
+        "noise": {
+            "epsilon": 1.0,
+            "sigma1": 0.05,
+            "sigma2": 0.1,
+            "structure": "diagonal",
+            "convention": "paper_code",
+        },
+    }
+    assert ck.history[0]["train_penalty"] > 0
+    assert ck.explicit_regularizer.weight == 2.0 and ck.explicit_regularizer.max_examples == 16
+    # the loaded model is noise-free in either mode
+    xs = torch.rand(3, 64, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        clean = ck.model.eval()(xs)
+        trained = ck.model.train()(xs)
+    assert ck.model.noise is None and torch.equal(clean, trained)
+    # --resume rebuilds the penalty from the record (a different one would be refused)
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    resumed = load_checkpoint(out)
+    assert resumed.epoch == 2 and resumed.fit["penalty"] == ck.fit["penalty"]
+    assert "train_penalty" in resumed.history[1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--explicit-reg", "-1"], "expected a finite LAMBDA >= 0"),
+        (["--explicit-reg", "nan"], "expected a finite LAMBDA >= 0"),
+        (["--explicit-reg", "1", "--model", "lstm"], "defined for the NRNN family"),
+        (["--explicit-reg", "1", "--model", "cornn"], "defined for the NRNN family"),
+        (["--explicit-reg", "1", "--reg-examples", "0"], "--reg-examples: expected a positive"),
+        (["--reg-examples", "8"], "only meaningful with --explicit-reg"),
+    ],
+)
+def test_explicit_reg_bad_input(extra, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *REG, *extra, "--epochs", "1", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_explicit_reg_needs_a_noise_level(tmp_path, capsys):
+    args = ["train", *SMALL[:6], "--explicit-reg", "1", "--epochs", "1", "--quiet"]
+    assert main(args) == 2
+    assert "--add and/or --mult" in capsys.readouterr().err

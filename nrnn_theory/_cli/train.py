@@ -5,12 +5,20 @@ Examples:
   nrnn train --task digits --model nrnn --add 0.02 --mult 0.02 --epochs 40 --out runs/nrnn-digits
   nrnn train --task digits --model lipschitz --dt 0.03 --lr 0.003 --out runs/lip-digits
   nrnn train --resume runs/nrnn-digits --epochs 60
+  nrnn train --task digits --model nrnn --add 0.02 --explicit-reg 1 --reg-examples 16 --out runs/reg
   torchrun --nproc_per_node=2 -m nrnn_theory.cli train --task mnist5k --out runs/ddp
 
 The noise options use the vocabulary of the authors' code (THEORY.md §3): with
 --convention paper_code (the default) --add is add_noise (a) and --mult is mult_noise
 (mu); with --convention sde they are the Euler-Maruyama levels eps*sigma1 and
 eps*sigma2. The remaining defaults are the authors' driver defaults (THEORY.md §11).
+
+--explicit-reg LAMBDA trains a noise-free model with LAMBDA times the exact small-noise
+regularizer of THEORY.md §5-6 instead of injecting the noise: the noise options then
+describe the noise the regularizer stands for, the model itself has no noise (in train
+mode too; its config records noise = null), and the checkpoints record LAMBDA, K and the
+regularizer's noise under fit.penalty. --reg-examples K evaluates the regularizer on K
+examples of each (shuffled) batch, an unbiased estimate at a fraction of the cost.
 Prints the final clean test accuracy; --out saves history.jsonl, checkpoints and
 summary.json, and never overwrites an existing run (use --resume DIR to continue one).
 """
@@ -129,6 +137,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sde: one Brownian motion per unit, or one shared for the multiplicative part",
     )
 
+    reg = parser.add_argument_group("explicit regularizer (nrnn, lipschitz, antisymmetric)")
+    reg.add_argument(
+        "--explicit-reg",
+        type=float,
+        default=None,
+        metavar="LAMBDA",
+        help="train noise-free with LAMBDA >= 0 times the exact regularizer of the noise given "
+        "by --add/--mult/--convention/--noise-structure, instead of injecting that noise "
+        "(unset: inject the noise)",
+    )
+    reg.add_argument(
+        "--reg-examples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --explicit-reg: examples of each batch the regularizer is computed on "
+        "(unset: the whole batch)",
+    )
+
     train = parser.add_argument_group("training")
     train.add_argument(
         "--epochs",
@@ -198,20 +225,56 @@ def _task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def _noise_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.add == 0.0 and args.mult == 0.0:
+        return None
+    return {
+        "epsilon": 1.0,
+        "sigma1": args.add,
+        "sigma2": args.mult,
+        "structure": args.noise_structure,
+        "convention": args.convention,
+    }
+
+
+def _explicit_penalty(args: argparse.Namespace):
+    """The penalty of --explicit-reg (None without it), checked before any data is loaded."""
+    if args.explicit_reg is None:
+        if args.reg_examples is not None:
+            raise ValueError("--reg-examples: only meaningful with --explicit-reg LAMBDA")
+        return None
+    from nrnn_theory._types import NoiseSpec
+    from nrnn_theory.train.penalties import explicit_regularizer_penalty
+
+    if args.model not in _NRNN_FAMILY:
+        raise ValueError(
+            f"--explicit-reg: the regularizer is defined for the NRNN family "
+            f"({', '.join(_NRNN_FAMILY)}), got --model {args.model}"
+        )
+    lam = args.explicit_reg
+    if not lam >= 0 or lam == float("inf"):
+        raise ValueError(f"--explicit-reg: expected a finite LAMBDA >= 0, got {lam}")
+    noise = _noise_config(args)
+    if noise is None:
+        raise ValueError(
+            "--explicit-reg: give the noise the regularizer stands for with --add and/or "
+            "--mult (the regularizer of zero noise is zero)"
+        )
+    if args.reg_examples is not None and args.reg_examples <= 0:
+        raise ValueError(f"--reg-examples: expected a positive integer, got {args.reg_examples}")
+    return explicit_regularizer_penalty(
+        NoiseSpec(**noise), weight=lam, max_examples=args.reg_examples
+    )
+
+
 def _model_config(args: argparse.Namespace, input_size: int, num_classes: int) -> dict[str, Any]:
     sizes = {"input_size": input_size, "hidden_size": args.hidden, "num_classes": num_classes}
     noisy = args.add != 0.0 or args.mult != 0.0
+    if args.explicit_reg is not None:
+        noisy = False  # the noise options describe the regularizer; the model trains noise-free
     if noisy and args.model not in ("nrnn", "antisymmetric"):
         raise ValueError(f"--add/--mult: model {args.model!r} takes no noise (use nrnn)")
-    noise = None
-    if noisy:
-        noise = {
-            "epsilon": 1.0,
-            "sigma1": args.add,
-            "sigma2": args.mult,
-            "structure": args.noise_structure,
-            "convention": args.convention,
-        }
+    noise = _noise_config(args) if noisy else None
     gamma_A = args.gamma if args.gamma_A is None else args.gamma_A
     gamma_W = args.gamma if args.gamma_W is None else args.gamma_W
     base = {"model": args.model, **sizes, "dtype": args.dtype}
@@ -252,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     from nrnn_theory.train.models import build_model
 
     ctx = init_from_env(args.device)
+    penalty = None
     try:
         is_main = ctx is None or ctx.is_main
         quiet = args.quiet or not is_main
@@ -270,11 +334,16 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(dict(ckpt.config), generator=torch.Generator().manual_seed(0))
             settings = dict(ckpt.fit or {})
             settings.pop("world_size", None)
-            settings.pop("penalty", None)
+            record = settings.pop("penalty", None)
+            if record is not None:
+                from nrnn_theory.train.penalties import penalty_from_config
+
+                penalty = penalty_from_config(record)
             epochs = args.epochs if args.epochs is not None else settings.pop("epochs")
             settings.pop("epochs", None)
             out_dir, resume = args.resume, True
         else:
+            penalty = _explicit_penalty(args)
             data = load_task(args.task, **_task_kwargs(args))
             config = _model_config(args, data.input_size, data.num_classes)
             model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
@@ -302,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
             keep_checkpoints=args.keep_checkpoints,
             quiet=quiet,
             stop_after_steps=args.crash_after_steps,
+            penalty=penalty,
             **settings,
         )
         if history.interrupted:

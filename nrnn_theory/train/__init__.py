@@ -15,6 +15,8 @@ Data (:mod:`~nrnn_theory.train.data`)
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
     fit, evaluate, OPTIMIZERS, FitHistory
+Penalties (:mod:`~nrnn_theory.train.penalties`)
+    explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
     save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint
 Multi-process (:mod:`~nrnn_theory.train.distributed`)
@@ -57,6 +59,11 @@ from nrnn_theory.train.models import (
     build_model,
     model_config,
 )
+from nrnn_theory.train.penalties import (
+    ExplicitRegularizerPenalty,
+    explicit_regularizer_penalty,
+    penalty_from_config,
+)
 
 
 __all__ = [
@@ -67,6 +74,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "CoRNN",
+    "ExplicitRegularizerPenalty",
     "FitHistory",
     "GRUClassifier",
     "LSTMClassifier",
@@ -76,6 +84,7 @@ __all__ = [
     "build_model",
     "bundled_ucr_problems",
     "evaluate",
+    "explicit_regularizer_penalty",
     "fit",
     "import_authors_state_dict",
     "init_from_env",
@@ -85,6 +94,7 @@ __all__ = [
     "model_config",
     "noise_from_module",
     "params_from_module",
+    "penalty_from_config",
     "read_idx",
     "read_ts",
     "read_ucr_text",

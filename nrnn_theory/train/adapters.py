@@ -56,7 +56,9 @@ def _nrnn_module(model: object) -> NoisyRNN:
     return inner
 
 
-def params_from_module(model: nn.Module, *, dtype: torch.dtype | None = None) -> NRNNParams:
+def params_from_module(
+    model: nn.Module, *, dtype: torch.dtype | None = None, detach: bool = True
+) -> NRNNParams:
     r"""The :class:`~nrnn_theory.NRNNParams` of a trained NRNN-family model, detached.
 
     ``readout(p, rollout(p, xs))`` reproduces ``model.eval()(xs)`` (the clean forward
@@ -70,6 +72,11 @@ def params_from_module(model: nn.Module, *, dtype: torch.dtype | None = None) ->
     dtype : torch.dtype, optional
         Cast the parameters (e.g. ``torch.float64`` for certificates); default: the
         model's dtype. The device is the model's.
+    detach : bool
+        ``True`` (default): a detached copy to analyse. ``False``: the tensors keep the
+        autograd graph of the module's parameters (through the Lipschitz
+        parametrization), for penalties that training differentiates, e.g.
+        :func:`~nrnn_theory.train.explicit_regularizer_penalty`.
 
     Returns
     -------
@@ -93,8 +100,13 @@ def params_from_module(model: nn.Module, *, dtype: torch.dtype | None = None) ->
     True
     """
     inner = _nrnn_module(model)
-    with torch.no_grad():
-        params = inner.nrnn_params().detach()
+    if not isinstance(detach, bool):
+        raise TypeError(f"detach: expected a bool, got {type(detach).__name__}")
+    if detach:
+        with torch.no_grad():
+            params = inner.nrnn_params().detach()
+    else:
+        params = inner.nrnn_params()
     return params if dtype is None else params.to(dtype=dtype)
 
 

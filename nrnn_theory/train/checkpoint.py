@@ -123,6 +123,22 @@ class Checkpoint:
         """The model's training noise (a :class:`~nrnn_theory.NoiseSpec`) or ``None``."""
         return getattr(self.model, "noise", None)
 
+    @property
+    def explicit_regularizer(self):
+        """The explicit-regularizer penalty the model was trained with, or ``None``.
+
+        An :class:`~nrnn_theory.train.ExplicitRegularizerPenalty` (``noise``, ``weight``
+        = lambda, ``max_examples`` = K) rebuilt from ``fit["penalty"]``; ``None`` when
+        the run used no penalty or a Python callable that cannot be rebuilt. Such a
+        model trained noise-free: :attr:`noise` is ``None``.
+        """
+        from nrnn_theory.train.penalties import PENALTY_NAME, penalty_from_config
+
+        record = (self.fit or {}).get("penalty")
+        if isinstance(record, dict) and record.get("name") == PENALTY_NAME:
+            return penalty_from_config(record)
+        return None
+
 
 # ------------------------------------------------------------------------------ helpers
 def _canonical(data: dict[str, Any]) -> bytes:

@@ -4,7 +4,8 @@ r"""Training: minibatch cross-entropy with noise injection, validation, checkpoi
 ``train()`` mode so an NRNN injects its training noise (THEORY.md §2: training
 minimises :math:`\mathbb E\,\ell(h^\epsilon_T)`, inference uses :math:`\epsilon = 0`).
 An optional ``penalty(model, xs, ys)`` is added to the loss (the explicit regularizer
-plugs in there). Validation and test metrics are always clean (``eval()`` mode).
+plugs in there: :func:`~nrnn_theory.train.explicit_regularizer_penalty`). Validation and
+test metrics are always clean (``eval()`` mode).
 
 Determinism: on CPU, a run is a function of the model's initial weights, the data and
 ``seed``. The shuffling and the noise draws come from two generators seeded from
@@ -172,6 +173,15 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _penalty_record(penalty: object) -> Any:
+    if penalty is None:
+        return None
+    config = getattr(penalty, "config", None)
+    if callable(config):
+        return config()
+    return getattr(penalty, "__qualname__", repr(penalty))
 
 
 def _clean(value: float) -> float | None:
@@ -364,8 +374,15 @@ def fit(
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     penalty : callable, optional
         ``penalty(model, xs, ys) -> scalar tensor`` added to the loss of each batch
-        (``model`` unwrapped, in train mode; ``xs``, ``ys`` the batch). It should be a
-        mean over the batch so that it scales like the loss.
+        (``model`` unwrapped, in train mode; ``xs``, ``ys`` the batch, rows in shuffled
+        order). It should be a mean over the batch so that it scales like the loss. Its
+        batch-size-weighted mean is logged per epoch as ``train_penalty``, separately
+        from ``train_loss`` (the cross-entropy alone); the objective is their sum. A
+        penalty with a ``config()`` method (such as
+        :func:`~nrnn_theory.train.explicit_regularizer_penalty`) is recorded by that
+        JSON record in the checkpoints (``Checkpoint.fit["penalty"]``), otherwise by
+        its name; one with a ``check_model(model)`` method has it called before
+        training starts.
     out_dir : str or Path, optional
         Run directory: ``history.jsonl`` (one JSON record per epoch), checkpoints in
         ``checkpoints/epoch-NNNN`` after every epoch and ``summary.json`` at the end.
@@ -433,6 +450,8 @@ def fit(
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     if penalty is not None and not callable(penalty):
         raise TypeError(f"penalty: expected a callable (model, xs, ys) -> Tensor, got {penalty!r}")
+    if penalty is not None and callable(getattr(penalty, "check_model", None)):
+        penalty.check_model(inner)
     keep_checkpoints = check_positive_int("keep_checkpoints", keep_checkpoints)
     eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
     if stop_after_steps is not None:
@@ -462,7 +481,7 @@ def fit(
         "grad_clip": grad_clip,
         "seed": seed,
         "eval_batch_size": eval_batch_size,
-        "penalty": None if penalty is None else getattr(penalty, "__qualname__", repr(penalty)),
+        "penalty": _penalty_record(penalty),
         "world_size": world,
         "epochs": epochs,
     }
@@ -542,6 +561,7 @@ def fit(
         perm = torch.randperm(N, generator=shuffle_gen)
         batches = perm.split(batch_size)
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        penalty_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.float64, device=dev)
         seen = 0
         bar = tqdm(
@@ -581,7 +601,8 @@ def fit(
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             loss = batch_loss * (world / B)
             if penalty is not None:
-                loss = loss + penalty(inner, x, y) * (len(local) * world / B)
+                pen = penalty(inner, x, y)
+                loss = loss + pen * (len(local) * world / B)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
@@ -590,6 +611,8 @@ def fit(
             step += 1
             with torch.no_grad():
                 loss_sum += batch_loss.detach().double()
+                if penalty is not None:
+                    penalty_sum += pen.detach().double() * len(local)
                 correct += (logits.detach().argmax(dim=1) == y).sum().double()
             seen += len(local)
             bar.update(1)
@@ -603,8 +626,8 @@ def fit(
         bar.close()
         if interrupted:
             break
-        total_loss, total_correct, total_seen = _all_reduce(
-            [float(loss_sum), float(correct), float(seen)], dev, world
+        total_loss, total_correct, total_seen, total_penalty = _all_reduce(
+            [float(loss_sum), float(correct), float(seen), float(penalty_sum)], dev, world
         )
         val = evaluate(inner, data, "val", batch_size=eval_batch_size, device=dev)
         record = {
@@ -612,6 +635,11 @@ def fit(
             "lr": lr_now,
             "train_loss": _clean(total_loss / max(total_seen, 1)),
             "train_accuracy": total_correct / max(total_seen, 1),
+            **(
+                {"train_penalty": _clean(total_penalty / max(total_seen, 1))}
+                if penalty is not None
+                else {}
+            ),
             "val_loss": _clean(val["loss"]) if val["loss"] is not None else None,
             "val_accuracy": val["accuracy"],
             "steps": step,
