@@ -908,12 +908,14 @@ def _noise_label(noise: NoiseSpec | None) -> str:
     return f"sde {noise.structure} eps*s1={noise.additive:.3g} eps*s2={noise.multiplicative:.3g}"
 
 
-def format_stability_report(report: StabilityReport) -> str:
+def format_stability_report(report: StabilityReport, *, details: bool = False) -> str:
     r"""Plain-text table of a :class:`~nrnn_theory.results.StabilityReport`.
 
     One row per certificate: noise, condition, certified bound, whether it holds
     and the measured top exponent (mean ± standard error, per unit time) along the
     same noise; then the one-sided constants and the minimal stabilizing noise.
+    With ``details``, also every quantity entering each certificate and all the
+    measured exponents of each spectrum (what ``nrnn certify`` prints).
 
     Examples
     --------
@@ -968,4 +970,20 @@ def format_stability_report(report: StabilityReport) -> str:
     for mn in report.minimal_noise:
         value = f"eps*sigma2 > {mn.level:.4g}" if mn.exists else "none"
         lines.append(f"  {mn.structure:<9} {value}  ({mn.reason})")
+    if details:
+        lines += ["", "Quantities entering each bound:"]
+        for cert in report.certificates:
+            lines.append(f"  {_noise_label(cert.noise)}, {cert.condition}:")
+            items = [f"{k} = {v:.6g}" for k, v in cert.quantities.items()]
+            lines += ["    " + ", ".join(items[i : i + 4]) for i in range(0, len(items), 4)]
+        lines += ["", "Measured leading exponents (per unit time, ± one standard error):"]
+        for spec in report.spectra:
+            values = ", ".join(
+                f"{v:.4g} ± {e:.2g}"
+                for v, e in zip(spec.exponents.tolist(), spec.stderr.tolist(), strict=True)
+            )
+            lines.append(
+                f"  {_noise_label(spec.noise)}: {values}  ({spec.per_trajectory.shape[0]} "
+                f"trajectories, {spec.n_steps} steps after a transient of {spec.transient})"
+            )
     return "\n".join(lines)
