@@ -186,16 +186,16 @@ def _analyse_flatness(ck, xs, ys, args) -> dict[str, Any]:
     loss_fn, theta = module_loss(model, xs, ys)
     with torch.no_grad():
         loss = float(loss_fn(theta))
+    n_params = sum(t.numel() for t in theta.values())
+    if args.top_k > n_params:
+        raise ValueError(
+            f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
+        )
     blocks = {name: (name,) for name in theta}
     gen = torch.Generator(device=xs.device)
     trace = estimate_hessian_trace(
         loss_fn, theta, n_probes=args.probes, blocks=blocks, generator=gen.manual_seed(args.seed)
     )
-    n_params = trace.n_params
-    if args.top_k > n_params:
-        raise ValueError(
-            f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
-        )
     eig = hessian_eigenvalues(loss_fn, theta, k=args.top_k, generator=gen.manual_seed(args.seed))
     return {
         "loss": "mean cross-entropy of the clean (eval-mode, noise-free) model",
