@@ -95,6 +95,14 @@ class _Model:
         self.lambda_sym_A = float(torch.linalg.eigvalsh(self.S)[-1])
         self.norm_W = float(torch.linalg.matrix_norm(self.W, ord=2))
         self.norm_A = float(torch.linalg.matrix_norm(self.aA, ord=2))
+        self._lambda_hat: dict[str, float] = {}
+
+    def lambda_hat(self, method: str) -> float:
+        """The one-sided constant by ``method``, computed once per model (the
+        relaxation solves an optimization problem; a report needs it several times)."""
+        if method not in self._lambda_hat:
+            self._lambda_hat[method] = _ONE_SIDED[method](self)
+        return self._lambda_hat[method]
 
     def base_quantities(self) -> dict[str, float]:
         return {
@@ -558,7 +566,7 @@ def _continuous_assumptions(m: _Model) -> list[str]:
 
 
 def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) -> Certificate:
-    lam = _ONE_SIDED[method](m)
+    lam = m.lambda_hat(method)
     q = m.base_quantities()
     q["lambda_hat"] = lam
     eps = 0.0 if noise is None else noise.epsilon
@@ -753,9 +761,13 @@ def minimal_stabilizing_noise(
     params = _check_params(params)
     structure = check_choice("structure", structure, ("scalar", "diagonal"))
     kappa = check_real("target_rate", target_rate)
-    m = _Model(params)
-    method = _resolve_one_sided(one_sided, m.H)
-    lam = _ONE_SIDED[method](m)
+    return _minimal(
+        _Model(params), structure, kappa, _resolve_one_sided(one_sided, params.hidden_size)
+    )
+
+
+def _minimal(m: _Model, structure: str, kappa: float, method: str) -> StabilizingNoise:
+    lam = m.lambda_hat(method)
     gap = lam - kappa
     coef = -0.5 if structure == "scalar" else (0.5 - 1.0 / m.H)
     if gap < 0:
@@ -860,9 +872,9 @@ def stability_report(
     noises = tuple(_check_noise(n) for n in noises)
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
-    constants = {name: _ONE_SIDED[name](m) for name in ("standard", "midpoint", "relaxation")}
+    constants = {name: m.lambda_hat(name) for name in ("standard", "midpoint", "relaxation")}
     if m.H <= EXACT_MAX_HIDDEN:
-        constants["exact"] = _exact(m)
+        constants["exact"] = m.lambda_hat("exact")
     if generator is None:
         from nrnn_theory.dynamics import _fresh_generator
 
@@ -886,10 +898,7 @@ def stability_report(
                 params, xs, noise=noise, k=k, transient=transient, h0=h0, generator=generator
             )
         )
-    minimal = tuple(
-        minimal_stabilizing_noise(params, structure=s, one_sided=method)
-        for s in ("scalar", "diagonal")
-    )
+    minimal = tuple(_minimal(m, s, 0.0, method) for s in ("scalar", "diagonal"))
     return StabilityReport(
         one_sided=constants,
         certificates=tuple(certificates),

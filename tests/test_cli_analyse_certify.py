@@ -265,3 +265,28 @@ def test_format_stability_report_details(generator):
             assert f"{key} = {value:.6g}" in full
     for spec in rep.spectra:
         assert all(f"{v:.4g} ± " in full for v in spec.exponents.tolist())
+
+
+def test_stability_report_computes_each_one_sided_constant_once(generator, monkeypatch):
+    """The report's certificates and minimal noises share one relaxation solve (it
+    dominated `nrnn certify` at H = 64), and the shared value is check_stability's."""
+    from nrnn_theory import stability
+
+    from _problems import random_params
+
+    calls = []
+    relaxation = stability._ONE_SIDED["relaxation"]
+
+    def counted(m):
+        calls.append(m)
+        return relaxation(m)
+
+    monkeypatch.setitem(stability._ONE_SIDED, "relaxation", counted)
+    p = random_params(13, 2, 2, generator=generator)  # H > 12: "auto" is the relaxation
+    noise = NoiseSpec(sigma2=0.7, structure="scalar")
+    rep = stability_report(p, noises=[noise], n_steps=5, n_trajectories=2, generator=generator)
+    assert len(calls) == 1
+    assert [c.one_sided for c in rep.certificates] == ["relaxation"] * 4
+    assert rep.certificates[2] == check_stability(p, noise)
+    assert len(calls) == 2  # check_stability builds its own model
+    assert rep.minimal_noise[0] == stability.minimal_stabilizing_noise(p)
