@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mc-pairs",
         type=int,
         default=0,
-        help="also measure the gap by antithetic Monte Carlo with N pairs per example (0: no)",
+        help="also measure the gap by antithetic Monte Carlo with N pairs per example "
+        "(0: no; costs about 2N noisy rollouts per example)",
     )
     reg.add_argument(
         "--top-steps", type=int, default=5, help="time steps listed by their share of R-hat"
