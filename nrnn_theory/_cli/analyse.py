@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "task": task.name,
         "split": args.split,
         "n_examples": len(xs),
+        "examples": f"the first {len(xs)} examples of the {args.split} split of {task.name}",
         "seed": args.seed,
         "dtype": "float64",
         "regularizer": None,

@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
                 "task": task.name,
                 "split": args.split,
                 "n_examples": len(xs),
+                "examples": (
+                    f"the first {len(xs)} examples of the {args.split} split of {task.name}"
+                ),
                 "seed": args.seed,
                 "noise": noises[0] if noises else None,
                 "noise_source": source if noises else None,
