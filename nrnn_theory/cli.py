@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "train": "nrnn_theory._cli.train",
     "margins": "nrnn_theory._cli.margins",
     "robustness": "nrnn_theory._cli.robustness",
+    "analyse": "nrnn_theory._cli.analyse",
+    "certify": "nrnn_theory._cli.certify",
     "reproduce": "nrnn_theory._cli.reproduce",
 }
 

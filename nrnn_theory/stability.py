@@ -95,6 +95,14 @@ class _Model:
         self.lambda_sym_A = float(torch.linalg.eigvalsh(self.S)[-1])
         self.norm_W = float(torch.linalg.matrix_norm(self.W, ord=2))
         self.norm_A = float(torch.linalg.matrix_norm(self.aA, ord=2))
+        self._lambda_hat: dict[str, float] = {}
+
+    def lambda_hat(self, method: str) -> float:
+        """The one-sided constant by ``method``, computed once per model (the
+        relaxation solves an optimization problem; a report needs it several times)."""
+        if method not in self._lambda_hat:
+            self._lambda_hat[method] = _ONE_SIDED[method](self)
+        return self._lambda_hat[method]
 
     def base_quantities(self) -> dict[str, float]:
         return {
@@ -570,7 +578,7 @@ def _continuous_assumptions(m: _Model) -> list[str]:
 
 
 def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) -> Certificate:
-    lam = _ONE_SIDED[method](m)
+    lam = m.lambda_hat(method)
     q = m.base_quantities()
     q["lambda_hat"] = lam
     eps = 0.0 if noise is None else noise.epsilon
@@ -765,9 +773,13 @@ def minimal_stabilizing_noise(
     params = _check_params(params)
     structure = check_choice("structure", structure, ("scalar", "diagonal"))
     kappa = check_real("target_rate", target_rate)
-    m = _Model(params)
-    method = _resolve_one_sided(one_sided, m.H)
-    lam = _ONE_SIDED[method](m)
+    return _minimal(
+        _Model(params), structure, kappa, _resolve_one_sided(one_sided, params.hidden_size)
+    )
+
+
+def _minimal(m: _Model, structure: str, kappa: float, method: str) -> StabilizingNoise:
+    lam = m.lambda_hat(method)
     gap = lam - kappa
     coef = -0.5 if structure == "scalar" else (0.5 - 1.0 / m.H)
     if gap < 0:
@@ -872,9 +884,9 @@ def stability_report(
     noises = tuple(_check_noise(n) for n in noises)
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
-    constants = {name: _ONE_SIDED[name](m) for name in ("standard", "midpoint", "relaxation")}
+    constants = {name: m.lambda_hat(name) for name in ("standard", "midpoint", "relaxation")}
     if m.H <= EXACT_MAX_HIDDEN:
-        constants["exact"] = _exact(m)
+        constants["exact"] = m.lambda_hat("exact")
     if generator is None:
         from nrnn_theory.dynamics import _fresh_generator
 
@@ -898,10 +910,7 @@ def stability_report(
                 params, xs, noise=noise, k=k, transient=transient, h0=h0, generator=generator
             )
         )
-    minimal = tuple(
-        minimal_stabilizing_noise(params, structure=s, one_sided=method)
-        for s in ("scalar", "diagonal")
-    )
+    minimal = tuple(_minimal(m, s, 0.0, method) for s in ("scalar", "diagonal"))
     return StabilityReport(
         one_sided=constants,
         certificates=tuple(certificates),
@@ -920,12 +929,14 @@ def _noise_label(noise: NoiseSpec | None) -> str:
     return f"sde {noise.structure} eps*s1={noise.additive:.3g} eps*s2={noise.multiplicative:.3g}"
 
 
-def format_stability_report(report: StabilityReport) -> str:
+def format_stability_report(report: StabilityReport, *, details: bool = False) -> str:
     r"""Plain-text table of a :class:`~nrnn_theory.results.StabilityReport`.
 
     One row per certificate: noise, condition, certified bound, whether it holds
     and the measured top exponent (mean ± standard error, per unit time) along the
     same noise; then the one-sided constants and the minimal stabilizing noise.
+    With ``details``, also every quantity entering each certificate and all the
+    measured exponents of each spectrum (what ``nrnn certify`` prints).
 
     Examples
     --------
@@ -980,4 +991,20 @@ def format_stability_report(report: StabilityReport) -> str:
     for mn in report.minimal_noise:
         value = f"eps*sigma2 > {mn.level:.4g}" if mn.exists else "none"
         lines.append(f"  {mn.structure:<9} {value}  ({mn.reason})")
+    if details:
+        lines += ["", "Quantities entering each bound:"]
+        for cert in report.certificates:
+            lines.append(f"  {_noise_label(cert.noise)}, {cert.condition}:")
+            items = [f"{k} = {v:.6g}" for k, v in cert.quantities.items()]
+            lines += ["    " + ", ".join(items[i : i + 4]) for i in range(0, len(items), 4)]
+        lines += ["", "Measured leading exponents (per unit time, ± one standard error):"]
+        for spec in report.spectra:
+            values = ", ".join(
+                f"{v:.4g} ± {e:.2g}"
+                for v, e in zip(spec.exponents.tolist(), spec.stderr.tolist(), strict=True)
+            )
+            lines.append(
+                f"  {_noise_label(spec.noise)}: {values}  ({spec.per_trajectory.shape[0]} "
+                f"trajectories, {spec.n_steps} steps after a transient of {spec.transient})"
+            )
     return "\n".join(lines)

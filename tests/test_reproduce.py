@@ -188,14 +188,15 @@ def test_stored_numbers_match_a_direct_analysis(smoke_run):
     import torch
 
     from nrnn_theory.experiments.model_analysis import evaluation_subset
+    from nrnn_theory.experiments.zoo import reference_noise
     from nrnn_theory.regularizer import explicit_regularizer
     from nrnn_theory.train import latest_checkpoint, load_checkpoint, load_task, params_from_module
 
-    from nrnn_theory.experiments.zoo import reference_noise
-
     preset = PRESETS["smoke"]
     seed = preset.seeds[0]
-    ck = load_checkpoint(latest_checkpoint(smoke_run / "runs" / "digits" / "nrnn_small" / f"seed{seed}"))
+    ck = load_checkpoint(
+        latest_checkpoint(smoke_run / "runs" / "digits" / "nrnn_small" / f"seed{seed}")
+    )
     data = load_task("digits", seed=0)
     xs, ys = evaluation_subset(data, preset.n_eval, seed=seed)
     params = params_from_module(ck.model.eval(), dtype=torch.float64)

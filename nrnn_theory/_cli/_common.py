@@ -12,9 +12,11 @@ from nrnn_theory.results import to_jsonable
 
 __all__ = [
     "add_checkpoint_data_options",
+    "add_noise_override_options",
     "add_output_options",
     "emit_json",
     "load_checkpoint_data",
+    "noise_override",
 ]
 
 
@@ -92,3 +94,66 @@ def load_checkpoint_data(paths, args):
     dtype = next(ckpts[0].model.parameters()).dtype
     device = torch.device(args.device)
     return ckpts, task, xs.to(device=device, dtype=dtype), ys.to(device)
+
+
+def add_noise_override_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """Noise options of ``nrnn train`` (same names and meaning), all unset by default.
+
+    Set, they replace a checkpoint's own training noise in the analysis ``what``.
+    """
+    group = parser.add_argument_group(
+        "noise (default: the checkpoint's own training noise)",
+        f"Set --add and/or --mult to {what} with this noise instead; the names and "
+        "meaning are those of nrnn train (THEORY.md §3).",
+    )
+    group.add_argument(
+        "--add", type=float, default=None, help="additive level (add_noise a, or eps*sigma1)"
+    )
+    group.add_argument(
+        "--mult",
+        type=float,
+        default=None,
+        help="multiplicative level (mult_noise mu, or eps*sigma2)",
+    )
+    group.add_argument(
+        "--convention",
+        default=None,
+        choices=["paper_code", "sde"],
+        help="discretization of the noise (unset: paper_code, as nrnn train)",
+    )
+    group.add_argument(
+        "--noise-structure",
+        default=None,
+        choices=["diagonal", "scalar"],
+        help="sde: one Brownian motion per unit, or one shared (unset: diagonal)",
+    )
+
+
+def noise_override(args: argparse.Namespace):
+    """The :class:`~nrnn_theory.NoiseSpec` given by the noise options, or ``None`` if unset.
+
+    ``--convention`` or ``--noise-structure`` without a level is an error (it would
+    silently be ignored otherwise).
+    """
+    from nrnn_theory._types import NoiseSpec
+
+    if args.add is None and args.mult is None:
+        for flag, value in (
+            ("--convention", args.convention),
+            ("--noise-structure", args.noise_structure),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{flag}: expected together with --add and/or --mult, got it alone"
+                )
+        return None
+    for flag, value in (("--add", args.add), ("--mult", args.mult)):
+        if value is not None and not (value >= 0.0 and value < float("inf")):
+            raise ValueError(f"{flag}: expected a finite level >= 0, got {value}")
+    return NoiseSpec(
+        epsilon=1.0,
+        sigma1=args.add or 0.0,
+        sigma2=args.mult or 0.0,
+        structure=args.noise_structure or "diagonal",
+        convention=args.convention or "paper_code",
+    )
