@@ -42,12 +42,12 @@ from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.experiments.report import Evidence
 from nrnn_theory.experiments.verdicts import Verdict
 from nrnn_theory.lyapunov import lyapunov_spectrum
-from nrnn_theory.results import to_jsonable
 from nrnn_theory.regularizer import (
     estimate_noise_gap,
     explicit_regularizer,
     regularizer_convergence,
 )
+from nrnn_theory.results import to_jsonable
 from nrnn_theory.stability import (
     check_stability,
     minimal_stabilizing_noise,
