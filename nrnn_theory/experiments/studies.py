@@ -59,10 +59,12 @@ __all__ = [
     "PRESETS",
     "STUDIES",
     "Study",
+    "analysis_main",
     "em_gbm_exponent",
     "evidence_continuum",
     "evidence_regularizer_law",
     "evidence_stabilization",
+    "figure_main",
     "run_continuum",
     "run_regularizer_law",
     "run_stabilization",
@@ -176,7 +178,7 @@ def _verdict(ok: bool, resolved: bool) -> Verdict:
 # ===================================================================== regularizer law
 _REG_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"H": 3, "D": 2, "C": 3, "M": 10, "B": 2, "n_pairs": 200, "n_eps": 5},
-    "quick": {"H": 4, "D": 2, "C": 3, "M": 20, "B": 4, "n_pairs": 4000, "n_eps": 13},
+    "quick": {"H": 4, "D": 2, "C": 3, "M": 20, "B": 4, "n_pairs": 3000, "n_eps": 11},
     "standard": {"H": 8, "D": 3, "C": 4, "M": 40, "B": 8, "n_pairs": 16000, "n_eps": 17},
     "full": {"H": 32, "D": 4, "C": 10, "M": 100, "B": 16, "n_pairs": 100000, "n_eps": 21},
 }
@@ -377,7 +379,7 @@ def evidence_regularizer_law(entry) -> list[Evidence]:
 # ======================================================================= stabilization
 _STAB_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"H": 3, "n_models": 2, "n_sigma": 4, "T": 600, "B": 8, "c_max": 1.2},
-    "quick": {"H": 6, "n_models": 5, "n_sigma": 11, "T": 3000, "B": 16, "c_max": 1.8},
+    "quick": {"H": 6, "n_models": 5, "n_sigma": 11, "T": 2500, "B": 16, "c_max": 1.8},
     "standard": {"H": 8, "n_models": 7, "n_sigma": 21, "T": 5000, "B": 32, "c_max": 1.8},
     "full": {"H": 12, "n_models": 9, "n_sigma": 26, "T": 10000, "B": 64, "c_max": 1.8},
 }
@@ -930,3 +932,57 @@ STUDIES: dict[str, Study] = {
         evidence_continuum,
     ),
 }
+
+
+# ======================================================================= script entries
+def _parser(description: str):
+    import argparse
+
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+
+def analysis_main(name: str, argv: list[str] | None = None) -> int:
+    """Body of ``analysis/theory_<name>.py``: run a study and save it in a results store.
+
+    Options: ``--preset`` (default ``quick``), ``--smoke`` (= ``--preset smoke``),
+    ``--seed``, ``--out`` (results root, default ``results``), ``--progress``. Prints a
+    one-line summary (the verdicts of the study's evidence).
+    """
+    from nrnn_theory.experiments.store import ResultStore
+
+    study = STUDIES[name]
+    parser = _parser(f"Theory-only study {name!r} (claim {study.claim}): {study.title}.")
+    parser.add_argument("--preset", choices=PRESETS, default="quick", help="problem sizes")
+    parser.add_argument("--smoke", action="store_true", help="same as --preset smoke")
+    parser.add_argument("--seed", type=int, default=0, help="seed of models and noise")
+    parser.add_argument("--out", default="results", help="results root folder")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    args = parser.parse_args(argv)
+    preset = "smoke" if args.smoke else args.preset
+    data, arrays = study.run(preset, seed=args.seed, progress=args.progress)
+    store = ResultStore(args.out)
+    store.save(f"theory/{name}", data, arrays=arrays, config={"preset": preset, "seed": args.seed})
+    verdicts = [e.verdict for e in study.evidence(store.load(f"theory/{name}"))]
+    print(f"theory/{name} ({study.claim}, preset {preset}): " + "; ".join(verdicts))
+    return 0
+
+
+def figure_main(name: str, argv: list[str] | None = None) -> int:
+    """Body of ``figures/fig_<name>.py``: plot a stored study into ``OUT/figures``.
+
+    Options: ``--out`` (results root, default ``results``), ``--smoke`` (accepted; the
+    figure is the same function of the stored entry).
+    """
+    from nrnn_theory.experiments.store import ResultStore
+
+    study = STUDIES[name]
+    parser = _parser(f"Figure of the theory-only study {name!r} (claim {study.claim}).")
+    parser.add_argument("--out", default="results", help="results root folder")
+    parser.add_argument("--smoke", action="store_true", help="accepted for uniformity")
+    args = parser.parse_args(argv)
+    entry = ResultStore(args.out).load(f"theory/{name}")
+    paths = study.plot(entry, Path(args.out) / "figures")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
