@@ -17,6 +17,8 @@ from nrnn_theory.experiments.studies import (
     PRESETS,
     _break_point,
     _gbm_exponent,
+    _measure_top_exponents,
+    _unstable_model,
     _zero_crossing,
     em_gbm_exponent,
     weighted_slope,
@@ -127,6 +129,26 @@ def test_stabilization_scalar_linear_model_matches_closed_form():
     for args in [(1.0, 2.0, 0.1), (0.5, 1.0, 0.05), (-0.3, 0.7, 0.2)]:
         assert em_gbm_exponent(*args) == pytest.approx(em_gbm_oracle(*args), rel=1e-8)
     assert em_gbm_exponent(0.5, 0.0, 0.1) == pytest.approx(math.log(1.05) / 0.1)
+
+
+def test_batched_noise_levels_equal_the_direct_noisy_chain(generator):
+    """Scaling the standardized scalar draw by sigma (sigma2 = 1) is the chain with
+    sigma2 = sigma: same per-path exponents as a direct call on the same draws."""
+    from nrnn_theory import NoiseSpec, lyapunov_spectrum
+
+    p = _unstable_model(3, 0.8, generator=generator, device="cpu")
+    xs = torch.randn(4, 200, 2, generator=generator, dtype=torch.float64)
+    sigma = 1.3
+    mean, se = _measure_top_exponents(p, xs, np.array([sigma]), seed=7)
+    gen = torch.Generator().manual_seed(7)
+    beta = torch.randn(4, 200, generator=gen, dtype=torch.float64)
+    eta = torch.zeros(4, 200, 4, dtype=torch.float64)
+    eta[..., 3] = beta
+    noise = NoiseSpec(epsilon=1.0, sigma2=sigma, structure="scalar")
+    spec = lyapunov_spectrum(p, xs, noise=noise, k=1, eta=eta, generator=gen)
+    per = spec.per_trajectory[:, 0].numpy()
+    np.testing.assert_allclose(mean[0], per.mean(), rtol=1e-9)  # reduction tolerance
+    np.testing.assert_allclose(se[0], per.std(ddof=1) / 2.0, rtol=1e-9)
 
 
 def test_stabilization_smoke_numbers_are_consistent(smoke_store):

@@ -54,23 +54,22 @@ def plot_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
             label=f"{lab}: Monte Carlo",
         )
         rel, se = np.abs(a[f"{conv}/rel_error"]), a[f"{conv}/rel_error_se"]
+        fit = {k: float(v) for k, v in d[conv]["fit"].items()}
+        slope = f": slope {fit['slope']:.2f} $\\pm$ {fit['slope_se']:.2f}"
         ok = rel > 0
         ax1.errorbar(
             eps[ok], rel[ok], yerr=np.minimum(2 * se[ok], 0.999 * rel[ok]), fmt="o", ms=3.5,
-            mfc="none", color=col, label=lab,
+            mfc="none", color=col,
+            label=lab + (slope if math.isfinite(fit["slope_se"]) else ""),
         )  # fmt: skip
         fin = a[f"{conv}/in_fit"].astype(bool)
         ax1.plot(eps[fin], rel[fin], "o", ms=3.5, color=col)
-        fit = {k: float(v) for k, v in d[conv]["fit"].items()}
         if math.isfinite(fit["slope"]):
             xs = np.geomspace(eps.min(), eps.max(), 50)
-            ax1.plot(
-                xs, np.exp(fit["intercept"]) * xs ** fit["slope"], "--", color=col, lw=0.9,
-                label=f"fit: slope {fit['slope']:.2f} $\\pm$ {fit['slope_se']:.2f}",
-            )  # fmt: skip
+            ax1.plot(xs, np.exp(fit["intercept"]) * xs ** fit["slope"], "--", color=col, lw=0.9)
     thr = float(d["break_threshold"])
     ax1.axhline(thr, color="0.4", lw=0.8, ls=":")
-    ax1.text(eps.min(), thr * 1.15, f"{thr:.0%}: expansion breaks", fontsize=7, color="0.3")
+    ax1.text(eps.min(), thr * 1.2, f"{thr:.0%}: expansion breaks", fontsize=7, color="0.3")
     for ax in (ax0, ax1):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -79,8 +78,8 @@ def plot_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax0.set_title(r"loss gap: MC vs $\frac{\epsilon^2}{2}(\hat Q+\hat R)$")
     ax1.set_ylabel("|relative error| of the prediction")
     ax1.set_title(r"remainder $O(\epsilon^4)$: relative error $\propto\epsilon^2$")
-    ax0.legend(loc="upper left")
-    ax1.legend(loc="lower right")
+    ax0.legend(loc="lower right")
+    ax1.legend(loc="lower right", title="filled: fitted points, dashed: fit", title_fontsize=7)
     return list(save_figure(fig, _stem(figure_dir, "regularizer_law")))
 
 
@@ -100,8 +99,8 @@ def plot_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     order = np.argsort(lam)
     fig, axes = new_figure(1, 2, width=3.6, height=2.9)
     ax0, ax1 = axes[0]
-    vmax = float(np.nanmax(np.abs(mean))) or 1.0
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    lo, hi = float(np.nanmin(mean)), float(np.nanmax(mean))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -1e-3), vmax=max(hi, 1e-3))
     mesh = ax0.pcolormesh(
         _edges(sigma), _edges(lam[order]), mean[order], cmap="RdBu_r", norm=norm, shading="flat"
     )
@@ -124,7 +123,7 @@ def plot_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax0.set_xlabel(r"scalar multiplicative noise $\sigma = \epsilon\sigma_2$")
     ax0.set_ylabel(r"one-sided constant $\hat\lambda$")
     ax0.set_title("stabilization phase diagram (red: unstable)")
-    ax0.legend(loc="lower right", framealpha=0.9)
+    ax0.legend(loc="lower right", framealpha=0.85, fontsize=7)
     ax0.grid(False)
     picks = sorted({int(order[0]), int(order[len(order) // 2]), int(order[-1])})
     shades = ["#f4a582", "#d6604d", "#8c1a10"][-len(picks) :]
@@ -172,7 +171,7 @@ def plot_continuum(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax1.set_xlabel(r"$\Delta t$")
     ax1.set_ylabel("top Lyapunov exponent")
     ax1.set_title(rf"GBM $\lambda$={float(g['lam']):g}, $\sigma$={float(g['sigma']):g}")
-    ax1.legend(loc="lower left")
+    ax1.legend(loc="upper right")
     return list(save_figure(fig, _stem(figure_dir, "continuum")))
 
 
