@@ -12,17 +12,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
-from nrnn_theory.experiments.style import new_figure, save_figure
+from nrnn_theory.experiments.style import RC, new_figure, save_figure
 
 
 __all__ = ["PLOTS", "plot_continuum", "plot_regularizer_law", "plot_stabilization"]
 
 #: Colours of the two noise conventions and of the theory lines.
 _CONV_COLORS = {"sde": "#8c1a10", "paper_code": "#e08214"}
-_CONV_LABELS = {"sde": "SDE (Euler-Maruyama)", "paper_code": "paper code"}
+_CONV_LABELS = {"sde": "SDE (EM)", "paper_code": "paper code"}
 _THEORY = "#2166ac"
 _MEASURED = "#8c1a10"
 
@@ -33,7 +34,7 @@ def _stem(figure_dir: str | os.PathLike, name: str) -> Path:
     return figure_dir / f"theory_{name}"
 
 
-def plot_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
+def _draw_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
     """Left: measured and predicted gap against eps (log-log). Right: relative error
     against eps with its fitted eps^2 law and the break threshold."""
     a, d = entry.arrays, entry.data
@@ -78,7 +79,7 @@ def plot_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax0.set_title(r"loss gap: MC vs $\frac{\epsilon^2}{2}(\hat Q+\hat R)$")
     ax1.set_ylabel("|relative error| of the prediction")
     ax1.set_title(r"remainder $O(\epsilon^4)$: relative error $\propto\epsilon^2$")
-    ax0.legend(loc="lower right")
+    ax0.legend(loc="upper left")
     ax1.legend(loc="lower right", title="filled: fitted points, dashed: fit", title_fontsize=7)
     return list(save_figure(fig, _stem(figure_dir, "regularizer_law")))
 
@@ -90,7 +91,7 @@ def _edges(v: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
 
 
-def plot_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
+def _draw_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     """Left: phase diagram (measured top exponent over sigma and lambda_hat, certified
     boundary sqrt(2 lambda_hat), measured zero crossings). Right: exponent against
     sigma for three models with the certified bounds."""
@@ -123,7 +124,7 @@ def plot_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax0.set_xlabel(r"scalar multiplicative noise $\sigma = \epsilon\sigma_2$")
     ax0.set_ylabel(r"one-sided constant $\hat\lambda$")
     ax0.set_title("stabilization phase diagram (red: unstable)")
-    ax0.legend(loc="lower right", framealpha=0.85, fontsize=7)
+    ax0.legend(loc="lower right", framealpha=0.85)
     ax0.grid(False)
     picks = sorted({int(order[0]), int(order[len(order) // 2]), int(order[-1])})
     shades = ["#f4a582", "#d6604d", "#8c1a10"][-len(picks) :]
@@ -142,7 +143,7 @@ def plot_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     return list(save_figure(fig, _stem(figure_dir, "stabilization")))
 
 
-def plot_continuum(entry, figure_dir: str | os.PathLike) -> list[Path]:
+def _draw_continuum(entry, figure_dir: str | os.PathLike) -> list[Path]:
     """Left: regularizer error against dt with a first-order reference. Right: GBM
     exponent against dt (measured, exact chain, linear extrapolation, continuous)."""
     a, d = entry.arrays, entry.data
@@ -171,9 +172,25 @@ def plot_continuum(entry, figure_dir: str | os.PathLike) -> list[Path]:
     ax1.set_xlabel(r"$\Delta t$")
     ax1.set_ylabel("top Lyapunov exponent")
     ax1.set_title(rf"GBM $\lambda$={float(g['lam']):g}, $\sigma$={float(g['sigma']):g}")
-    ax1.legend(loc="upper right")
+    ax1.legend(loc="lower left")
     return list(save_figure(fig, _stem(figure_dir, "continuum")))
 
+
+def _styled(draw: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+    """Run ``draw`` under the shared style, so legends and labels created after
+    :func:`new_figure` follow it too."""
+
+    def plot(entry, figure_dir: str | os.PathLike) -> list[Path]:
+        with mpl.rc_context(RC):
+            return draw(entry, figure_dir)
+
+    plot.__doc__ = draw.__doc__
+    return plot
+
+
+plot_regularizer_law = _styled(_draw_regularizer_law)
+plot_stabilization = _styled(_draw_stabilization)
+plot_continuum = _styled(_draw_continuum)
 
 #: Plot function of each study.
 PLOTS: dict[str, Callable[..., list[Path]]] = {
