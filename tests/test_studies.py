@@ -89,7 +89,9 @@ def test_plot_returns_written_files(smoke_store, tmp_path):
 
 
 def test_run_is_reproducible_and_rejects_unknown_preset():
+    threads = torch.get_num_threads()
     a = STUDIES["continuum"].run("smoke", seed=5, progress=False)
+    assert torch.get_num_threads() == threads  # the single-thread section is undone
     b = STUDIES["continuum"].run("smoke", seed=5, progress=False)
     np.testing.assert_array_equal(a[1]["error"], b[1]["error"])
     np.testing.assert_array_equal(a[1]["gbm_measured"], b[1]["gbm_measured"])
