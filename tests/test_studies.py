@@ -274,7 +274,7 @@ def test_stabilization_evidence_branches(arrays, expected):
     assert tuple(e.verdict for e in lines) == expected
 
 
-def _cont_data(order_fine=1.01, local=(1.1, 1.03, 1.01), intercept=0.5, se=0.01):
+def _cont_data(order_fine=1.01, local=(1.1, 1.03, 1.01), intercept=0.5, se=0.01, bias=0.0):
     fit = {"slope": -0.3, "slope_se": 0.05, "intercept": intercept, "intercept_se": se}
     fit |= {"chi2_dof": 1.0, "n": 4}
     data = {
@@ -285,8 +285,10 @@ def _cont_data(order_fine=1.01, local=(1.1, 1.03, 1.01), intercept=0.5, se=0.01)
             "finest_error": 1e-3,
         },
         "gbm": {"lam": 1.0, "sigma": 1.0, "continuous": 0.5, "fit": fit},
+        "extrapolation_bias": bias,
     }
     data["gbm"]["first_order_coefficient"] = -0.25
+    data["gbm"]["extrapolation_bias"] = data.pop("extrapolation_bias")
     return data, {"gbm_exact": np.array([0.45, 0.47, 0.49])}
 
 
@@ -297,6 +299,9 @@ def _cont_data(order_fine=1.01, local=(1.1, 1.03, 1.01), intercept=0.5, se=0.01)
         ({"order_fine": 1.5, "local": (1.5, 1.5, 1.5)}, ("not supported", "supported")),
         ({"order_fine": 1.0, "local": (1.6, 1.3, 1.0)}, ("inconclusive", "supported")),
         ({"intercept": 0.6}, ("supported", "not supported")),
+        # 0.05 off: beyond 3 SE, but within 3 SE + the straight line's predicted bias
+        ({"intercept": 0.55, "bias": 0.03}, ("supported", "supported")),
+        ({"intercept": 0.55, "bias": 0.01}, ("supported", "not supported")),
         ({"se": 0.1}, ("supported", "inconclusive")),
     ],
 )
