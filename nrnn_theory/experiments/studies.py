@@ -211,7 +211,7 @@ def _verdict(ok: bool, resolved: bool) -> Verdict:
 _REG_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"H": 3, "D": 2, "C": 3, "M": 10, "B": 2, "n_pairs": 200, "n_eps": 5},
     "quick": {"H": 4, "D": 2, "C": 3, "M": 20, "B": 4, "n_pairs": 8000, "n_eps": 13},
-    "standard": {"H": 8, "D": 3, "C": 4, "M": 40, "B": 8, "n_pairs": 32000, "n_eps": 17},
+    "standard": {"H": 6, "D": 3, "C": 4, "M": 30, "B": 4, "n_pairs": 16000, "n_eps": 15},
     "full": {"H": 32, "D": 4, "C": 10, "M": 100, "B": 16, "n_pairs": 100000, "n_eps": 21},
 }
 _REG_EPS = (0.01, 2.0)
