@@ -17,6 +17,7 @@ from nrnn_theory.experiments.studies import (
     PRESETS,
     _break_point,
     _gbm_exponent,
+    _law_fit,
     _measure_top_exponents,
     _unstable_model,
     _zero_crossing,
@@ -178,6 +179,18 @@ def test_continuum_smoke_numbers(smoke_store):
     )
 
 
+def test_law_fit_window_stops_at_a_sign_change():
+    """rel = eps^2 (1 - eps/0.1): a power law below the root at 0.1, not beyond it."""
+    eps = np.geomspace(0.005, 2.0, 15)
+    rel = eps**2 * (1 - eps / 0.1)
+    se = np.abs(rel) * 1e-3 + 1e-12
+    fit, mask = _law_fit(eps, rel, se, np.ones_like(eps))
+    assert mask.sum() == 5 and eps[mask].max() < 0.1
+    assert np.all(np.nonzero(mask)[0] == np.arange(5))  # the smallest eps
+    assert fit["slope_small_end"] == pytest.approx(2.0, abs=0.1)
+    assert abs(fit["slope_small_end"] - 2) < abs(fit["slope_large_end"] - 2)
+
+
 def test_helpers_on_exact_data():
     x = np.log([0.01, 0.02, 0.04, 0.08])
     y = 2.0 * x + 0.3
@@ -228,6 +241,16 @@ def _law_data(**changes) -> dict:
         ({"first": {"plain": 1.2e-4}}, ("not supported", "supported")),
         ({"first": {"plain_stderr": 2e-5}}, ("inconclusive", "supported")),
         ({"fit": {"slope": 2.6}}, ("supported", "not supported")),
+        # excluded from 2, local slope moving away from 2 as eps shrinks: a wrong order
+        (
+            {"fit": {"slope": 2.6, "slope_small_end": 2.8, "slope_large_end": 2.5}},
+            ("supported", "not supported"),
+        ),
+        # excluded from 2, but the local slope approaches 2 as eps shrinks: pre-asymptotic
+        (
+            {"fit": {"slope": 2.6, "slope_small_end": 2.1, "slope_large_end": 2.9}},
+            ("supported", "inconclusive"),
+        ),
         ({"fit": {"slope_se": 0.4}}, ("supported", "inconclusive")),
         ({"fit": {"n": 2, "slope_se": "nan"}}, ("supported", "inconclusive")),
     ],

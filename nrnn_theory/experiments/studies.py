@@ -211,7 +211,7 @@ def _verdict(ok: bool, resolved: bool) -> Verdict:
 _REG_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"H": 3, "D": 2, "C": 3, "M": 10, "B": 2, "n_pairs": 200, "n_eps": 5},
     "quick": {"H": 4, "D": 2, "C": 3, "M": 20, "B": 4, "n_pairs": 8000, "n_eps": 13},
-    "standard": {"H": 6, "D": 3, "C": 4, "M": 30, "B": 4, "n_pairs": 16000, "n_eps": 15},
+    "standard": {"H": 6, "D": 3, "C": 4, "M": 30, "B": 4, "n_pairs": 32000, "n_eps": 15},
     "full": {"H": 32, "D": 4, "C": 10, "M": 100, "B": 16, "n_pairs": 100000, "n_eps": 21},
 }
 _REG_EPS = (0.01, 2.0)
@@ -236,15 +236,35 @@ def _break_point(eps: np.ndarray, rel: np.ndarray, threshold: float) -> float:
     return float(math.exp(math.log(eps[i - 1]) + t * (math.log(eps[i]) - math.log(eps[i - 1]))))
 
 
+#: Most points in the order fit (the smallest resolved eps: closest to asymptotic).
+LAW_FIT_POINTS = 5
+
+
 def _law_fit(eps, resid, resid_se, noise_gap) -> tuple[dict[str, float], np.ndarray]:
-    """Fit log|relative error| against log eps on the resolved small-eps half of the grid."""
+    """Fit log|relative error| against log eps where the power law can hold.
+
+    The window: points of the small-eps half of the grid, before the first sign change
+    of the relative error (a zero of the remainder is not a power law), resolved
+    (|residual| >= 3 SE), at most the :data:`LAW_FIT_POINTS` smallest. Also returns
+    the local slopes at both ends of the window (``slope_small_end``,
+    ``slope_large_end``): when higher orders still matter the local slope drifts
+    towards the asymptotic value as eps decreases.
+    """
     rel = resid / noise_gap
     resolved = np.abs(resid) >= 3.0 * resid_se
     small = eps <= math.sqrt(float(eps.min()) * float(eps.max()))
-    mask = resolved & small & (np.abs(rel) > 0)
-    fit = weighted_slope(
-        np.log(eps[mask]), np.log(np.abs(rel[mask])), resid_se[mask] / np.abs(resid[mask])
-    )
+    sign = np.sign(rel)
+    first = sign[np.argmax(resolved)] if resolved.any() else 0.0
+    flipped = np.cumsum(resolved & (sign != first)) > 0
+    mask = resolved & small & ~flipped & (np.abs(rel) > 0)
+    idx = np.nonzero(mask)[0][:LAW_FIT_POINTS]
+    mask = np.zeros_like(mask)
+    mask[idx] = True
+    x, y = np.log(eps[mask]), np.log(np.abs(rel[mask]))
+    fit = weighted_slope(x, y, resid_se[mask] / np.abs(resid[mask]))
+    local = np.diff(y) / np.diff(x) if idx.size >= 2 else np.array([math.nan])
+    fit["slope_small_end"] = float(local[0])
+    fit["slope_large_end"] = float(local[-1])
     return fit, mask
 
 
@@ -264,9 +284,9 @@ def run_regularizer_law(
     The *relative error* is :math:`(\text{gap} - \text{prediction}) /
     \tfrac{\epsilon^2}2(\hat Q + \hat R)`: :math:`O(\epsilon^2)` by THEORY.md §6 (the
     ``"paper_code"`` mean shift is exact and cancels in the numerator). Its order is
-    fitted on the points of the small-:math:`\epsilon` half of the grid (below the
-    geometric mid-point) where the control-variate residual is resolved (at least 3
-    standard errors), by weighted least squares in log-log (:func:`weighted_slope`).
+    fitted by weighted least squares in log-log (:func:`weighted_slope`) on the
+    smallest resolved (at least 3 standard errors) :math:`\epsilon` of the small half
+    of the grid, before any sign change of the remainder (``_law_fit``).
 
     Returns
     -------
@@ -375,6 +395,12 @@ def _order_evidence(conv: str, fit: dict[str, float], break_eps: float) -> Evide
     slope, se = fit["slope"], fit["slope_se"]
     resolved = fit["n"] >= 3 and math.isfinite(se) and 3.0 * se <= ORDER_RESOLUTION
     ok = math.isfinite(slope) and abs(slope - 2.0) <= 3.0 * se
+    small_end = fit.get("slope_small_end", math.nan)
+    large_end = fit.get("slope_large_end", math.nan)
+    # pre-asymptotic: the local slope still moves towards 2 as eps decreases
+    drifting = abs(small_end - 2.0) < abs(large_end - 2.0)
+    if not ok and drifting:
+        resolved = False
     broke = f"breaks (|rel. error| > {BREAK_THRESHOLD:.0%}) at eps ~ {_fmt(break_eps)}"
     if not math.isfinite(break_eps):
         broke = f"relative error <= {BREAK_THRESHOLD:.0%} on the whole grid"
@@ -384,13 +410,17 @@ def _order_evidence(conv: str, fit: dict[str, float], break_eps: float) -> Evide
         interval=(
             f"{slope - 3 * se:.3g} to {slope + 3 * se:.3g} (3 SE)" if math.isfinite(se) else "n/a"
         ),
-        effect=f"expansion {broke}",
+        effect=(
+            f"local slope {_fmt(small_end)} (smallest eps) to {_fmt(large_end)}; expansion {broke}"
+        ),
         verdict=_verdict(ok, resolved),
         rule=(
-            "weighted log-log fit of |gap - prediction| / prediction on the resolved "
-            "(>= 3 SE) small-eps half of the grid: supported if slope +- 3 SE contains 2, "
-            f"not supported if not; inconclusive with < 3 points or 3 SE > "
-            f"{ORDER_RESOLUTION} (too wide to tell an O(eps^4) from an O(eps^3) remainder)"
+            "weighted log-log fit of |gap - prediction| / prediction on the smallest "
+            f"<= {LAW_FIT_POINTS} resolved (>= 3 SE) eps of the small-eps half, before any "
+            "sign change: supported if slope +- 3 SE contains 2; not supported if not and "
+            "the local slope does not approach 2 as eps decreases (else pre-asymptotic: "
+            f"inconclusive); inconclusive with < 3 points or 3 SE > {ORDER_RESOLUTION} (too "
+            "wide to tell an O(eps^4) from an O(eps^3) remainder)"
         ),
     )
 
