@@ -211,10 +211,14 @@ def _verdict(ok: bool, resolved: bool) -> Verdict:
 _REG_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"H": 3, "D": 2, "C": 3, "M": 10, "B": 2, "n_pairs": 200, "n_eps": 5},
     "quick": {"H": 4, "D": 2, "C": 3, "M": 20, "B": 4, "n_pairs": 8000, "n_eps": 13},
-    "standard": {"H": 6, "D": 3, "C": 4, "M": 30, "B": 4, "n_pairs": 32000, "n_eps": 15},
+    "standard": {"H": 6, "D": 3, "C": 4, "M": 30, "B": 4, "n_pairs": 32000, "n_eps": 19},
     "full": {"H": 32, "D": 4, "C": 10, "M": 100, "B": 16, "n_pairs": 100000, "n_eps": 21},
 }
-_REG_EPS = (0.01, 2.0)
+#: eps grid per preset: the control variate keeps the relative resolution of the
+#: remainder about constant in eps, so larger models (whose asymptotic regime starts
+#: lower) get a grid reaching further down.
+_REG_EPS = {"smoke": (0.01, 2.0), "quick": (0.01, 2.0), "standard": (0.002, 2.0)}
+_REG_EPS["full"] = _REG_EPS["standard"]
 #: The two noises of the study (per unit epsilon): V1's diagonal "sde" noise, and the
 #: authors' code convention (add_noise, mult_noise) = epsilon * (0.3, 0.45).
 _REG_NOISES: dict[str, NoiseSpec] = {
@@ -237,7 +241,7 @@ def _break_point(eps: np.ndarray, rel: np.ndarray, threshold: float) -> float:
 
 
 #: Most points in the order fit (the smallest resolved eps: closest to asymptotic).
-LAW_FIT_POINTS = 5
+LAW_FIT_POINTS = 7
 
 
 def _law_fit(eps, resid, resid_se, noise_gap) -> tuple[dict[str, float], np.ndarray]:
@@ -275,7 +279,8 @@ def run_regularizer_law(
     r"""Regularizer prediction against Monte Carlo across :math:`\epsilon` (THEORY.md §6).
 
     A random NRNN (float64, :math:`\Delta t = 0.1`) on random inputs and labels; for
-    each :math:`\epsilon` of a geometric grid from 0.01 to 2 and each noise of
+    each :math:`\epsilon` of a geometric grid up to 2 (from 0.01, or 0.002 for the
+    larger models of ``"standard"`` and ``"full"``) and each noise of
     ``_REG_NOISES`` (V1's diagonal ``"sde"`` noise and the ``"paper_code"``
     convention), :func:`~nrnn_theory.estimate_noise_gap` (antithetic, control variate,
     common random numbers across :math:`\epsilon`) against
@@ -306,10 +311,10 @@ def run_regularizer_law(
     p = _random_nrnn(cfg["H"], cfg["D"], cfg["C"], dt=0.1, generator=g, device=dev)
     xs = torch.randn(cfg["B"], cfg["M"], cfg["D"], generator=g, dtype=torch.float64).to(dev)
     labels = torch.randint(0, cfg["C"], (cfg["B"],), generator=g).to(dev)
-    eps = np.geomspace(*_REG_EPS, cfg["n_eps"])
+    eps = np.geomspace(*_REG_EPS[preset], cfg["n_eps"])
     arrays: dict[str, np.ndarray] = {"eps": eps}
     data: dict[str, Any] = {
-        "config": cfg | {"dt": 0.1, "eps_range": list(_REG_EPS), "seed": seed},
+        "config": cfg | {"dt": 0.1, "eps_range": list(_REG_EPS[preset]), "seed": seed},
         "conventions": list(_REG_NOISES),
         "break_threshold": BREAK_THRESHOLD,
     }
