@@ -6,6 +6,7 @@ scripts are thin wrappers around it.
 """
 
 from nrnn_theory.experiments.store import Entry, ResultStore, atomic_write_bytes, git_revision
+from nrnn_theory.experiments.studies import PRESETS, STUDIES, Study
 from nrnn_theory.experiments.verdicts import (
     Comparison,
     compare_directional,
@@ -17,7 +18,10 @@ from nrnn_theory.experiments.verdicts import (
 __all__ = [
     "Comparison",
     "Entry",
+    "PRESETS",
     "ResultStore",
+    "STUDIES",
+    "Study",
     "atomic_write_bytes",
     "compare_directional",
     "compare_noninferior",

@@ -1,0 +1,20 @@
+"""Figure of the theory-only study ``continuum``: reads ``DIR/theory/continuum``, writes
+``DIR/figures/theory_continuum.{pdf,png}``.
+
+Usage: ``python figures/fig_continuum.py [--out DIR] [--smoke]``. The plotting lives in
+:mod:`nrnn_theory.experiments.study_plots`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from nrnn_theory.experiments.studies import figure_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    return figure_main("continuum", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
