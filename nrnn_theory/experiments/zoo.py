@@ -172,7 +172,7 @@ PRESETS: dict[str, Preset] = {
         study_preset="smoke",
     ),
     "quick": Preset(
-        "quick", ("digits",), _ALL, (0, 1, 2), hidden_size=32, epochs=16, lr_schedule=(12,)
+        "quick", ("digits",), _ALL, (0, 1, 2, 3), hidden_size=32, epochs=16, lr_schedule=(12,)
     ),
     "standard": Preset(
         "standard",

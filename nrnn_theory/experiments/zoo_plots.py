@@ -53,6 +53,16 @@ _STRENGTH = {
 }
 
 
+def _figure_legend(fig, axes) -> None:
+    """One legend for all panels, outside them on the right (no data hidden)."""
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside right center")
+
+
 def _label(name: str) -> str:
     return MODEL_LABELS.get(name, name)
 
@@ -116,7 +126,7 @@ def plot_flatness(records: Records, stem: str | Path, *, task: str = "") -> tupl
             )
         ax.set_xlabel("training noise a (paper_code)")
         ax.set_title(title)
-    axes[0, 0].legend(loc="best")
+    _figure_legend(fig, axes)
     fig.suptitle(f"Flatness of the clean test loss ({task})" if task else "Flatness")
     return save_figure(fig, stem)
 
@@ -144,7 +154,7 @@ def plot_lyapunov(records: Records, stem: str | Path, *, task: str = "") -> tupl
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
     axes[0, 0].set_ylabel("lambda_i (per unit time)")
-    axes[0, 0].legend(loc="best")
+    _figure_legend(fig, axes)
     fig.suptitle(f"Lyapunov spectra of the input-driven dynamics ({task})")
     return save_figure(fig, stem)
 
@@ -200,7 +210,7 @@ def plot_robustness_curves(
         ax.set_title(title)
         ax.set_xlabel(_STRENGTH[pert])
     axes[0, 0].set_ylabel("accuracy")
-    axes[0, 3].legend(loc="best", fontsize=6.5)
+    _figure_legend(fig, axes)
     fig.suptitle(f"Robustness to input perturbations at inference ({task})")
     return save_figure(fig, stem)
 
@@ -233,6 +243,6 @@ def plot_correlations(records: Records, stem: str | Path, *, task: str = "") -> 
         else:
             ax.set_title(f"{title}\n(too few points)", fontsize=8)
     axes[0, 0].set_ylabel("robust accuracy (mean over sweeps)")
-    axes[0, 3].legend(loc="best", fontsize=6.5)
+    _figure_legend(fig, axes)
     fig.suptitle(f"What predicts robustness across the zoo ({task})")
     return save_figure(fig, stem)
