@@ -17,7 +17,7 @@ import pytest
 
 from nrnn_theory.cli import main as cli_main
 from nrnn_theory.experiments import pipeline
-from nrnn_theory.experiments.claims import regularizer_gap_evidence, zoo_evidence
+from nrnn_theory.experiments.claims import regularizer_gap_evidence, zoo_evidence, zoo_table
 from nrnn_theory.experiments.store import ResultStore
 from nrnn_theory.experiments.zoo import PRESETS
 
@@ -158,10 +158,15 @@ def test_flatness_verdict_follows_the_paired_interval(noisy, twin, verdict):
     assert "Hessian trace lower" in lines[0].label
 
 
-def test_missing_values_give_inconclusive_not_an_error():
-    recs = _records([1.0, None, 1.0], [2.0, 2.0, None])
+@pytest.mark.parametrize("missing", [None, "nan", "inf"])
+def test_missing_values_give_inconclusive_not_an_error(missing):
+    # None: not computed; "nan"/"inf": how the store writes non-finite floats (e.g. a
+    # median margin over no correctly classified example).
+    recs = _records([1.0, missing, 1.0], [2.0, 2.0, missing])
     line = zoo_evidence(recs, "digits")["C3a"][0]
     assert line.verdict == "inconclusive"  # one paired seed left
+    table = zoo_table(recs, "digits")
+    assert table.rows[0][4] == "1 ± 0"  # the two finite traces of nrnn_small
 
 
 @pytest.mark.parametrize(

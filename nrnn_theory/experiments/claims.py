@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nrnn_theory.experiments.report import Evidence, Table
+from nrnn_theory.experiments.store import stored_float
 from nrnn_theory.experiments.style import MODEL_LABELS
 from nrnn_theory.experiments.verdicts import Comparison, compare_directional, compare_noninferior
 from nrnn_theory.experiments.zoo_plots import Records, robust_score
@@ -51,7 +52,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 def paired_values(records: Records, a: str, b: str, key) -> tuple[list[float], list[float]]:
     """Values of ``key`` (a data key or a callable of the data) for models ``a`` and
     ``b``, paired by seed; seeds where either is missing or non-finite are dropped."""
-    get = key if callable(key) else (lambda d: d.get(key))
+    get = key if callable(key) else (lambda d: stored_float(d.get(key)))
 
     def by_seed(model):
         return {d["seed"]: get(d) for d, _ in records.get(model, ())}
@@ -59,8 +60,8 @@ def paired_values(records: Records, a: str, b: str, key) -> tuple[list[float], l
     va, vb = by_seed(a), by_seed(b)
     xa, xb = [], []
     for seed in sorted(set(va) & set(vb)):
-        x, y = va[seed], vb[seed]
-        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+        x, y = stored_float(va[seed]), stored_float(vb[seed])
+        if math.isfinite(x) and math.isfinite(y):
             xa.append(float(x))
             xb.append(float(y))
     return xa, xb
@@ -93,10 +94,12 @@ def regularizer_gap_evidence(records: Records) -> Evidence:
     rel, ok, n = [], [], 0
     for recs in records.values():
         for d, _ in recs:
-            if d.get("predicted_gap") is None or d.get("mc_gap") is None:
+            pred, mc, se = (
+                stored_float(d.get(k)) for k in ("predicted_gap", "mc_gap", "mc_gap_stderr")
+            )
+            if not (math.isfinite(pred) and math.isfinite(mc) and math.isfinite(se)):
                 continue
             n += 1
-            pred, mc, se = d["predicted_gap"], d["mc_gap"], d["mc_gap_stderr"]
             err = abs(mc - pred)
             rel.append(err / abs(pred) if pred else math.inf)
             ok.append(err <= 4 * se + GAP_RTOL * abs(pred))
@@ -197,7 +200,8 @@ def zoo_evidence(records: Records, task: str) -> dict[str, list[Evidence]]:
 
 
 def _mean_pm(values: Sequence[float]) -> str:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    v = np.asarray([stored_float(x) for x in values], dtype=float)
+    v = v[np.isfinite(v)]
     if not v.size:
         return "n/a"
     if v.size == 1:

@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -28,7 +29,14 @@ from nrnn_theory._version import __version__
 from nrnn_theory.results import to_jsonable
 
 
-__all__ = ["SCHEMA", "Entry", "ResultStore", "atomic_write_bytes", "git_revision"]
+__all__ = [
+    "SCHEMA",
+    "Entry",
+    "ResultStore",
+    "atomic_write_bytes",
+    "git_revision",
+    "stored_float",
+]
 
 #: Format tag written into every entry; entries with another tag are refused.
 SCHEMA = "nrnn_theory.result/1"
@@ -49,6 +57,25 @@ def git_revision(path: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def stored_float(value: Any) -> float:
+    """A number read back from a stored entry as a float: ``None`` and the strings
+    ``"nan"``, ``"inf"``, ``"-inf"`` (how :func:`~nrnn_theory.results.to_jsonable`
+    stores non-finite floats) become ``nan``, ``inf``, ``-inf``.
+
+    Examples
+    --------
+    >>> stored_float("nan"), stored_float(None), stored_float(2)
+    (nan, nan, 2.0)
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        if value not in ("nan", "inf", "-inf"):
+            raise ValueError(f"value: expected a number or 'nan'/'inf'/'-inf', got {value!r}")
+        return float(value)
+    return float(value)
 
 
 def _umask() -> int:

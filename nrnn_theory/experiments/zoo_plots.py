@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from scipy import stats
 
+from nrnn_theory.experiments.store import stored_float
 from nrnn_theory.experiments.style import (
     MODEL_LABELS,
     model_color,
@@ -68,14 +69,13 @@ def _label(name: str) -> str:
 
 
 def _values(records: Records, model: str, key: str) -> np.ndarray:
-    vals = [d.get(key) for d, _ in records.get(model, ())]
-    return np.asarray([v if v is not None else math.nan for v in vals], dtype=float)
+    return np.asarray([stored_float(d.get(key)) for d, _ in records.get(model, ())], dtype=float)
 
 
 def robust_score(data: Mapping[str, Any]) -> float:
     """Mean accuracy over every strength of the four perturbation sweeps."""
     rob = data.get("robustness") or {}
-    vals = [v for v in rob.values() if v is not None]
+    vals = [stored_float(v) for v in rob.values()]
     return float(np.mean(vals)) if vals else math.nan
 
 
@@ -204,7 +204,10 @@ def plot_robustness_curves(
                 continue
             s = np.concatenate([[0.0], curves[0][0]])
             acc = np.stack(
-                [np.concatenate([[d["robust_clean_accuracy"]], c]) for _, c, d in curves]
+                [
+                    np.concatenate([[stored_float(d["robust_clean_accuracy"])], c])
+                    for _, c, d in curves
+                ]
             )
             ax.plot(s, acc.mean(0), marker="o", color=model_color(name), label=_label(name))
         ax.set_title(title)
