@@ -212,3 +212,39 @@ def test_stored_numbers_match_a_direct_analysis(smoke_run):
         stored.arrays["regularizer_per_example"], reg.total.numpy(), rtol=1e-10
     )
     json.dumps(stored.data)  # JSON-ready
+
+
+# ------------------------------------------------------------------ thin scripts
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_scripts_reuse_a_finished_run_and_redraw_its_figures(smoke_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    for png in (out / "figures").glob("*.png"):
+        png.unlink()
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
+    assert (
+        _script("analysis/zoo.py").main(["--smoke", "--out", str(out), "--resume", "--quiet"]) == 0
+    )
+    assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")} == before
+    assert _script("figures/fig_zoo.py").main(["--out", str(out)]) == 0
+    names = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert names == sorted(f"{k}_digits" for k in pipeline._FIGURES)
+    with pytest.raises(FileExistsError):
+        _script("analysis/zoo.py").main(["--smoke", "--out", str(out), "--quiet"])
+
+
+def test_derivation_script_prints_the_checked_expansion(capsys):
+    assert _script("analysis/derive_regularizer.py").main(["--smoke", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "eps^2" in printed
+    assert "= 0" in printed  # simplify(derived - formula) = 0
