@@ -64,7 +64,7 @@ def test_registry_matches_interface():
 
 @pytest.mark.parametrize("name", list(STUDIES))
 def test_smoke_scripts_store_figures_evidence(smoke_store, name):
-    store = ResultStore(smoke_store)
+    store = ResultStore(smoke_store / "results")
     assert store.status(f"theory/{name}") == "ok"
     entry = store.load(f"theory/{name}")
     assert entry.meta["config"] == {"preset": "smoke", "seed": 3}
@@ -83,7 +83,7 @@ def test_smoke_scripts_store_figures_evidence(smoke_store, name):
 
 
 def test_plot_returns_written_files(smoke_store, tmp_path):
-    entry = ResultStore(smoke_store).load("theory/continuum")
+    entry = ResultStore(smoke_store / "results").load("theory/continuum")
     paths = STUDIES["continuum"].plot(entry, tmp_path / "figs")
     assert [p.suffix for p in paths] == [".pdf", ".png"]
     assert all(p.exists() and p.parent == tmp_path / "figs" for p in paths)
@@ -104,7 +104,7 @@ def test_run_is_reproducible_and_rejects_unknown_preset():
 # ------------------------------------------------------------- numeric spot checks
 def test_regularizer_law_smallest_eps_matches_prediction(smoke_store):
     """THEORY.md §10 V1: plain antithetic MC within 4 SE + c eps^4 of eps^2/2 (Q+R)."""
-    entry = ResultStore(smoke_store).load("theory/regularizer_law")
+    entry = ResultStore(smoke_store / "results").load("theory/regularizer_law")
     a = entry.arrays
     eps = a["eps"]
     for conv in entry.data["conventions"]:
@@ -156,7 +156,7 @@ def test_batched_noise_levels_equal_the_direct_noisy_chain(generator):
 
 
 def test_stabilization_smoke_numbers_are_consistent(smoke_store):
-    a = ResultStore(smoke_store).load("theory/stabilization").arrays
+    a = ResultStore(smoke_store / "results").load("theory/stabilization").arrays
     lam, sigma = a["lambda_hat"], a["sigma"]
     assert (lam > 0).all()  # every model is uncertified without noise
     np.testing.assert_allclose(a["min_noise"], np.sqrt(2 * lam), rtol=1e-12)
@@ -168,7 +168,7 @@ def test_stabilization_smoke_numbers_are_consistent(smoke_store):
 
 
 def test_continuum_smoke_numbers(smoke_store):
-    entry = ResultStore(smoke_store).load("theory/continuum")
+    entry = ResultStore(smoke_store / "results").load("theory/continuum")
     a, d = entry.arrays, entry.data
     # first-order convergence of (Q_hat, R_hat) (CONVENTIONS.md order band)
     assert abs(d["regularizer"]["order_fine"] - 1.0) <= 0.2
@@ -338,7 +338,7 @@ def test_continuum_evidence_branches(kwargs, expected):
 
 def test_evidence_reads_numbers_stored_as_strings(smoke_store):
     """The store writes nan as "nan": evidence must still compute (not crash)."""
-    entry = ResultStore(smoke_store).load("theory/regularizer_law")
+    entry = ResultStore(smoke_store / "results").load("theory/regularizer_law")
     data = copy.deepcopy(entry.data)
     data["sde"]["fit"]["slope_se"] = "nan"
     lines = STUDIES["regularizer_law"].evidence(_entry("regularizer_law", data, entry.arrays))

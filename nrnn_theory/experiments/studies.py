@@ -1062,7 +1062,8 @@ def analysis_main(name: str, argv: list[str] | None = None) -> int:
     """Body of ``analysis/theory_<name>.py``: run a study and save it in a results store.
 
     Options: ``--preset`` (default ``quick``), ``--smoke`` (= ``--preset smoke``),
-    ``--seed``, ``--out`` (results root, default ``results``), ``--progress``. Prints a
+    ``--seed``, ``--out`` (output folder of a reproduction, default ``reproduction``;
+    the entry goes to its result store ``OUT/results``), ``--progress``. Prints a
     one-line summary (the verdicts of the study's evidence).
     """
     from nrnn_theory.experiments.store import ResultStore
@@ -1072,12 +1073,14 @@ def analysis_main(name: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=PRESETS, default="quick", help="problem sizes")
     parser.add_argument("--smoke", action="store_true", help="same as --preset smoke")
     parser.add_argument("--seed", type=int, default=0, help="seed of models and noise")
-    parser.add_argument("--out", default="results", help="results root folder")
+    parser.add_argument(
+        "--out", default="reproduction", help="output folder (results in OUT/results)"
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     args = parser.parse_args(argv)
     preset = "smoke" if args.smoke else args.preset
     data, arrays = study.run(preset, seed=args.seed, progress=args.progress)
-    store = ResultStore(args.out)
+    store = ResultStore(Path(args.out) / "results")
     store.save(f"theory/{name}", data, arrays=arrays, config={"preset": preset, "seed": args.seed})
     verdicts = [e.verdict for e in study.evidence(store.load(f"theory/{name}"))]
     print(f"theory/{name} ({study.claim}, preset {preset}): " + "; ".join(verdicts))
@@ -1087,17 +1090,20 @@ def analysis_main(name: str, argv: list[str] | None = None) -> int:
 def figure_main(name: str, argv: list[str] | None = None) -> int:
     """Body of ``figures/fig_<name>.py``: plot a stored study into ``OUT/figures``.
 
-    Options: ``--out`` (results root, default ``results``), ``--smoke`` (accepted; the
+    Options: ``--out`` (output folder of a reproduction, default ``reproduction``),
+    ``--smoke`` (accepted; the
     figure is the same function of the stored entry).
     """
     from nrnn_theory.experiments.store import ResultStore
 
     study = STUDIES[name]
     parser = _parser(f"Figure of the theory-only study {name!r} (claim {study.claim}).")
-    parser.add_argument("--out", default="results", help="results root folder")
+    parser.add_argument(
+        "--out", default="reproduction", help="output folder (results in OUT/results)"
+    )
     parser.add_argument("--smoke", action="store_true", help="accepted for uniformity")
     args = parser.parse_args(argv)
-    entry = ResultStore(args.out).load(f"theory/{name}")
+    entry = ResultStore(Path(args.out) / "results").load(f"theory/{name}")
     paths = study.plot(entry, Path(args.out) / "figures")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
