@@ -8,7 +8,7 @@ inconclusive at this scale).
 
 Presets (expected wall time):
   smoke     seconds; for tests
-  quick     sklearn digits (T = 64), 8 models x 4 seeds: about 6 minutes on a 2-core CPU
+  quick     sklearn digits (T = 64), 8 models x 4 seeds: about 5 minutes on a 2-core CPU
   standard  + MNIST-5k pixels, permuted pixels, a UCR task: about 2 hours on a 2-core CPU
   full      full pixel MNIST / permuted MNIST / ECG5000 from local files (--data-root);
             for a GPU machine (several hours)
