@@ -19,9 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import check_finite, check_tensor, check_xs
 from nrnn_theory._types import NRNNParams
-from nrnn_theory._validation import check_finite, check_tensor
-from nrnn_theory.dynamics import _check_xs, logits
+from nrnn_theory.dynamics import logits
 from nrnn_theory.losses import check_labels
 
 
@@ -49,7 +49,7 @@ def check_inputs(model: object, xs: object, name: str = "xs") -> Tensor:
     parameters as well.
     """
     if isinstance(model, NRNNParams):
-        xs = _check_xs(model, xs)
+        xs = check_xs(model, xs)
     else:
         xs = check_tensor(name, xs)
         if xs.ndim != 3:

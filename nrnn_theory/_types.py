@@ -8,14 +8,14 @@ is a pure function of them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from nrnn_theory._linalg import lipschitz_matrix
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_finite,
     check_nonnegative,
@@ -25,14 +25,56 @@ from nrnn_theory._validation import (
     check_shape,
     check_tensor,
 )
+from nrnn_theory._linalg import lipschitz_matrix
 
 
-__all__ = ["CONVENTIONS", "NOISE_STRUCTURES", "Convention", "NRNNParams", "NoiseSpec", "Structure"]
+__all__ = [
+    "CONVENTIONS",
+    "NOISE_STRUCTURES",
+    "SCHEMA_VERSION",
+    "Convention",
+    "NRNNParams",
+    "NoiseSpec",
+    "Structure",
+]
 
 Convention = Literal["sde", "paper_code"]
 Structure = Literal["diagonal", "scalar"]
 CONVENTIONS: tuple[str, ...] = ("sde", "paper_code")
 NOISE_STRUCTURES: tuple[str, ...] = ("diagonal", "scalar")
+
+
+#: Version of the ``to_dict`` layouts below; ``from_dict`` reads this version and
+#: dictionaries without a ``schema`` key (written before serialization was versioned).
+SCHEMA_VERSION = 1
+
+_DTYPE_NAMES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def _check_mapping(name: str, data: object, kind: str, required: set[str], optional: set[str]):
+    if not isinstance(data, Mapping):
+        raise TypeError(
+            f"{name}: expected a mapping (the output of {kind}.to_dict), got {type(data).__name__}"
+        )
+    schema = data.get("schema", f"{kind}/{SCHEMA_VERSION}")
+    if schema != f"{kind}/{SCHEMA_VERSION}":
+        raise ValueError(f"{name}: expected schema {kind}/{SCHEMA_VERSION!r}, got {schema!r}")
+    keys = set(data) - {"schema"}
+    missing = sorted(required - keys)
+    if missing:
+        raise ValueError(f"{name}: missing key(s) {missing} for {kind}")
+    extra = sorted(keys - required - optional)
+    if extra:
+        raise ValueError(
+            f"{name}: unknown key(s) {extra} for {kind}; expected a subset of "
+            f"{sorted(required | optional)}"
+        )
+    return {k: data[k] for k in keys}
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,6 +265,62 @@ class NRNNParams:
         """A validated copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
 
+    # ---------------------------------------------------------- serialization
+    _TENSORS = ("A", "W", "U", "b", "V", "c")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dictionary (nested lists, versioned) that :meth:`from_dict` reads.
+
+        Values are stored exactly as Python floats of the record's dtype, so
+        ``NRNNParams.from_dict(p.to_dict())`` equals ``p`` bitwise (on the CPU).
+
+        Examples
+        --------
+        >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.ones(2, 1),
+        ...                b=torch.zeros(2), V=torch.ones(3, 2), c=torch.zeros(3), dt=0.1)
+        >>> q = NRNNParams.from_dict(p.to_dict())
+        >>> bool(torch.equal(q.A, p.A)), q.dt
+        (True, 0.1)
+        """
+        dtype_name = str(self.dtype).removeprefix("torch.")
+        out: dict[str, Any] = {"schema": f"NRNNParams/{SCHEMA_VERSION}", "dtype": dtype_name}
+        for name in self._TENSORS:
+            out[name] = getattr(self, name).detach().cpu().tolist()
+        out["step"] = None if self.step is None else self.step.detach().cpu().tolist()
+        out["dt"] = self.dt
+        out["alpha"] = self.alpha
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, device: torch.device | str | None = None):
+        """Rebuild a record from :meth:`to_dict` output (validated like the constructor).
+
+        Parameters
+        ----------
+        data : Mapping
+            The dictionary; a missing or unknown key, another schema version or an
+            unknown dtype raises ``ValueError`` naming it.
+        device : torch.device or str, optional
+            Where to put the tensors (default CPU).
+        """
+        fields = _check_mapping(
+            "params", data, "NRNNParams", {*cls._TENSORS, "dtype", "dt"}, {"step", "alpha"}
+        )
+        dtype = _DTYPE_NAMES.get(fields.pop("dtype"))
+        if dtype is None:
+            raise ValueError(
+                f"params: expected dtype one of {sorted(_DTYPE_NAMES)}, got {data['dtype']!r}"
+            )
+        kwargs: dict[str, Any] = {"dt": fields.pop("dt"), "alpha": fields.pop("alpha", 1.0)}
+        for name, value in fields.items():
+            if value is None and name == "step":
+                continue
+            try:
+                kwargs[name] = torch.tensor(value, dtype=dtype, device=device)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"{name}: expected a nested list of numbers, got {err}") from None
+        return cls(**kwargs)
+
 
 @dataclass(frozen=True)
 class NoiseSpec:
@@ -315,3 +413,40 @@ class NoiseSpec:
     def scaled(self, epsilon: float) -> NoiseSpec:
         """The same noise with a different overall scale ``epsilon``."""
         return dataclasses.replace(self, epsilon=epsilon)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe, versioned dictionary of the five fields (read by :meth:`from_dict`).
+
+        Examples
+        --------
+        >>> d = NoiseSpec.paper_code(add=0.05, mult=0.02).to_dict()
+        >>> d["convention"], NoiseSpec.from_dict(d) == NoiseSpec.paper_code(add=0.05, mult=0.02)
+        ('paper_code', True)
+        """
+        return {
+            "schema": f"NoiseSpec/{SCHEMA_VERSION}",
+            "epsilon": self.epsilon,
+            "sigma1": self.sigma1,
+            "sigma2": self.sigma2,
+            "structure": self.structure,
+            "convention": self.convention,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> NoiseSpec | None:
+        """Rebuild from :meth:`to_dict` output; ``None`` (no noise) stays ``None``.
+
+        Missing fields take the constructor's defaults; an unknown key or another
+        schema version raises ``ValueError`` naming it, and values are validated as
+        by the constructor.
+        """
+        if data is None:
+            return None
+        fields = _check_mapping(
+            "noise",
+            data,
+            "NoiseSpec",
+            set(),
+            {"epsilon", "sigma1", "sigma2", "structure", "convention"},
+        )
+        return cls(**fields)

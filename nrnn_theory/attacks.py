@@ -27,9 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient, resolve_labels
-from nrnn_theory._types import NRNNParams
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
     check_positive,
@@ -37,6 +35,8 @@ from nrnn_theory._validation import (
     check_real,
     is_transformed,
 )
+from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient, resolve_labels
+from nrnn_theory._types import NRNNParams
 from nrnn_theory.results import EmpiricalMargin
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 
+from nrnn_theory._contract import check_positive
 from nrnn_theory._types import NoiseSpec
-from nrnn_theory._validation import check_positive
 from nrnn_theory.results import ConventionMapping
 
 

@@ -33,16 +33,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nrnn_theory._step import StepKernel, noise_dim
-from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import (
-    check_finite,
+from nrnn_theory._contract import (
+    check_eta,
+    check_input,
+    check_noise,
+    check_params,
     check_positive_int,
     check_same_dtype_device,
-    check_shape,
+    check_state,
     check_tensor,
+    check_xs,
     is_transformed,
+    resolve_generator,
 )
+from nrnn_theory._step import StepKernel, noise_dim
+from nrnn_theory._types import NoiseSpec, NRNNParams
 
 
 __all__ = [
@@ -71,75 +76,6 @@ class NonFiniteStateError(FloatingPointError, ValueError):
     """A rollout's hidden state overflowed to NaN or infinity."""
 
 
-# --------------------------------------------------------------------------- validation
-def _check_params(params: object) -> NRNNParams:
-    if not isinstance(params, NRNNParams):
-        raise TypeError(f"params: expected NRNNParams, got {type(params).__name__}")
-    return params
-
-
-def _check_noise(noise: object) -> NoiseSpec | None:
-    if noise is not None and not isinstance(noise, NoiseSpec):
-        raise TypeError(f"noise: expected NoiseSpec or None, got {type(noise).__name__}")
-    return noise
-
-
-def _check_xs(params: NRNNParams, xs: object) -> Tensor:
-    xs = check_tensor("xs", xs)
-    D = params.input_size
-    check_shape("xs", xs, (None, None, D), f"(B, T, D) to match U {tuple(params.U.shape)}")
-    if xs.shape[1] == 0:
-        raise ValueError("xs: expected at least one time step (T >= 1), got T = 0")
-    check_same_dtype_device("xs", xs, "params", params.A)
-    check_finite("xs", xs)
-    return xs
-
-
-def _check_state(params: NRNNParams, h: object, name: str, batch: int | None) -> Tensor:
-    h = check_tensor(name, h)
-    H = params.hidden_size
-    check_shape(name, h, (batch, H), f"(B, H) with H = {H} from A")
-    check_same_dtype_device(name, h, "params", params.A)
-    check_finite(name, h)
-    return h
-
-
-def _check_input(params: NRNNParams, x: object, batch: int) -> Tensor:
-    x = check_tensor("x", x)
-    D = params.input_size
-    check_shape("x", x, (batch, D), f"(B, D) to match h and U {tuple(params.U.shape)}")
-    check_same_dtype_device("x", x, "params", params.A)
-    check_finite("x", x)
-    return x
-
-
-def _check_eta(params, noise, eta, lead: tuple[int, ...]) -> Tensor | None:
-    if eta is None:
-        return None
-    if noise is None:
-        raise ValueError("eta: noise draws were given but noise is None; pass a NoiseSpec")
-    eta = check_tensor("eta", eta)
-    r = noise_dim(noise, params.hidden_size)
-    layout = "(B, T, r)" if len(lead) == 2 else "(B, r)"
-    check_shape(
-        "eta",
-        eta,
-        (*lead, r),
-        f"{layout} with r = noise_dim(noise, H) = {r} for {noise.convention}/{noise.structure}",
-    )
-    check_same_dtype_device("eta", eta, "params", params.A)
-    check_finite("eta", eta)
-    return eta
-
-
-def _fresh_generator(device: torch.device) -> torch.Generator:
-    # Seeded from the default generator, so torch.manual_seed still reproduces runs.
-    seed = int(torch.randint(0, 2**62, (1,)).item())
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
 # ------------------------------------------------------------------------ single step
 def drift(params: NRNNParams, h: Tensor, x: Tensor) -> Tensor:
     r"""Drift :math:`f(h, x) = \alpha A h + \tanh(W h + U x + b)` (THEORY.md §2).
@@ -161,9 +97,9 @@ def drift(params: NRNNParams, h: Tensor, x: Tensor) -> Tensor:
     >>> drift(p, torch.ones(1, 2), torch.zeros(1, 1))
     tensor([[-1., -1.]])
     """
-    params = _check_params(params)
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
+    params = check_params(params)
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
     k = StepKernel(params, None)
     return k.drift(h, k.project(x))[0]
 
@@ -185,12 +121,12 @@ def diffusion(params: NRNNParams, h: Tensor, noise: NoiseSpec) -> Tensor:
     tensor([[[1.5000, 0.0000],
              [0.0000, 2.0000]]])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     if noise is None or noise.convention != "sde":
         got = None if noise is None else noise.convention
         raise ValueError(f"noise: expected a NoiseSpec with convention 'sde', got {got!r}")
-    h = _check_state(params, h, "h", None)
+    h = check_state(params, h, "h", None)
     unit = NoiseSpec(
         epsilon=1.0, sigma1=noise.sigma1, sigma2=noise.sigma2, structure=noise.structure
     )
@@ -209,12 +145,12 @@ def noise_matrix(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec) -> 
     \tfrac{\mu}{\sqrt{12}}\mathrm{diag}(d\odot f)\,]` and :math:`s = (1-\mu/2)\,d`
     (THEORY.md §3, §6). ``G G^T`` is the step's noise covariance.
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     if noise is None:
         raise ValueError("noise: expected a NoiseSpec, got None")
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
     k = StepKernel(params, noise)
     if k.mode == "clean":
         return h.new_zeros(h.shape[0], params.hidden_size, noise_dim(noise, params.hidden_size))
@@ -241,12 +177,12 @@ def step_moments(
     :math:`(1-\mu/2)\,d` (``"paper_code"``); covariance :func:`noise_covariance`.
     This is the oracle of THEORY.md §10 V3.
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     if noise is None:
         raise ValueError("noise: expected a NoiseSpec, got None")
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
     k = StepKernel(params, noise)
     mean, _ = k.advance(h, k.project(x), None)
     return mean, noise_covariance(params, h, x, noise)
@@ -292,14 +228,14 @@ def step(
     >>> step(p, torch.ones(1, 1), torch.zeros(1, 1), noise=noise, eta=torch.ones(1, 1))
     tensor([[1.2071]])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
-    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    params = check_params(params)
+    noise = check_noise(noise)
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
+    eta = check_eta(params, noise, eta, (h.shape[0],))
     k = StepKernel(params, noise)
     if k.mode != "clean" and eta is None:
-        gen = generator if generator is not None else _fresh_generator(h.device)
+        gen = resolve_generator(generator, h.device)
         eta = k.draw(h.shape[0], dtype=h.dtype, device=h.device, generator=gen)
     return k.advance(h, k.project(x), eta)[0]
 
@@ -329,11 +265,11 @@ def state_jacobian(
     >>> state_jacobian(p, torch.ones(1, 1), torch.zeros(1, 1))
     tensor([[[0.5000]]])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
-    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    params = check_params(params)
+    noise = check_noise(noise)
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
+    eta = check_eta(params, noise, eta, (h.shape[0],))
     k = StepKernel(params, noise)
     _, act = k.drift(h, k.project(x))
     return k.jacobian(h, act, eta)
@@ -351,11 +287,11 @@ def input_jacobian(
 
     .. math:: \mathrm{diag}\big(s_{\mathrm{eff}}\odot\tanh'(Wh + Ux + b)\big)\,U
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    h = _check_state(params, h, "h", None)
-    x = _check_input(params, x, h.shape[0])
-    eta = _check_eta(params, noise, eta, (h.shape[0],))
+    params = check_params(params)
+    noise = check_noise(noise)
+    h = check_state(params, h, "h", None)
+    x = check_input(params, x, h.shape[0])
+    eta = check_eta(params, noise, eta, (h.shape[0],))
     k = StepKernel(params, noise)
     _, act = k.drift(h, k.project(x))
     return k.input_jacobian(act, eta)
@@ -385,14 +321,14 @@ def sample_noise(
     >>> sample_noise(NoiseSpec(sigma1=1.0, structure="scalar"), 4, 10, 3, generator=g).shape
     torch.Size([4, 10, 4])
     """
-    noise = _check_noise(noise)
+    noise = check_noise(noise)
     if noise is None:
         raise ValueError("noise: expected a NoiseSpec, got None")
     check_positive_int("batch_size", batch_size)
     check_positive_int("n_steps", n_steps)
     check_positive_int("hidden_size", hidden_size)
     device = torch.device("cpu") if device is None else torch.device(device)
-    gen = generator if generator is not None else _fresh_generator(device)
+    gen = resolve_generator(generator, device)
     # A throwaway kernel only to reuse the one draw() implementation.
     H = hidden_size
     dummy = NRNNParams(
@@ -501,20 +437,19 @@ def rollout(
     >>> rollout(p, torch.ones(1, 3, 1), noise=NoiseSpec(sigma1=0.1), generator=g).shape
     torch.Size([1, 2])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    xs = _check_xs(params, xs)
+    params = check_params(params)
+    noise = check_noise(noise)
+    xs = check_xs(params, xs)
     B, T, _ = xs.shape
     if h0 is None:
         h0 = xs.new_zeros(B, params.hidden_size)
     else:
-        h0 = _check_state(params, h0, "h0", B)
-    eta = _check_eta(params, noise, eta, (B, T))
+        h0 = check_state(params, h0, "h0", B)
+    eta = check_eta(params, noise, eta, (B, T))
     kernel = StepKernel(params, noise)
     gen_state = None
     if kernel.mode != "clean" and eta is None:
-        if generator is None:
-            generator = _fresh_generator(xs.device)
+        generator = resolve_generator(generator, xs.device)
         gen_state = generator.get_state()
     h, states = _run(kernel, xs, h0, eta, generator, return_states)
     out = torch.stack(states, dim=1) if return_states else h
@@ -546,7 +481,7 @@ def readout(params: NRNNParams, h: Tensor) -> Tensor:
     -------
     Tensor, shape (..., C)
     """
-    params = _check_params(params)
+    params = check_params(params)
     h = check_tensor("h", h)
     H = params.hidden_size
     if h.ndim < 1 or h.shape[-1] != H:

@@ -42,6 +42,18 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from nrnn_theory._contract import (
+    check_choice,
+    check_eta,
+    check_finite,
+    check_noise,
+    check_params,
+    check_positive,
+    check_positive_int,
+    check_real,
+    check_tensor,
+    check_xs,
+)
 from nrnn_theory._krylov import (
     lanczos_extreme,
     lanczos_tridiagonal,
@@ -51,15 +63,7 @@ from nrnn_theory._krylov import (
 from nrnn_theory._linalg import lipschitz_matrix, skew, sym
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import (
-    check_choice,
-    check_finite,
-    check_positive,
-    check_positive_int,
-    check_real,
-    check_tensor,
-)
-from nrnn_theory.dynamics import _check_eta, _check_noise, _check_params, _check_xs, rollout
+from nrnn_theory.dynamics import rollout
 from nrnn_theory.losses import check_labels, cross_entropy_derivatives
 from nrnn_theory.results import (
     HessianEigenvalues,
@@ -987,8 +991,8 @@ def hidden_state_hessian(
     >>> r.trace.tolist(), r.eigenvalues.tolist()
     ([0.5], [[0.0, 0.5]])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     if noise is not None and eta is None:
         raise ValueError(
             "eta: expected a frozen noise path (B, T, r) with noise (see sample_noise); got None"
@@ -1072,9 +1076,9 @@ def nrnn_loss(
     >>> sorted(theta), round(float(loss_fn(theta)), 4)
     (['A', 'U', 'V', 'W', 'b', 'c'], 0.6931)
     """
-    params = _check_params(params).detach()
-    noise = _check_noise(noise)
-    xs = _check_xs(params, xs)
+    params = check_params(params).detach()
+    noise = check_noise(noise)
+    xs = check_xs(params, xs)
     B, T, _ = xs.shape
     labels = check_labels(labels, B, params.num_classes, xs.device)
     if noise is not None and eta is None:
@@ -1082,7 +1086,7 @@ def nrnn_loss(
             "eta: expected a frozen noise path (B, T, r) with noise, so that every "
             "probe sees the same noise (draw one with sample_noise); got None"
         )
-    eta = _check_eta(params, noise, eta, (B, T))
+    eta = check_eta(params, noise, eta, (B, T))
     if h0 is None:
         h0 = xs.new_zeros(B, params.hidden_size)
     else:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import check_same_dtype_device, check_shape, check_tensor
 from nrnn_theory._types import NRNNParams
-from nrnn_theory._validation import check_same_dtype_device, check_shape, check_tensor
 
 
 __all__ = ["check_labels", "cross_entropy_derivatives"]

@@ -30,25 +30,23 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import (
+    check_choice,
+    check_eta,
+    check_finite,
+    check_noise,
+    check_params,
+    check_positive,
+    check_positive_int,
+    check_state,
+    check_tensor,
+    check_xs,
+    resolve_generator,
+)
 from nrnn_theory._linalg import qr_positive
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import (
-    check_choice,
-    check_finite,
-    check_positive,
-    check_positive_int,
-    check_tensor,
-)
-from nrnn_theory.dynamics import (
-    NonFiniteStateError,
-    _check_eta,
-    _check_noise,
-    _check_params,
-    _check_state,
-    _check_xs,
-    _fresh_generator,
-)
+from nrnn_theory.dynamics import NonFiniteStateError
 from nrnn_theory.results import LyapunovSpectrum, StateJacobianNorms
 
 
@@ -266,19 +264,18 @@ def lyapunov_spectrum(
     >>> [round(v, 4) for v in spec.exponents.tolist()]  # log(0.9) / 0.1
     [-1.0536, -1.0536]
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    xs = _check_xs(params, xs)
+    params = check_params(params)
+    noise = check_noise(noise)
+    xs = check_xs(params, xs)
     B, T, _ = xs.shape
     H = params.hidden_size
     k = _check_k(k, H, "hidden size H")
     transient = _check_transient(transient, T, T // 10)
     reortho_every = check_positive_int("reortho_every", reortho_every)
-    h = xs.new_zeros(B, H) if h0 is None else _check_state(params, h0, "h0", B)
-    eta = _check_eta(params, noise, eta, (B, T))
+    h = xs.new_zeros(B, H) if h0 is None else check_state(params, h0, "h0", B)
+    eta = check_eta(params, noise, eta, (B, T))
     kernel = StepKernel(params, noise)
-    if generator is None:
-        generator = _fresh_generator(xs.device)
+    generator = resolve_generator(generator, xs.device)
     Q0 = _random_basis(B, H, k, dtype=xs.dtype, device=xs.device, generator=generator)
     acc = _Benettin(Q0, T, transient, reortho_every, return_history)
     noisy = kernel.mode != "clean"
@@ -384,8 +381,7 @@ def lyapunov_spectrum_map(
     transient = _check_transient(transient, n_steps, 0)
     reortho_every = check_positive_int("reortho_every", reortho_every)
     dt = check_positive("dt", dt)
-    if generator is None:
-        generator = _fresh_generator(x.device)
+    generator = resolve_generator(generator, x.device)
     if jacobian is None:
         jacobian = _autodiff_jacobian(step)
     Q0 = _random_basis(B, n, k, dtype=x.dtype, device=x.device, generator=generator)
@@ -538,18 +534,18 @@ def state_jacobian_norms(
     >>> state_jacobian_norms(p, torch.zeros(1, 3, 1)).norms
     tensor([[0.1250, 0.2500, 0.5000, 1.0000]])
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
-    xs = _check_xs(params, xs)
+    params = check_params(params)
+    noise = check_noise(noise)
+    xs = check_xs(params, xs)
     norm = check_choice("norm", norm, tuple(_NORMS))
     B, T, _ = xs.shape
     H = params.hidden_size
-    h = xs.new_zeros(B, H) if h0 is None else _check_state(params, h0, "h0", B)
-    eta = _check_eta(params, noise, eta, (B, T))
+    h = xs.new_zeros(B, H) if h0 is None else check_state(params, h0, "h0", B)
+    eta = check_eta(params, noise, eta, (B, T))
     kernel = StepKernel(params, noise)
     noisy = kernel.mode != "clean"
-    if noisy and eta is None and generator is None:
-        generator = _fresh_generator(xs.device)
+    if noisy and eta is None:
+        generator = resolve_generator(generator, xs.device)
     acts: list[Tensor] = []
     etas: list[Tensor | None] = []
     eta_chunks = eta.split(_CHUNK, dim=1) if (noisy and eta is not None) else None

@@ -32,16 +32,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import (
+    check_choice,
+    check_params,
+    check_positive,
+    check_positive_int,
+    check_state,
+    check_tensor,
+)
 from nrnn_theory._model import as_model, check_inputs, evaluate, resolve_labels
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NRNNParams
-from nrnn_theory._validation import (
-    check_choice,
-    check_positive,
-    check_positive_int,
-    check_tensor,
-)
-from nrnn_theory.dynamics import _check_params, _check_state
 from nrnn_theory.results import (
     EmpiricalMargin,
     JacobianNorm,
@@ -193,10 +194,10 @@ class _Linearization:
 
 
 def _linearize(params: object, xs: object, h0: object) -> _Linearization:
-    params = _check_params(params)
+    params = check_params(params)
     xs = check_inputs(params, xs)
     if h0 is not None:
-        h0 = _check_state(params, h0, "h0", xs.shape[0])
+        h0 = check_state(params, h0, "h0", xs.shape[0])
     return _Linearization(params.detach(), xs.detach(), None if h0 is None else h0.detach())
 
 
@@ -630,11 +631,11 @@ def certified_margin(
     >>> round(float(cert.radius[0]), 4), cert.rho
     (0.7616, 0.5)
     """
-    params = _check_params(params)
+    params = check_params(params)
     xs = check_inputs(params, xs)
     B = xs.shape[0]
     if h0 is not None:
-        h0 = _check_state(params, h0, "h0", B)
+        h0 = check_state(params, h0, "h0", B)
     p64 = params.detach().to(torch.float64)
     x64 = xs.detach().to(torch.float64)
     k = StepKernel(p64, None)

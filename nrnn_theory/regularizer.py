@@ -61,23 +61,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import (
+    check_choice,
+    check_noise,
+    check_params,
+    check_positive_int,
+    check_state,
+    check_xs,
+    is_transformed,
+)
 from nrnn_theory._linalg import sym
 from nrnn_theory._step import SQRT12, StepKernel
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import (
-    check_choice,
-    check_positive_int,
-    is_transformed,
-)
-from nrnn_theory.dynamics import (
-    NonFiniteStateError,
-    _check_noise,
-    _check_params,
-    _check_state,
-    _check_xs,
-    rollout,
-    sample_noise,
-)
+from nrnn_theory.dynamics import NonFiniteStateError, rollout, sample_noise
 from nrnn_theory.losses import check_labels, cross_entropy_derivatives
 from nrnn_theory.results import (
     ContinuousRegularizer,
@@ -413,13 +409,13 @@ METHODS: dict[str, Callable] = {"forward": _forward, "adjoint": _adjoint, "naive
 
 # ----------------------------------------------------------------------- public: exact
 def _prepare(params, xs, labels, noise, h0, loss):
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     if noise is None:
         raise ValueError("noise: expected a NoiseSpec (the noise whose effect is wanted), got None")
-    xs = _check_xs(params, xs)
+    xs = check_xs(params, xs)
     B = xs.shape[0]
-    h0 = xs.new_zeros(B, params.hidden_size) if h0 is None else _check_state(params, h0, "h0", B)
+    h0 = xs.new_zeros(B, params.hidden_size) if h0 is None else check_state(params, h0, "h0", B)
     loss_fn = _resolve_loss(loss)
     labels = loss_fn.check(params, labels, B)
     return params, xs, labels, noise, h0, loss_fn

@@ -64,15 +64,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient
-from nrnn_theory._types import NRNNParams
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
     check_positive_int,
     check_real,
     check_tensor,
 )
+from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient
+from nrnn_theory._types import NRNNParams
 from nrnn_theory.attacks import ATTACK_LOSSES, _pgd, _unit_direction
 from nrnn_theory.losses import check_labels
 from nrnn_theory.results import ComparisonTable, RobustnessCurve, RobustnessSweep

@@ -39,10 +39,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from nrnn_theory._contract import (
+    check_choice,
+    check_noise,
+    check_params,
+    check_positive_int,
+    check_real,
+    check_xs,
+    resolve_generator,
+)
 from nrnn_theory._linalg import sym
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import check_choice, check_positive_int, check_real
-from nrnn_theory.dynamics import _check_noise, _check_params, _check_xs
 from nrnn_theory.results import (
     Certificate,
     StabilityReport,
@@ -367,7 +374,7 @@ def one_sided_constant(params: NRNNParams, method: OneSided = "auto") -> float:
     >>> vals == sorted(vals, reverse=True)
     True
     """
-    params = _check_params(params)
+    params = check_params(params)
     m = _Model(params)
     return _ONE_SIDED[_resolve_one_sided(method, m.H)](m)
 
@@ -466,8 +473,8 @@ def step_norm_bound(
     >>> round(step_norm_bound(p), 6)
     0.9
     """
-    params = _check_params(params)
-    noise = _check_discrete_noise(_check_noise(noise))
+    params = check_params(params)
+    noise = _check_discrete_noise(check_noise(noise))
     return _step_norm_terms(params, one_sided, noise)["rho"]
 
 
@@ -717,8 +724,8 @@ def check_stability(
     >>> cert.condition, cert.holds, round(cert.bound, 3)  # 0.5 - 1.5**2 / 2
     ('almost_sure_scalar', True, -0.625)
     """
-    params = _check_params(params)
-    noise = _check_noise(noise)
+    params = check_params(params)
+    noise = check_noise(noise)
     condition = check_choice("condition", condition, ("auto", *CONDITIONS))
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
@@ -770,7 +777,7 @@ def minimal_stabilizing_noise(
     >>> minimal_stabilizing_noise(p, structure="diagonal").exists
     False
     """
-    params = _check_params(params)
+    params = check_params(params)
     structure = check_choice("structure", structure, ("scalar", "diagonal"))
     kappa = check_real("target_rate", target_rate)
     return _minimal(
@@ -880,17 +887,14 @@ def stability_report(
     """
     from nrnn_theory.lyapunov import lyapunov_spectrum
 
-    params = _check_params(params)
-    noises = tuple(_check_noise(n) for n in noises)
+    params = check_params(params)
+    noises = tuple(check_noise(n) for n in noises)
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
     constants = {name: m.lambda_hat(name) for name in ("standard", "midpoint", "relaxation")}
     if m.H <= EXACT_MAX_HIDDEN:
         constants["exact"] = m.lambda_hat("exact")
-    if generator is None:
-        from nrnn_theory.dynamics import _fresh_generator
-
-        generator = _fresh_generator(params.device)
+    generator = resolve_generator(generator, params.device)
     h0 = None
     if xs is None:
         check_positive_int("n_steps", n_steps, minimum=2)
@@ -899,7 +903,7 @@ def stability_report(
         xs = torch.zeros(n_trajectories, n_steps, params.input_size, **dd)
         h0 = torch.randn(n_trajectories, m.H, generator=generator, **dd)
     else:
-        xs = _check_xs(params, xs)
+        xs = check_xs(params, xs)
     certificates = []
     spectra = []
     for noise in (None, *noises):

@@ -125,3 +125,74 @@ def test_mapping_known_values_and_round_trip():
         paper_code_to_sde(NoiseSpec.paper_code(0.1, 0.0), 0.0)
     d = paper_code_to_sde(NoiseSpec.paper_code(0.02, 0.02), 0.01).to_dict()
     assert d["target"]["convention"] == "sde" and d["drift_scale"] == 0.99
+
+
+def test_noise_spec_round_trips_through_json(generator):
+    import json
+
+    for noise in (
+        NoiseSpec(),
+        NoiseSpec(epsilon=0.3, sigma1=1.0, sigma2=0.5, structure="scalar"),
+        NoiseSpec.paper_code(add=0.05, mult=0.02),
+    ):
+        assert NoiseSpec.from_dict(json.loads(json.dumps(noise.to_dict()))) == noise
+    assert NoiseSpec.from_dict(None) is None
+    # Dictionaries written before serialization was versioned have no schema key.
+    assert NoiseSpec.from_dict({"sigma1": 1.0}) == NoiseSpec(sigma1=1.0)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"sigma3": 1.0}, "unknown key.*sigma3"),
+        ({"schema": "NoiseSpec/99"}, "schema"),
+        ({"sigma1": -1.0}, "sigma1"),
+        ([1, 2], "mapping"),
+    ],
+)
+def test_noise_spec_from_dict_names_the_problem(data, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        NoiseSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_params_round_trip_bitwise_through_json(dtype, generator):
+    import json
+
+    H, D, C = 3, 2, 4
+    p = NRNNParams(
+        A=torch.randn(H, H, generator=generator).to(dtype),
+        W=torch.randn(H, H, generator=generator).to(dtype),
+        U=torch.randn(H, D, generator=generator).to(dtype),
+        b=torch.randn(H, generator=generator).to(dtype),
+        V=torch.randn(C, H, generator=generator).to(dtype),
+        c=torch.randn(C, generator=generator).to(dtype),
+        dt=0.07,
+        step=torch.rand(H, generator=generator).to(dtype),
+        alpha=0.5,
+    )
+    q = NRNNParams.from_dict(json.loads(json.dumps(p.to_dict())))
+    for name in ("A", "W", "U", "b", "V", "c", "step"):
+        assert torch.equal(getattr(q, name), getattr(p, name)), name
+    assert (q.dt, q.alpha, q.dtype) == (p.dt, p.alpha, p.dtype)
+
+
+def test_params_from_dict_names_the_problem():
+    p = NRNNParams(
+        A=-torch.eye(2),
+        W=torch.zeros(2, 2),
+        U=torch.ones(2, 1),
+        b=torch.zeros(2),
+        V=torch.ones(3, 2),
+        c=torch.zeros(3),
+        dt=0.1,
+    )
+    d = p.to_dict()
+    with pytest.raises(ValueError, match="missing key.*'W'"):
+        NRNNParams.from_dict({k: v for k, v in d.items() if k != "W"})
+    with pytest.raises(ValueError, match="dtype"):
+        NRNNParams.from_dict({**d, "dtype": "int8"})
+    with pytest.raises(ValueError, match="U: expected shape"):
+        NRNNParams.from_dict({**d, "U": [[1.0], [1.0], [1.0]]})
+    with pytest.raises(ValueError, match="b: expected a nested list"):
+        NRNNParams.from_dict({**d, "b": ["x", 1.0]})

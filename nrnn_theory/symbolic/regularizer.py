@@ -60,7 +60,7 @@ import sympy as sp
 from sympy.polys.domains import QQ
 from sympy.polys.rings import ring
 
-from nrnn_theory._validation import check_choice, check_positive_int
+from nrnn_theory._contract import check_choice, check_positive_int
 from nrnn_theory.symbolic import _symbols
 from nrnn_theory.symbolic._codegen import to_numpy_fn
 from nrnn_theory.symbolic.dynamics import (

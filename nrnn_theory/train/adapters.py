@@ -34,8 +34,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from nrnn_theory._contract import check_choice, check_nonnegative, check_positive, check_real
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import check_choice, check_nonnegative, check_positive, check_real
 from nrnn_theory.train.models import NoisyRNN, _unwrap
 
 

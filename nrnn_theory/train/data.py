@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
     check_positive_int,

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
     check_positive,

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._validation import (
+from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
     check_positive,
@@ -41,6 +40,7 @@ from nrnn_theory._validation import (
     check_shape,
     check_tensor,
 )
+from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import readout, rollout
 
 

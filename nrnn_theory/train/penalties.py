@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nrnn_theory._contract import check_positive_int
 from nrnn_theory._types import NoiseSpec
-from nrnn_theory._validation import check_positive_int
 from nrnn_theory.regularizer import explicit_regularizer
 from nrnn_theory.train.adapters import params_from_module
 from nrnn_theory.train.models import NoisyRNN, _noise_from_config, _noise_to_config, _unwrap
