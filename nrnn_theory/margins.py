@@ -50,7 +50,7 @@ from nrnn_theory.results import (
     MarginCertificate,
     MarginSummary,
 )
-from nrnn_theory.stability import OneSided, _step_norm_terms
+from nrnn_theory.stability import OneSided, step_norm_terms
 
 
 __all__ = [
@@ -647,7 +647,7 @@ def certified_margin(
         scores = h @ p64.V.mT + p64.c
     y = resolve_labels(labels, scores).to(scores.device)
     M = xs.shape[1]
-    terms = _step_norm_terms(p64, one_sided, None)
+    terms = step_norm_terms(p64, one_sided, None)
     rho = terms["rho"]
     growth = margin_growth(rho, M)
     step_max = float(p64.drift_step.abs().max())

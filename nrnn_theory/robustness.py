@@ -73,7 +73,7 @@ from nrnn_theory._contract import (
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.attacks import ATTACK_LOSSES, _pgd, _unit_direction
+from nrnn_theory.attacks import ATTACK_LOSSES, run_pgd, unit_direction
 from nrnn_theory.losses import check_labels
 from nrnn_theory.results import ComparisonTable, RobustnessCurve, RobustnessSweep
 
@@ -357,12 +357,12 @@ def _attack(fn, xs, y, spec, eps, bounds, steps, loss, generator) -> Tensor:
     e = torch.full((xs.shape[0], 1, 1), eps, dtype=xs.dtype, device=xs.device)
     lossf = ATTACK_LOSSES[loss]
     if spec.iterative:
-        adv, _, _ = _pgd(
+        adv, _, _ = run_pgd(
             fn, xs, y, e, spec.norm, steps, (2.5 / steps) * e, lossf, True, bounds, generator
         )
         return adv
     _, g = input_gradient(fn, xs, lambda s: lossf(s, y))
-    out = xs + e * _unit_direction(g, spec.norm)
+    out = xs + e * unit_direction(g, spec.norm)
     return out if bounds is None else out.clamp(*bounds)
 
 

@@ -475,16 +475,17 @@ def step_norm_bound(
     """
     params = check_params(params)
     noise = _check_discrete_noise(check_noise(noise))
-    return _step_norm_terms(params, one_sided, noise)["rho"]
+    return step_norm_terms(params, one_sided, noise)["rho"]
 
 
-def _step_norm_terms(
+def step_norm_terms(
     params: NRNNParams, one_sided: OneSided, noise: NoiseSpec | None
 ) -> dict[str, float]:
     """:func:`step_norm_bound` with every candidate form and quantity (checked inputs).
 
     Keys: ``rho`` and those of :func:`_rho`, plus ``lambda_hat`` (the one-sided constant
-    of the method ``one_sided`` resolves to). Used by :mod:`nrnn_theory.margins`.
+    of the method ``one_sided`` resolves to). Package-internal (not in ``__all__``):
+    used by :func:`nrnn_theory.margins.certified_margin`.
     """
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)

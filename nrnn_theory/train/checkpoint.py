@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from nrnn_theory._version import __version__
-from nrnn_theory.train.models import _unwrap, build_model, model_config
+from nrnn_theory.train.models import build_model, model_config, unwrap_model
 
 
 __all__ = [
@@ -256,7 +256,7 @@ def save_checkpoint(
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"path: {path} exists; checkpoints are never overwritten")
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     config = model_config(inner)
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in inner.state_dict().items()}
     meta: dict[str, Any] = {

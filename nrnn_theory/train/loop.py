@@ -53,7 +53,7 @@ from nrnn_theory.train.checkpoint import (
     save_checkpoint,
 )
 from nrnn_theory.train.data import TaskData
-from nrnn_theory.train.models import MODELS, NoisyRNN, _unwrap, model_config
+from nrnn_theory.train.models import MODELS, NoisyRNN, model_config, unwrap_model
 
 
 __all__ = ["OPTIMIZERS", "evaluate", "fit", "lr_at_epoch", "resolve_device"]
@@ -228,7 +228,7 @@ def evaluate(
     >>> evaluate(m, task, "test")["accuracy"]
     0.5
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     batch_size = check_positive_int("batch_size", batch_size)
     if device is None:
         device = next(inner.parameters()).device
@@ -429,12 +429,12 @@ def fit(
     """
     t_start = time.perf_counter()
     # ---------------------------------------------------------------- validation
-    if not isinstance(model, nn.Module) or type(_unwrap(model)) not in MODELS.values():
+    if not isinstance(model, nn.Module) or type(unwrap_model(model)) not in MODELS.values():
         raise TypeError(
             f"model: expected one of {', '.join(c.__name__ for c in MODELS.values())}, "
             f"got {type(model).__name__}"
         )
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     _validate_data(inner, data)
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)

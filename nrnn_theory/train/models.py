@@ -698,8 +698,12 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def _unwrap(model: object) -> object:
-    """The model inside ``DistributedDataParallel``/``DataParallel`` wrappers."""
+def unwrap_model(model: object) -> object:
+    """The model inside ``DistributedDataParallel``/``DataParallel`` wrappers.
+
+    Package-internal (not in ``__all__``): used by the checkpoint, loop and penalty
+    modules of :mod:`nrnn_theory.train`.
+    """
     while isinstance(model, DistributedDataParallel | DataParallel):
         model = model.module
     return model
@@ -726,7 +730,7 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     >>> model_config(m)["model"], model_config(m)["hidden_size"]
     ('lipschitz', 4)
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if type(inner) not in MODELS.values():
         raise TypeError(
             f"model: expected one of {', '.join(c.__name__ for c in MODELS.values())}, "

@@ -42,7 +42,7 @@ from nrnn_theory._contract import check_positive_int
 from nrnn_theory._types import NoiseSpec
 from nrnn_theory.regularizer import explicit_regularizer
 from nrnn_theory.train.adapters import params_from_module
-from nrnn_theory.train.models import NoisyRNN, _noise_from_config, _noise_to_config, _unwrap
+from nrnn_theory.train.models import NoisyRNN, _noise_from_config, _noise_to_config, unwrap_model
 
 
 __all__ = [
@@ -82,7 +82,7 @@ class ExplicitRegularizerPenalty:
 
         :func:`~nrnn_theory.train.fit` calls this before training starts.
         """
-        inner = _unwrap(model)
+        inner = unwrap_model(model)
         if not isinstance(inner, NoisyRNN):
             raise TypeError(
                 f"model: the explicit regularizer needs a model of the NRNN family (nrnn, "
