@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nrnn_theory._types import NoiseSpec, NRNNParams
+
 
 __all__ = [
     "Certificate",
@@ -50,7 +52,8 @@ def to_jsonable(value: Any) -> Any:
     """Convert tensors, arrays, dataclasses and containers to JSON-ready Python data.
 
     Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"`` so
-    the output is strict JSON.
+    the output is strict JSON. A :class:`~nrnn_theory.NoiseSpec`,
+    :class:`~nrnn_theory.NRNNParams` or result record becomes its own ``to_dict()``.
 
     Examples
     --------
@@ -69,6 +72,8 @@ def to_jsonable(value: Any) -> Any:
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         return value
+    if isinstance(value, NoiseSpec | NRNNParams | Result):
+        return value.to_dict()  # the record's own (versioned) layout
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -84,7 +89,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as JSON-ready Python data (see :func:`to_jsonable`)."""
-        return to_jsonable(self)
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,19 @@ def _is_package(module: str) -> bool:
 
 
 def _private_imports(path: Path) -> list[str]:
-    """``module._name`` for every underscore name ``path`` imports from another module."""
+    """``module._name`` for every underscore name ``path`` takes from another module.
+
+    Both ``from nrnn_theory.x import _name`` and ``import nrnn_theory.x as m`` (or
+    ``from nrnn_theory import x``) followed by ``m._name`` count.
+    """
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    modules: dict[str, str] = {}  # local name -> nrnn_theory module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("nrnn_theory") and alias.asname:
+                    modules[alias.asname] = alias.name
         if (
             isinstance(node, ast.ImportFrom)
             and node.module
@@ -82,32 +92,47 @@ def _private_imports(path: Path) -> list[str]:
                 full = f"{node.module}.{alias.name}"
                 # A private *module* (``from nrnn_theory import _contract``) is a shared
                 # helper module, which is allowed; a private *name* inside a module is not.
-                is_module = (
-                    importlib.util.find_spec(full) is not None
-                    if _is_package(node.module)
-                    else False
-                )
-                if alias.name.startswith("_") and not alias.name.startswith("__") and not is_module:
+                is_module = _is_package(node.module) and importlib.util.find_spec(full) is not None
+                if is_module:
+                    modules[alias.asname or alias.name] = full
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
                     found.append(full)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{modules[node.value.id]}.{node.attr}")
     return found
-
-
-#: Crossings that predate the contract module; issue 17 removes them. The list may
-#: only shrink: a new crossing fails the test below.
-_KNOWN_PRIVATE_IMPORTS = {
-    "nrnn_theory.train.models._noise_from_config",
-    "nrnn_theory.train.models._noise_to_config",
-}
 
 
 def test_no_module_imports_another_modules_private_name():
     # A leading underscore means "this module only" (CONVENTIONS.md §11): shared helpers
-    # get public names in a private module (e.g. nrnn_theory._contract.check_xs).
+    # get public names, in a private module (e.g. nrnn_theory._contract.check_xs) or in
+    # the module that owns the concept (package-internal: not in its ``__all__``).
     root = Path(nrnn_theory.__file__).parent
-    seen = set()
-    for path in root.rglob("*.py"):
-        for name in _private_imports(path):
-            seen.add(name)
-            assert name in _KNOWN_PRIVATE_IMPORTS, f"{path.relative_to(root)} imports {name}"
-    stale = _KNOWN_PRIVATE_IMPORTS - seen
-    assert not stale, f"remove from _KNOWN_PRIVATE_IMPORTS: {sorted(stale)}"
+    found = [
+        f"{path.relative_to(root)} imports {name}"
+        for path in sorted(root.rglob("*.py"))
+        for name in _private_imports(path)
+    ]
+    assert not found, found
+
+
+def test_private_import_check_catches_both_forms(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text(
+        "from nrnn_theory.attacks import _project\n"
+        "import nrnn_theory.stability as st\n"
+        "from nrnn_theory import robustness\n"
+        "from nrnn_theory import _contract\n"
+        "st._Model, robustness._wilson, _contract.check_xs\n"
+    )
+    assert sorted(_private_imports(path)) == [
+        "nrnn_theory.attacks._project",
+        "nrnn_theory.robustness._wilson",
+        "nrnn_theory.stability._Model",
+    ]

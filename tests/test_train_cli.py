@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nrnn_theory import NoiseSpec
 from nrnn_theory.cli import build_parser, main
 from nrnn_theory.train import latest_checkpoint, load_checkpoint
 
@@ -135,13 +136,7 @@ def test_explicit_reg_round_trip(tmp_path, capsys):
         "name": "explicit_regularizer",
         "weight": 2.0,
         "max_examples": 16,
-        "noise": {
-            "epsilon": 1.0,
-            "sigma1": 0.05,
-            "sigma2": 0.1,
-            "structure": "diagonal",
-            "convention": "paper_code",
-        },
+        "noise": NoiseSpec.paper_code(add=0.05, mult=0.1).to_dict(),
     }
     assert ck.history[0]["train_penalty"] > 0
     assert ck.explicit_regularizer.weight == 2.0 and ck.explicit_regularizer.max_examples == 16

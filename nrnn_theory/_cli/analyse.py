@@ -30,11 +30,11 @@ from typing import Any
 
 from nrnn_theory._cli._common import (
     add_checkpoint_data_options,
-    add_noise_override_options,
+    add_noise_options,
     add_output_options,
     emit_json,
     load_checkpoint_data,
-    noise_override,
+    noise_from_options,
 )
 
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument(
         "--top-steps", type=int, default=5, help="time steps listed by their share of R-hat"
     )
-    add_noise_override_options(parser, "compute the regularizer")
+    add_noise_options(parser, default=None)
     flat = parser.add_argument_group("flatness")
     flat.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     flat.add_argument("--top-k", type=int, default=3, help="number of top Hessian eigenvalues")
@@ -115,7 +115,7 @@ def _nrnn_or_explain(ck, path: str):
 def _regularizer_noise(ck, args: argparse.Namespace):
     from nrnn_theory.train import noise_from_module
 
-    override = noise_override(args)
+    override = noise_from_options(args)
     if override is not None:
         return override, "command line"
     own = noise_from_module(ck.model)
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_options(args)
     if not args.regularizer:
-        noise_override(args)  # reject stray noise options rather than ignore them silently
+        noise_from_options(args)  # reject stray noise options rather than ignore them silently
         if args.add is not None or args.mult is not None:
             raise ValueError("--add/--mult: the noise options only apply with --regularizer")
     (ck,), task, xs, ys = load_checkpoint_data([args.checkpoint], args)

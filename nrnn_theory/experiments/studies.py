@@ -49,7 +49,6 @@ from nrnn_theory.regularizer import (
     explicit_regularizer,
     regularizer_convergence,
 )
-from nrnn_theory.results import to_jsonable
 from nrnn_theory.stability import (
     check_stability,
     minimal_stabilizing_noise,
@@ -349,7 +348,7 @@ def run_regularizer_law(
         arrays[f"{conv}/rel_error_se"] = rel_se
         arrays[f"{conv}/in_fit"] = mask
         data[conv] = {
-            "noise": to_jsonable(_REG_NOISES[conv]),
+            "noise": _REG_NOISES[conv].to_dict(),
             "Q": float(a["Q"][0]),
             "R": float(a["R"][0]),
             "fit": fit,
@@ -897,7 +896,7 @@ def run_continuum(
         "gbm_exact": gex,
     }
     data = {
-        "config": cfg | {"dt": _CONT_DT, "noise": to_jsonable(_CONT_NOISE), "seed": seed},
+        "config": cfg | {"dt": _CONT_DT, "noise": _CONT_NOISE.to_dict(), "seed": seed},
         "regularizer": {
             "order": float(conv.order),
             "order_fine": float(fine),

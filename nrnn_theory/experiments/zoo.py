@@ -225,7 +225,7 @@ def member_config(member: ZooMember, preset: Preset, data) -> dict[str, Any]:
     if member.model in ("nrnn", "lipschitz", "antisymmetric"):
         config["dt"] = preset.dt
     if member.model == "nrnn":
-        config["noise"] = None if member.noise is None else dataclasses.asdict(member.noise)
+        config["noise"] = None if member.noise is None else member.noise.to_dict()
     return config
 
 

@@ -491,10 +491,11 @@ def fit(
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir, map_location="cpu")
-        if ckpt.config != config:
-            diff = sorted(
-                k for k in set(ckpt.config) | set(config) if ckpt.config.get(k) != config.get(k)
-            )
+        # Compare through the rebuilt model and penalty: a checkpoint written by an older
+        # version stores the same noise in another (un-versioned) layout.
+        stored = model_config(ckpt.model)
+        if stored != config:
+            diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
             raise CheckpointError(
                 f"resume: the model's configuration differs from the checkpoint's in {diff}"
             )
@@ -503,7 +504,10 @@ def fit(
                 f"resume: the data differ from those the checkpoint in {ckpt.path} was trained "
                 f"on (task {ckpt.task.get('name') if ckpt.task else None!r})"
             )
-        diff = _settings_diff(ckpt.fit or {}, settings)
+        stored_settings = dict(ckpt.fit or {})
+        if ckpt.explicit_regularizer is not None:
+            stored_settings["penalty"] = ckpt.explicit_regularizer.config()
+        diff = _settings_diff(stored_settings, settings)
         if diff:
             raise CheckpointError(
                 "resume: settings differ from the checkpoint's: " + "; ".join(diff)
