@@ -29,8 +29,9 @@ Regularizer (THEORY.md §5-6)
     continuous_regularizer, regularizer_convergence
 Flatness (THEORY.md §7)
     hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
-    estimate_spectral_density, hidden_state_hessian, nrnn_loss, module_loss,
-    params_to_vector, vector_to_params
+    estimate_spectral_density, hidden_state_hessian, params_to_vector, vector_to_params
+Objectives (losses as pure functions of named tensors, for the flatness estimators)
+    nrnn_loss, module_loss
 Lyapunov spectra (THEORY.md §9)
     lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
 Stability certificates (THEORY.md §9)
@@ -76,8 +77,6 @@ from nrnn_theory.flatness import (
     hessian_trace,
     hidden_state_hessian,
     hvp,
-    module_loss,
-    nrnn_loss,
     params_to_vector,
     vector_to_params,
 )
@@ -98,6 +97,7 @@ from nrnn_theory.margins import (
     margin_summary,
     score_margin,
 )
+from nrnn_theory.objectives import module_loss, nrnn_loss
 from nrnn_theory.regularizer import (
     continuous_regularizer,
     estimate_noise_gap,
