@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nrnn_theory.experiments._helpers import fmt
 from nrnn_theory.experiments.report import Evidence, Table
 from nrnn_theory.experiments.store import stored_float
 from nrnn_theory.experiments.style import MODEL_LABELS
@@ -43,12 +44,6 @@ ACCURACY_MARGIN = 0.02
 GAP_RTOL = 0.10
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:.{digits}g}"
-
-
 def paired_values(records: Records, a: str, b: str, key) -> tuple[list[float], list[float]]:
     """Values of ``key`` (a data key or a callable of the data) for models ``a`` and
     ``b``, paired by seed; seeds where either is missing or non-finite are dropped."""
@@ -73,9 +68,9 @@ def comparison_evidence(label: str, c: Comparison | None, *, n_missing: str = ""
         return Evidence(label, "no paired seeds" + n_missing, "n/a", "n/a", "inconclusive", "")
     return Evidence(
         label,
-        f"{_fmt(c.mean_a)} vs {_fmt(c.mean_b)} (diff {_fmt(c.diff)}, n = {c.n})",
-        f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]",
-        f"Glass's Delta {_fmt(c.effect_size, 2)}",
+        f"{fmt(c.mean_a)} vs {fmt(c.mean_b)} (diff {fmt(c.diff)}, n = {c.n})",
+        f"[{fmt(c.ci_low)}, {fmt(c.ci_high)}]",
+        f"Glass's Delta {fmt(c.effect_size, 2)}",
         c.verdict,
         c.rule,
     )
@@ -119,8 +114,8 @@ def regularizer_gap_evidence(records: Records) -> Evidence:
     verdict = "supported" if all(ok) else ("not supported" if not any(ok) else "inconclusive")
     return Evidence(
         "predicted gap (mean shift + eps^2/2 (Q+R)) vs Monte Carlo, trained models",
-        f"{sum(ok)}/{n} models agree; median relative error {_fmt(float(np.median(rel)), 2)}",
-        f"max relative error {_fmt(float(np.max(rel)), 2)}",
+        f"{sum(ok)}/{n} models agree; median relative error {fmt(float(np.median(rel)), 2)}",
+        f"max relative error {fmt(float(np.max(rel)), 2)}",
         "n/a",
         verdict,
         rule,
@@ -205,8 +200,8 @@ def _mean_pm(values: Sequence[float]) -> str:
     if not v.size:
         return "n/a"
     if v.size == 1:
-        return _fmt(float(v[0]))
-    return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)), 2)}"
+        return fmt(float(v[0]))
+    return f"{fmt(float(v.mean()))} ± {fmt(float(v.std(ddof=1)), 2)}"
 
 
 def zoo_table(records: Records, task: str) -> Table:
