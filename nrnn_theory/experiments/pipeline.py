@@ -29,7 +29,7 @@ import torch
 
 from nrnn_theory._version import __version__
 from nrnn_theory.experiments._helpers import progress_bar
-from nrnn_theory.experiments.claims import zoo_evidence, zoo_table
+from nrnn_theory.experiments.claims import CLAIMS, zoo_evidence, zoo_table
 from nrnn_theory.experiments.report import (
     ClaimSection,
     Evidence,
@@ -56,50 +56,6 @@ __all__ = [
     "stored_preset",
     "write_report",
 ]
-
-#: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
-#: theory reference).
-CLAIMS: dict[str, tuple[str, str, str]] = {
-    "C1": (
-        "noisy RNNs are discretized SDEs",
-        "RNNs trained with noise injected into their hidden states are discretizations "
-        "of SDEs driven by the input data.",
-        "THEORY.md §2-3, §5",
-    ),
-    "C2": (
-        "small noise acts as an explicit regularizer",
-        "For small noise, noise injection is approximately an explicit regularizer "
-        "eps^2/2 (Q + R), and training with noise lowers it.",
-        "THEORY.md §4-6",
-    ),
-    "C3a": (
-        "noise promotes flatter minima",
-        "The implicit regularization promotes flatter minima of the loss.",
-        "THEORY.md §7",
-    ),
-    "C3b": (
-        "noise biases training towards more stable dynamics",
-        "The implicit regularization biases training towards more stable dynamics.",
-        "THEORY.md §6, §9",
-    ),
-    "C3c": (
-        "noise favours larger classification margins",
-        "In classification, the implicit regularization favours larger margins.",
-        "THEORY.md §8",
-    ),
-    "C4": (
-        "global stability conditions and stochastic stabilization",
-        "Sufficient conditions for global stability hold; multiplicative noise can make "
-        "unstable dynamics stable.",
-        "THEORY.md §9",
-    ),
-    "C5": (
-        "robustness at comparable clean accuracy",
-        "Noisy RNNs are more robust to input perturbations at inference, at comparable "
-        "clean accuracy.",
-        "THEORY.md §11",
-    ),
-}
 
 _FIGURES = {
     "flatness": ("C3a", "Hessian trace and top eigenvalue against the training noise"),

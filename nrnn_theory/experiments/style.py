@@ -18,6 +18,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from nrnn_theory.experiments.store import atomic_write_bytes
+from nrnn_theory.experiments.zoo import MODEL_LABELS
 
 
 __all__ = [
@@ -48,18 +49,6 @@ RC: dict[str, Any] = {
     "savefig.bbox": "tight",
     "savefig.dpi": 150,
     "pdf.fonttype": 42,
-}
-
-#: Display name of each model of the zoo (``nrnn_theory.experiments.zoo``).
-MODEL_LABELS: dict[str, str] = {
-    "nrnn_small": "NRNN (small noise)",
-    "nrnn_high": "NRNN (high noise)",
-    "lipschitz": "Lipschitz RNN (no noise)",
-    "explicit_reg": "explicit regularizer",
-    "antisymmetric": "Antisymmetric RNN",
-    "cornn": "coRNN",
-    "lstm": "LSTM",
-    "gru": "GRU",
 }
 
 #: Colour of each model: the noisy family in reds, its noise-free twin in blue.

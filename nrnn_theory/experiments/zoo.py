@@ -26,6 +26,7 @@ from nrnn_theory._types import NoiseSpec
 
 
 __all__ = [
+    "MODEL_LABELS",
     "PRESETS",
     "ZOO",
     "Preset",
@@ -88,6 +89,19 @@ ZOO: dict[str, ZooMember] = {
         ZooMember("lstm", "lstm", role="baseline"),
         ZooMember("gru", "gru", role="baseline"),
     )
+}
+
+
+#: Display name of each model of the zoo (tables, figures, the report).
+MODEL_LABELS: dict[str, str] = {
+    "nrnn_small": "NRNN (small noise)",
+    "nrnn_high": "NRNN (high noise)",
+    "lipschitz": "Lipschitz RNN (no noise)",
+    "explicit_reg": "explicit regularizer",
+    "antisymmetric": "Antisymmetric RNN",
+    "cornn": "coRNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
 }
 
 

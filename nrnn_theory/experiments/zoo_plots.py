@@ -7,8 +7,6 @@ and writes ``<stem>.pdf`` and ``<stem>.png``; it returns the two paths.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +14,15 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from scipy import stats
 
+from nrnn_theory.experiments.claims import Records, robust_score
 from nrnn_theory.experiments.store import stored_float
 from nrnn_theory.experiments.style import (
-    MODEL_LABELS,
     model_color,
     new_figure,
     save_figure,
     styled,
 )
-from nrnn_theory.experiments.zoo import ZOO
+from nrnn_theory.experiments.zoo import MODEL_LABELS, ZOO
 
 
 __all__ = [
@@ -36,8 +34,6 @@ __all__ = [
     "plot_robustness_curves",
     "robust_score",
 ]
-
-Records = Mapping[str, Sequence[tuple[dict[str, Any], dict[str, np.ndarray]]]]
 
 #: Panel titles of the four perturbations (THEORY.md §11 (a)-(d)).
 ROBUSTNESS_LABELS: dict[str, str] = {
@@ -70,13 +66,6 @@ def _label(name: str) -> str:
 
 def _values(records: Records, model: str, key: str) -> np.ndarray:
     return np.asarray([stored_float(d.get(key)) for d, _ in records.get(model, ())], dtype=float)
-
-
-def robust_score(data: Mapping[str, Any]) -> float:
-    """Mean accuracy over every strength of the four perturbation sweeps."""
-    rob = data.get("robustness") or {}
-    vals = [stored_float(v) for v in rob.values()]
-    return float(np.mean(vals)) if vals else math.nan
 
 
 def _training_noise(name: str) -> float:
