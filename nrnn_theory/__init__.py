@@ -37,8 +37,8 @@ Lyapunov spectra (THEORY.md §9)
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
     stability_report, format_stability_report
-Results
-    ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
+Results (each defined beside the function returning it; all in :mod:`nrnn_theory.results`)
+    ConventionMapping, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
     ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
     TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian,
@@ -112,7 +112,6 @@ from nrnn_theory.results import (
     ConventionMapping,
     EmpiricalMargin,
     ExplicitRegularizer,
-    FitHistory,
     HessianEigenvalues,
     HessianTrace,
     HiddenStateHessian,
@@ -159,7 +158,6 @@ __all__ = [
     "ConventionMapping",
     "EmpiricalMargin",
     "ExplicitRegularizer",
-    "FitHistory",
     "HessianEigenvalues",
     "HessianTrace",
     "HiddenStateHessian",

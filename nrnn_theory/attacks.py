@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,20 +37,61 @@ from nrnn_theory._contract import (
     is_transformed,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient, resolve_labels
+from nrnn_theory._record import Result
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.results import EmpiricalMargin
 
 
 __all__ = [
     "ATTACK_LOSSES",
     "MINIMAL_METHODS",
     "NORMS",
+    "EmpiricalMargin",
     "deepfool",
     "fgsm",
     "minimal_perturbation",
     "perturbation_norm",
     "pgd",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class EmpiricalMargin(Result):
+    r"""Smallest perturbation an attack found that changes the prediction, per example.
+
+    Every finite ``distance`` belongs to a verified adversarial input
+    (``perturbed``), so it is an upper bound on the true margin; a certified radius
+    must never exceed it (THEORY.md §8).
+
+    Attributes
+    ----------
+    distance : Tensor, shape (B,)
+        Norm (``norm``) of ``perturbed - xs``; ``inf`` where no attack succeeded and
+        0 where the label is already not the prediction.
+    success : Tensor, shape (B,), bool
+    perturbed : Tensor, shape (B, T, D)
+        The adversarial inputs (the clean inputs where ``success`` is False).
+    labels : Tensor, shape (B,)
+        The classes the attack moved away from.
+    lower : Tensor, shape (B,)
+        Largest radius at which the bisection's attack failed: a bracket, **not** a
+        certified bound (0 when no bisection ran).
+    norm : str
+        ``"l2"`` or ``"linf"``, over all T*D input values.
+    method : str
+    bounds : tuple of float or None
+        Box the perturbed inputs were clipped to, if any.
+    """
+
+    distance: Tensor
+    success: Tensor
+    perturbed: Tensor
+    labels: Tensor
+    lower: Tensor
+    norm: str
+    method: str
+    bounds: tuple[float, float] | None
+
 
 Norm = Literal["l2", "linf"]
 NORMS: tuple[str, ...] = ("l2", "linf")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -58,22 +59,21 @@ from nrnn_theory._krylov import (
     ritz,
     subspace_iteration,
 )
+from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import rollout
 from nrnn_theory.losses import cross_entropy_derivatives
 from nrnn_theory.objectives import LossFn, module_loss, nrnn_loss
-from nrnn_theory.results import (
-    HessianEigenvalues,
-    HessianTrace,
-    HiddenStateHessian,
-    SpectralDensity,
-    TraceEstimate,
-)
 
 
 __all__ = [
     "EIGEN_METHODS",
     "HVP_METHODS",
+    "HessianEigenvalues",
+    "HessianTrace",
+    "HiddenStateHessian",
+    "SpectralDensity",
+    "TraceEstimate",
     "estimate_hessian_trace",
     "estimate_spectral_density",
     "hessian",
@@ -86,6 +86,158 @@ __all__ = [
     "params_to_vector",
     "vector_to_params",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class TraceEstimate(Result):
+    r"""A Hutchinson estimate of a Hessian trace (:func:`~nrnn_theory.estimate_hessian_trace`).
+
+    Attributes
+    ----------
+    mean : float
+        :math:`\frac1N\sum_j z_j^\top H z_j`.
+    stderr : float
+        Sample standard deviation over :math:`\sqrt N` (``nan`` when ``N = 1``).
+    n_probes : int
+        Probes used, ``N``.
+    samples : Tensor, shape (N,)
+        The individual :math:`z_j^\top H z_j`.
+    block_means, block_stderrs : dict[str, float]
+        Per-block estimates :math:`z_B^\top(Hz)_B` and their standard errors; the
+        block samples sum to ``samples``.
+    converged : bool or None
+        Whether the ``rtol``/``atol`` stopping rule was met; ``None`` when none was set.
+    n_params : int
+        Dimension ``n`` of the parameter space.
+    """
+
+    mean: float
+    stderr: float
+    n_probes: int
+    samples: Tensor
+    block_means: dict[str, float]
+    block_stderrs: dict[str, float]
+    converged: bool | None
+    n_params: int
+
+
+@dataclass(frozen=True)
+class HessianTrace(Result):
+    """The exact Hessian trace (:func:`~nrnn_theory.hessian_trace`).
+
+    Attributes
+    ----------
+    trace : float
+    blocks : dict[str, float]
+        Trace of each diagonal block; they sum to ``trace``.
+    diagonal : Tensor, shape (n,)
+        The Hessian's diagonal in the flat layout of
+        :func:`~nrnn_theory.params_to_vector`.
+    n_params : int
+    n_hvps : int
+        Hessian-vector products used (``n``).
+    """
+
+    trace: float
+    blocks: dict[str, float]
+    diagonal: Tensor
+    n_params: int
+    n_hvps: int
+
+
+@dataclass(frozen=True)
+class HessianEigenvalues(Result):
+    r"""Extreme Hessian eigenvalues (:func:`~nrnn_theory.hessian_eigenvalues`).
+
+    Attributes
+    ----------
+    eigenvalues : Tensor, shape (k,)
+        Descending for ``which="largest"`` or ``"magnitude"``, ascending for ``"smallest"``.
+    residuals : Tensor, shape (k,)
+        :math:`\|H y_i - \lambda_i y_i\|` for the unit Ritz vectors :math:`y_i`, computed
+        with ``k`` extra products. By Weyl's bound each :math:`\lambda_i` lies within its
+        residual of an exact eigenvalue.
+    eigenvectors : Tensor, shape (k, n), or None
+        Unit vectors in the flat layout, if requested.
+    which : str
+    method : str
+        ``"lanczos"`` or ``"power"``.
+    converged : bool
+        Whether the tolerance was met within ``max_iter``.
+    n_hvps : int
+        Hessian-vector products used.
+    n_params : int
+    """
+
+    eigenvalues: Tensor
+    residuals: Tensor
+    eigenvectors: Tensor | None
+    which: str
+    method: str
+    converged: bool
+    n_hvps: int
+    n_params: int
+
+
+@dataclass(frozen=True)
+class SpectralDensity(Result):
+    r"""A Hessian eigenvalue density by stochastic Lanczos quadrature.
+
+    Returned by :func:`~nrnn_theory.estimate_spectral_density`.
+
+    Attributes
+    ----------
+    nodes, weights : Tensor, shape (n_probes, n_steps)
+        Gauss quadrature nodes (Ritz values) and weights (squared first components) per
+        probe; each row of ``weights`` sums to 1.
+    grid, density : Tensor, shape (n_grid,)
+        The Gaussian-smoothed density :math:`\phi(t)`, which integrates to 1.
+    bandwidth : float
+        Kernel standard deviation :math:`\sigma`.
+    moments, moment_stderrs : Tensor, shape (max_moment + 1,)
+        Estimates of :math:`\mathrm{tr}(H^q)/n`, :math:`q = 0, 1, \dots`, and their standard
+        errors over probes (``nan`` for one probe).
+    n_probes, n_steps, n_params : int
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    grid: Tensor
+    density: Tensor
+    bandwidth: float
+    moments: Tensor
+    moment_stderrs: Tensor
+    n_probes: int
+    n_steps: int
+    n_params: int
+
+
+@dataclass(frozen=True)
+class HiddenStateHessian(Result):
+    r"""The loss curvature in the final hidden state (:func:`~nrnn_theory.hidden_state_hessian`).
+
+    Attributes
+    ----------
+    state : Tensor, shape (B, H)
+        :math:`h_M`.
+    loss : Tensor, shape (B,)
+    grad : Tensor, shape (B, H)
+        :math:`g = V^\top(p - e_y)`.
+    hessian : Tensor, shape (B, H, H)
+        :math:`H_\ell = V^\top\Pi_pV`.
+    trace : Tensor, shape (B,)
+    eigenvalues : Tensor, shape (B, H)
+        Ascending; non-negative up to rounding, at most ``C - 1`` non-zero.
+    """
+
+    state: Tensor
+    loss: Tensor
+    grad: Tensor
+    hessian: Tensor
+    trace: Tensor
+    eigenvalues: Tensor
+
 
 HVPMethod = Literal["forward_over_reverse", "reverse_over_reverse"]
 TraceMethod = Literal["auto", "quadratic_form", "forward_over_reverse", "reverse_over_reverse"]

@@ -72,10 +72,10 @@ from nrnn_theory._contract import (
     check_tensor,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient
+from nrnn_theory._record import Result
 from nrnn_theory._types import NRNNParams
 from nrnn_theory.attacks import ATTACK_LOSSES, run_pgd, unit_direction
 from nrnn_theory.losses import check_labels
-from nrnn_theory.results import ComparisonTable, RobustnessCurve, RobustnessSweep
 
 
 __all__ = [
@@ -83,6 +83,9 @@ __all__ = [
     "DEFAULT_GRIDS",
     "DEFAULT_PERTURBATIONS",
     "PERTURBATIONS",
+    "ComparisonTable",
+    "RobustnessCurve",
+    "RobustnessSweep",
     "accuracy",
     "comparison_table",
     "format_comparison_table",
@@ -93,6 +96,115 @@ __all__ = [
     "salt_and_pepper",
     "white_noise",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class RobustnessCurve(Result):
+    r"""Accuracy against the strength of one input perturbation.
+
+    Attributes
+    ----------
+    perturbation : str
+        Registry name (:data:`nrnn_theory.robustness.PERTURBATIONS`).
+    kind : str
+        ``"noise"`` (random, drawn ``n_draws`` times) or ``"attack"``.
+    strengths : Tensor, shape (S,), float64
+    accuracy : Tensor, shape (S,), float64
+        Accuracy averaged over the draws.
+    ci_low, ci_high : Tensor, shape (S,), float64
+        Confidence interval of each point (method in the sweep record).
+    draws : Tensor, shape (R, S), float64
+        Accuracy of each draw.
+    clipped : bool
+        Whether perturbed inputs were clipped to the data range.
+    ci_method : str
+        How ``ci_low``/``ci_high`` were computed
+        (:data:`nrnn_theory.robustness.CI_METHODS`).
+    """
+
+    perturbation: str
+    kind: str
+    strengths: Tensor
+    accuracy: Tensor
+    ci_low: Tensor
+    ci_high: Tensor
+    draws: Tensor
+    clipped: bool
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class RobustnessSweep(Result):
+    r"""Accuracy-versus-strength curves of one model under several perturbations.
+
+    Attributes
+    ----------
+    name : str
+        Model name used in tables and figures.
+    n_examples : int
+    clean_accuracy : float
+    clean_ci : tuple of float
+    curves : tuple of RobustnessCurve
+    n_draws : int
+        Random draws per noise strength (attacks: one run, random starts seeded).
+    confidence : float
+    ci_method : str
+    data_range : tuple of float
+        ``(low, high)``: salt-and-pepper values and the clipping box.
+    clip_noise, clip_attacks : bool
+    attack : dict
+        Attack settings (steps, loss, step-size rule, random start).
+    seed : int or None
+        ``initial_seed()`` of the generator passed, for the record.
+    """
+
+    name: str
+    n_examples: int
+    clean_accuracy: float
+    clean_ci: tuple[float, float]
+    curves: tuple[RobustnessCurve, ...]
+    n_draws: int
+    confidence: float
+    ci_method: str
+    data_range: tuple[float, float]
+    clip_noise: bool
+    clip_attacks: bool
+    attack: dict[str, object]
+    seed: int | None
+
+    def curve(self, perturbation: str) -> RobustnessCurve:
+        """The curve of one perturbation, by registry name."""
+        for c in self.curves:
+            if c.perturbation == perturbation:
+                return c
+        have = ", ".join(repr(c.perturbation) for c in self.curves)
+        raise KeyError(f"perturbation: expected one of {have}, got {perturbation!r}")
+
+
+@dataclass(frozen=True)
+class ComparisonTable(Result):
+    r"""Accuracy of several models under each perturbation and strength.
+
+    Attributes
+    ----------
+    models : tuple of str
+        Row labels.
+    columns : tuple of (str, float)
+        ``(perturbation, strength)``; the first is ``("clean", 0.0)``.
+    accuracy, ci_low, ci_high : Tensor, shape (M, K), float64
+        ``nan`` where a model was not evaluated on a column.
+    confidence : float
+    ci_method : str
+    """
+
+    models: tuple[str, ...]
+    columns: tuple[tuple[str, float], ...]
+    accuracy: Tensor
+    ci_low: Tensor
+    ci_high: Tensor
+    confidence: float
+    ci_method: str
 
 
 # ----------------------------------------------------------------------- perturbations

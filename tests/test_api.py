@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
+import inspect
 import pkgutil
+import typing
 from pathlib import Path
 
 import nrnn_theory
@@ -136,3 +139,96 @@ def test_private_import_check_catches_both_forms(tmp_path):
         "nrnn_theory.robustness._wilson",
         "nrnn_theory.stability._Model",
     ]
+
+
+def _classes_in(tp) -> list[type]:
+    """The classes a type annotation names (through unions, tuples, lists, dicts)."""
+    args = typing.get_args(tp)
+    if args:
+        return [c for a in args for c in _classes_in(a)]
+    return [tp] if isinstance(tp, type) else []
+
+
+def _mentions_any(tp) -> bool:
+    return tp is typing.Any or any(_mentions_any(a) for a in typing.get_args(tp))
+
+
+def _is_record(cls: type) -> bool:
+    """A class of the package holding a result: a dataclass, a ``Result`` or anything
+    with ``to_dict`` (a service object such as ``ResultStore`` is none of these)."""
+    from nrnn_theory.results import Result
+
+    return cls.__module__.startswith("nrnn_theory") and (
+        dataclasses.is_dataclass(cls) or issubclass(cls, Result) or hasattr(cls, "to_dict")
+    )
+
+
+def record_problems(cls: type) -> list[str]:
+    """Why ``cls`` is not a frozen dataclass with typed fields ([] if it is).
+
+    A field typed ``Any`` is accepted only with a comment on its line that says why.
+    """
+    if not dataclasses.is_dataclass(cls):
+        return [f"{cls.__qualname__} is not a dataclass"]
+    problems = []
+    if not cls.__dataclass_params__.frozen:
+        problems.append(f"{cls.__qualname__} is not frozen")
+    hints = typing.get_type_hints(cls)
+    source = inspect.getsource(cls)
+    for f in dataclasses.fields(cls):
+        if _mentions_any(hints[f.name]):
+            line = next(
+                (ln for ln in source.splitlines() if ln.strip().startswith(f"{f.name}:")), ""
+            )
+            if "#" not in line:
+                problems.append(f"{cls.__qualname__}.{f.name} is typed Any without a reason")
+    return problems
+
+
+def _public_functions():
+    for name in ["nrnn_theory", *_modules()]:
+        module = importlib.import_module(name)
+        for item in getattr(module, "__all__", ()):
+            obj = getattr(module, item)
+            if inspect.isfunction(obj) and obj.__module__.startswith("nrnn_theory"):
+                yield f"{obj.__module__}.{obj.__qualname__}", obj
+
+
+def test_every_public_function_returns_frozen_typed_records():
+    """A public function's result type, when it is a record of the package, is a frozen
+    dataclass whose fields have real types (CONVENTIONS.md §11)."""
+    seen: dict[type, list[str]] = {}
+    for qualname, fn in dict(_public_functions()).items():
+        hints = typing.get_type_hints(fn)  # also: every annotation resolves
+        for cls in _classes_in(hints.get("return")):
+            if _is_record(cls):
+                seen.setdefault(cls, []).append(qualname)
+    assert len(seen) >= 25, sorted(c.__name__ for c in seen)
+    problems = [p for cls in seen for p in record_problems(cls)]
+    assert not problems, problems
+
+
+@dataclasses.dataclass
+class _Loose:
+    values: typing.Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _Justified:
+    values: typing.Any  # Any: plain JSON data of any shape
+
+
+class _Plain:  # a record that is not a dataclass at all
+    def to_dict(self):
+        return {}
+
+
+def test_record_check_catches_unfrozen_and_untyped_records(monkeypatch):
+    assert record_problems(_Loose) == [
+        "_Loose is not frozen",
+        "_Loose.values is typed Any without a reason",
+    ]
+    assert record_problems(_Justified) == []
+    assert record_problems(int) == ["int is not a dataclass"]
+    monkeypatch.setattr(_Plain, "__module__", "nrnn_theory.somewhere")
+    assert _is_record(_Plain) and record_problems(_Plain) == ["_Plain is not a dataclass"]

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
+from nrnn_theory._record import to_jsonable
 from nrnn_theory._types import CONVENTIONS, NOISE_STRUCTURES, NoiseSpec
-from nrnn_theory.results import to_jsonable
 
 
 __all__ = [

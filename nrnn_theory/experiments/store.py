@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nrnn_theory._record import to_jsonable
 from nrnn_theory._version import __version__
-from nrnn_theory.results import to_jsonable
 
 
 __all__ = [

@@ -23,7 +23,6 @@ Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
 """
 
-from nrnn_theory.results import FitHistory
 from nrnn_theory.train.adapters import (
     import_authors_state_dict,
     noise_from_module,
@@ -47,7 +46,7 @@ from nrnn_theory.train.data import (
     split_indices,
 )
 from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
-from nrnn_theory.train.loop import OPTIMIZERS, evaluate, fit
+from nrnn_theory.train.loop import OPTIMIZERS, FitHistory, evaluate, fit
 from nrnn_theory.train.models import (
     MODELS,
     AntisymmetricRNN,

@@ -105,18 +105,18 @@ class Checkpoint:
 
     path: Path
     model: nn.Module
-    config: dict[str, Any]
-    task: dict[str, Any] | None
+    config: dict[str, object]
+    task: dict[str, object] | None
     data_fingerprint: str | None
-    fit: dict[str, Any] | None
+    fit: dict[str, object] | None
     seed: int | None
     epoch: int
     step: int
-    history: tuple[dict[str, Any], ...]
+    history: tuple[dict[str, float | None], ...]
     version: str
-    optimizer_state: dict[str, Any] | None = None
+    optimizer_state: dict[str, object] | None = None
     generator_states: dict[str, Tensor] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def noise(self):

@@ -154,7 +154,7 @@ class TaskData:
     class_names: tuple[str, ...] = ()
     split: str = ""
     source: str = ""
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, object] = field(default_factory=dict)
     suffix: Tensor | None = None
 
     def __post_init__(self) -> None:

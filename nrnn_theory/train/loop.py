@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,8 +45,8 @@ from nrnn_theory._contract import (
     check_positive,
     check_positive_int,
 )
+from nrnn_theory._record import Result
 from nrnn_theory.dynamics import sample_noise
-from nrnn_theory.results import FitHistory
 from nrnn_theory.train.checkpoint import (
     CheckpointError,
     checkpoint_dirs,
@@ -56,7 +57,73 @@ from nrnn_theory.train.data import TaskData
 from nrnn_theory.train.models import MODELS, NoisyRNN, model_config, unwrap_model
 
 
-__all__ = ["OPTIMIZERS", "evaluate", "fit", "lr_at_epoch", "resolve_device"]
+__all__ = [
+    "OPTIMIZERS",
+    "FitHistory",
+    "evaluate",
+    "fit",
+    "lr_at_epoch",
+    "resolve_device",
+]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class FitHistory(Result):
+    """What a training run (:func:`nrnn_theory.train.fit`) did, epoch by epoch.
+
+    Attributes
+    ----------
+    records : tuple of dict
+        One per completed epoch: ``epoch``, ``lr``, ``train_loss`` and
+        ``train_accuracy`` (on the training batches, with the training noise),
+        ``val_loss`` and ``val_accuracy`` (clean, ``None`` without a validation
+        split), ``steps`` (optimizer steps so far) and ``seconds`` (of that epoch).
+    test_loss, test_accuracy : float or None
+        Clean cross-entropy and accuracy on the test split after the last epoch
+        (``None`` if the run was interrupted).
+    epochs : int
+        Epochs completed.
+    steps : int
+        Optimizer steps completed.
+    seconds : float
+        Wall time of this call (a resumed run counts only its own part).
+    task : str
+        Task name.
+    model : dict
+        The model configuration (:func:`nrnn_theory.train.model_config`).
+    device : str
+        Device trained on.
+    world_size : int
+        Number of processes (DistributedDataParallel); 1 without.
+    seed : int
+        Seed of the shuffling and of the training noise.
+    interrupted : bool
+        True when the run stopped early (``stop_after_steps``).
+    out_dir : str or None
+        Run directory with ``history.jsonl`` and the checkpoints.
+    """
+
+    records: tuple[dict[str, float | None], ...]
+    test_loss: float | None
+    test_accuracy: float | None
+    epochs: int
+    steps: int
+    seconds: float
+    task: str
+    model: dict[str, object]
+    device: str
+    world_size: int
+    seed: int
+    interrupted: bool = False
+    out_dir: str | None = None
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        """Highest validation accuracy over the epochs (``None`` without validation)."""
+        vals = [r["val_accuracy"] for r in self.records if r.get("val_accuracy") is not None]
+        return max(vals) if vals else None
+
 
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
