@@ -23,7 +23,9 @@ Attacks and empirical margins (THEORY.md §8, §11)
     fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
 Robustness (THEORY.md §11, claim C5)
     white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
-    robustness_sweep, comparison_table, format_comparison_table, plot_robustness
+    robustness_sweep, comparison_table, format_comparison_table
+    (the four-panel figure: :func:`nrnn_theory.experiments.zoo_plots.plot_robustness`;
+    ``nrnn_theory.plot_robustness`` is a deprecated alias of it)
 Regularizer (THEORY.md §5-6)
     explicit_regularizer, regularizer_penalty, estimate_noise_gap,
     continuous_regularizer, regularizer_convergence
@@ -136,7 +138,6 @@ from nrnn_theory.robustness import (
     format_comparison_table,
     multiplicative_noise,
     perturb,
-    plot_robustness,
     robustness_sweep,
     salt_and_pepper,
     white_noise,
@@ -225,7 +226,6 @@ __all__ = [
     "perturb",
     "perturbation_norm",
     "pgd",
-    "plot_robustness",
     "readout",
     "regularizer_convergence",
     "regularizer_penalty",
@@ -244,3 +244,13 @@ __all__ = [
     "vector_to_params",
     "white_noise",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated alias (see nrnn_theory.robustness.__getattr__): the robustness figure is
+    # presentation, drawn by nrnn_theory.experiments.zoo_plots.plot_robustness.
+    if name == "plot_robustness":
+        from nrnn_theory import robustness
+
+        return robustness.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,12 +53,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -91,7 +88,6 @@ __all__ = [
     "format_comparison_table",
     "multiplicative_noise",
     "perturb",
-    "plot_robustness",
     "robustness_sweep",
     "salt_and_pepper",
     "white_noise",
@@ -915,108 +911,19 @@ def format_comparison_table(
     return "\n".join(lines) + "\n" + note
 
 
-# ------------------------------------------------------------------------------ figure
-_PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
-_PANEL_X = ("sigma", "sigma", "alpha", "eps (in each attack's norm)")
-_LINESTYLES = ("-", "--", ":", "-.")
+def __getattr__(name: str):
+    # Deprecated alias: the figure is presentation, drawn by the experiment layer
+    # (nrnn_theory.experiments.zoo_plots.plot_robustness). Resolved on first use only,
+    # so importing the core never imports the presentation layer.
+    if name == "plot_robustness":
+        import importlib
+        import warnings
 
-
-def _output_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix.lower() in (".png", ".pdf"):
-        stem = p.with_suffix("")
-    elif p.suffix == "":
-        stem = p
-    else:
-        raise ValueError(f"path: expected a .png or .pdf name (both are written), got {str(p)!r}")
-    if not stem.parent.exists():
-        raise FileNotFoundError(f"path: the folder {str(stem.parent)!r} does not exist")
-    return stem.with_suffix(".pdf"), stem.with_suffix(".png")
-
-
-def plot_robustness(
-    sweeps: RobustnessSweep | Sequence[RobustnessSweep] | Mapping[str, RobustnessSweep],
-    path: str | os.PathLike,
-    *,
-    title: str | None = None,
-    dpi: int = 150,
-) -> tuple[Path, Path]:
-    """Write the four-panel accuracy-versus-strength figure as PDF and PNG.
-
-    Panels: (a) white noise, (b) multiplicative noise, (c) salt and pepper,
-    (d) adversarial (every attack present, one line style each). One colour per
-    model; each curve starts at the clean accuracy (strength 0) and carries its
-    confidence band. A family no sweep evaluated is left as an empty panel that
-    says so.
-
-    Parameters
-    ----------
-    sweeps : RobustnessSweep, sequence or mapping name -> sweep
-    path : str or path
-        ``out.png``, ``out.pdf`` or ``out``: both ``out.pdf`` and ``out.png`` are
-        written, each to a temporary name in the same folder and then renamed, so
-        an error leaves no half-written or clobbered file.
-    title : str, optional
-    dpi : int
-        Resolution of the PNG.
-
-    Returns
-    -------
-    (Path, Path)
-        The PDF and PNG paths.
-    """
-    sweeps = _as_sweeps(sweeps)
-    pdf, png = _output_paths(path)
-    dpi = check_positive_int("dpi", dpi)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 7.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2, sharey=True).ravel()
-    colours = [f"C{i % 10}" for i in range(len(sweeps))]
-    used = [False] * 4
-    attacks = [n for n, p in PERTURBATIONS.items() if p.kind == "attack"]
-    for s, colour in zip(sweeps, colours, strict=True):
-        for c in s.curves:
-            spec = PERTURBATIONS[c.perturbation]
-            ax = axes[spec.panel]
-            used[spec.panel] = True
-            x = [0.0, *c.strengths.tolist()]
-            y = [s.clean_accuracy, *c.accuracy.tolist()]
-            ylo = [s.clean_ci[0], *c.ci_low.tolist()]
-            yhi = [s.clean_ci[1], *c.ci_high.tolist()]
-            style = _LINESTYLES[attacks.index(c.perturbation) % 4] if spec.kind == "attack" else "-"
-            label = s.name if spec.kind == "noise" else f"{s.name}, {spec.label}"
-            ax.plot(x, y, style, marker="o", ms=3.5, color=colour, label=label)
-            ax.fill_between(x, ylo, yhi, color=colour, alpha=0.15, lw=0)
-    for k, ax in enumerate(axes):
-        ax.set_title(_PANELS[k], loc="left", fontsize=11)
-        ax.set_xlabel(_PANEL_X[k])
-        ax.grid(alpha=0.3)
-        if not used[k]:
-            ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
-        elif k in (0, 3):
-            ax.legend(fontsize=8)
-    axes[0].set_ylabel("accuracy")
-    axes[2].set_ylabel("accuracy")
-    axes[0].set_ylim(-0.02, 1.02)
-    conf = sweeps[0].confidence
-    fig.suptitle(
-        title or f"Accuracy under input perturbations (bands: {100 * conf:g}% intervals)",
-        fontsize=12,
-    )
-    written = []
-    try:
-        for target, fmt in ((pdf, "pdf"), (png, "png")):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            written.append((Path(tmp), target))
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        for tmp, target in written:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in written:
-            if tmp.exists():
-                tmp.unlink()
-    return pdf, png
+        warnings.warn(
+            "nrnn_theory.robustness.plot_robustness is deprecated; use "
+            "nrnn_theory.experiments.zoo_plots.plot_robustness",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("nrnn_theory.experiments.zoo_plots").plot_robustness
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

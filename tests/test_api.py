@@ -232,3 +232,69 @@ def test_record_check_catches_unfrozen_and_untyped_records(monkeypatch):
     assert record_problems(int) == ["int is not a dataclass"]
     monkeypatch.setattr(_Plain, "__module__", "nrnn_theory.somewhere")
     assert _is_record(_Plain) and record_problems(_Plain) == ["_Plain is not a dataclass"]
+
+
+def _top_level(tree: ast.Module):
+    """The statements run at import time: the module body, into ``if``/``try`` blocks but
+    not into functions or classes."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> package modules it imports at import time.
+
+    An import inside a function defers a dependency to call time (a heavy optional
+    module, or a check that needs the record it validates, as in
+    ``_contract.check_params``); such an edge may point back without a cycle at import.
+    """
+    root = Path(nrnn_theory.__file__).parent
+    names = set(_modules()) | {"nrnn_theory"}
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        edges = graph.setdefault(name, set())
+        for node in _top_level(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t if t in names else node.module for t in targets]
+            edges.update(t for t in targets if t in names and t != name)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return [*stack[stack.index(n) :], n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_import_graph_has_no_cycles():
+    graph = _import_graph()
+    assert len(graph) > 40 and "nrnn_theory.dynamics" in graph["nrnn_theory.lyapunov"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

@@ -119,8 +119,11 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
         key = curve.perturbation
         arrays[f"robust_{key}_strengths"] = np.asarray(curve.strengths, dtype=float)
         arrays[f"robust_{key}_accuracy"] = np.asarray(curve.accuracy, dtype=float)
+        arrays[f"robust_{key}_ci_low"] = np.asarray(curve.ci_low, dtype=float)
+        arrays[f"robust_{key}_ci_high"] = np.asarray(curve.ci_high, dtype=float)
         out["robustness"][key] = float(np.mean(np.asarray(curve.accuracy, dtype=float)))
     out["robust_clean_accuracy"] = float(sweep.clean_accuracy)
+    out["robust_clean_ci"] = [float(v) for v in sweep.clean_ci]
 
     # ------------------------------------------------------- NRNN family only
     try:

@@ -45,6 +45,7 @@ from nrnn_theory._contract import (
     check_positive,
     check_positive_int,
 )
+from nrnn_theory._io import atomic_write_text
 from nrnn_theory._record import Result
 from nrnn_theory.dynamics import sample_noise
 from nrnn_theory.train.checkpoint import (
@@ -224,15 +225,6 @@ def _all_reduce(values: list[float], device: torch.device, world: int) -> list[f
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -605,7 +597,7 @@ def fit(
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
-        _atomic_write_text(run_dir / HISTORY_NAME, lines)
+        atomic_write_text(run_dir / HISTORY_NAME, lines)
 
     nrnn = inner if isinstance(inner, NoisyRNN) else None
     task_spec = data.spec or None
@@ -768,7 +760,7 @@ def fit(
         out_dir=None if run_dir is None else str(run_dir),
     )
     if is_writer and not interrupted:
-        _atomic_write_text(
+        atomic_write_text(
             run_dir / SUMMARY_NAME, json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n"
         )
     return result
