@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
 from typing import Any
 
 from nrnn_theory._cli._common import (
@@ -182,8 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "are read from it; --epochs, --device, --quiet and --json may be given)",
     )
     out.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept")
-    # Hidden: kill this process with SIGKILL after N optimizer steps (tests of --resume).
-    out.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     add_output_options(parser)
 
 
@@ -281,13 +277,32 @@ def _model_config(args: argparse.Namespace, input_size: int, num_classes: int) -
     return base
 
 
+def _fit_settings(args: argparse.Namespace):
+    """The :class:`~nrnn_theory.train.FitSettings` of a new run's options."""
+    from nrnn_theory.train.loop import FitSettings
+
+    return FitSettings(
+        epochs=35 if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        lr_schedule=tuple(args.lr_decay_epochs),
+        lr_decay=args.lr_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        eval_batch_size=args.eval_batch_size,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from nrnn_theory.train.checkpoint import load_checkpoint
     from nrnn_theory.train.data import load_task
     from nrnn_theory.train.distributed import init_from_env, teardown
-    from nrnn_theory.train.loop import fit
+    from nrnn_theory.train.loop import FitSettings, fit
     from nrnn_theory.train.models import build_model
 
     ctx = init_from_env(args.device)
@@ -308,52 +323,32 @@ def run(args: argparse.Namespace) -> int:
             task = dict(ckpt.task)
             data = load_task(task.pop("name"), **task)
             model = build_model(dict(ckpt.config), generator=torch.Generator().manual_seed(0))
-            settings = dict(ckpt.fit or {})
-            settings.pop("world_size", None)
-            record = settings.pop("penalty", None)
+            epochs = {} if args.epochs is None else {"epochs": args.epochs}
+            settings = FitSettings.from_checkpoint(ckpt.fit or {}, **epochs)
+            record = (ckpt.fit or {}).get("penalty")
             if record is not None:
                 from nrnn_theory.train.penalties import penalty_from_config
 
                 penalty = penalty_from_config(record)
-            epochs = args.epochs if args.epochs is not None else settings.pop("epochs")
-            settings.pop("epochs", None)
             out_dir, resume = args.resume, True
         else:
             penalty = _explicit_penalty(args)
             data = load_task(args.task, **_task_kwargs(args))
             config = _model_config(args, data.input_size, data.num_classes)
             model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
-            epochs = 35 if args.epochs is None else args.epochs
-            settings = {
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "optimizer": args.optimizer,
-                "weight_decay": args.weight_decay,
-                "momentum": args.momentum,
-                "lr_schedule": args.lr_decay_epochs,
-                "lr_decay": args.lr_decay,
-                "grad_clip": args.grad_clip,
-                "seed": args.seed,
-                "eval_batch_size": args.eval_batch_size,
-            }
+            settings = _fit_settings(args)
             out_dir, resume = args.out, False
         history = fit(
             model,
             data,
-            epochs=epochs,
+            settings,
             device=device,
             out_dir=out_dir,
             resume=resume,
             keep_checkpoints=args.keep_checkpoints,
             quiet=quiet,
-            stop_after_steps=args.crash_after_steps,
             penalty=penalty,
-            **settings,
         )
-        if history.interrupted:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)  # simulated crash (hidden test option)
         del model
     finally:
         if ctx is not None:

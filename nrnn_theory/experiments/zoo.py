@@ -258,7 +258,7 @@ def train_member(
     ``run_dir`` holds the checkpoints; if it already has some, training resumes from
     the newest one (finished epochs are not redone).
     """
-    from nrnn_theory.train import build_model, fit, latest_checkpoint
+    from nrnn_theory.train import FitSettings, build_model, fit, latest_checkpoint
 
     run_dir = Path(run_dir)
     config = member_config(member, preset, data)
@@ -271,14 +271,17 @@ def train_member(
             reference_noise(), weight=member.explicit_reg, max_examples=preset.reg_examples
         )
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
-    history = fit(
-        model,
-        data,
+    settings = FitSettings(
         epochs=preset.epochs,
         batch_size=preset.batch_size,
         lr=preset.lr,
         lr_schedule=preset.lr_schedule,
         seed=seed,
+    )
+    history = fit(
+        model,
+        data,
+        settings,
         device=device,
         penalty=penalty,
         out_dir=run_dir,
