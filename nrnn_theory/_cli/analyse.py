@@ -141,10 +141,12 @@ def _stats(values) -> dict[str, float]:
 def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
     import torch
 
-    from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
+    from nrnn_theory.experiments.model_analysis import analyse_regularizer
 
     noise, source = _regularizer_noise(ck, args)
-    reg = explicit_regularizer(params, xs, ys, noise, method="adjoint")
+    gen = torch.Generator(device=xs.device).manual_seed(args.seed) if args.mc_pairs else None
+    analysis = analyse_regularizer(params, xs, ys, noise, mc_pairs=args.mc_pairs, generator=gen)
+    reg = analysis.result
     names = ["Q", "R", "total", "noise_gap"]
     if noise.convention == "paper_code" and noise.multiplicative > 0:
         names += ["mean_shift", "predicted_gap"]
@@ -161,10 +163,6 @@ def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
         }
         for v, i in zip(top.values, top.indices, strict=True)
     ]
-    mc = None
-    if args.mc_pairs:
-        gen = torch.Generator(device=xs.device).manual_seed(args.seed)
-        mc = estimate_noise_gap(params, xs, ys, noise, n_pairs=args.mc_pairs, generator=gen)
     return {
         "noise": noise,
         "noise_source": source,
@@ -172,7 +170,7 @@ def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
         "summary": summary,
         "top_steps": steps,
         "result": reg,
-        "monte_carlo": mc,
+        "monte_carlo": analysis.monte_carlo,
     }
 
 
@@ -181,30 +179,31 @@ def _analyse_flatness(ck, xs, ys, args) -> dict[str, Any]:
 
     import torch
 
-    from nrnn_theory.flatness import estimate_hessian_trace, hessian_eigenvalues, module_loss
+    from nrnn_theory.experiments.model_analysis import analyse_flatness
 
     model = copy.deepcopy(ck.model).to(torch.float64).eval()
-    loss_fn, theta = module_loss(model, xs, ys)
-    with torch.no_grad():
-        loss = float(loss_fn(theta))
-    n_params = sum(t.numel() for t in theta.values())
+    n_params = sum(t.numel() for t in model.parameters())
     if args.top_k > n_params:
         raise ValueError(
             f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
         )
-    blocks = {name: (name,) for name in theta}
-    gen = torch.Generator(device=xs.device)
-    trace = estimate_hessian_trace(
-        loss_fn, theta, n_probes=args.probes, blocks=blocks, generator=gen.manual_seed(args.seed)
+    flat = analyse_flatness(
+        model,
+        xs,
+        ys,
+        n_probes=args.probes,
+        k=args.top_k,
+        per_parameter=True,
+        generator=torch.Generator(device=xs.device).manual_seed(args.seed),
+        eigen_generator=torch.Generator(device=xs.device).manual_seed(args.seed),
     )
-    eig = hessian_eigenvalues(loss_fn, theta, k=args.top_k, generator=gen.manual_seed(args.seed))
     return {
         "loss": "mean cross-entropy of the clean (eval-mode, noise-free) model",
-        "loss_value": loss,
-        "parameters": {name: int(t.numel()) for name, t in theta.items()},
-        "n_params": n_params,
-        "trace": trace,
-        "eigenvalues": eig,
+        "loss_value": flat.loss_value,
+        "parameters": flat.parameters,
+        "n_params": flat.n_params,
+        "trace": flat.trace,
+        "eigenvalues": flat.eigenvalues,
     }
 
 
