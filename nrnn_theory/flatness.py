@@ -63,7 +63,7 @@ from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import rollout
 from nrnn_theory.losses import cross_entropy_derivatives
-from nrnn_theory.objectives import LossFn, module_loss, nrnn_loss
+from nrnn_theory.objectives import LossFn, module_loss, nrnn_loss, select_names
 
 
 __all__ = [
@@ -386,16 +386,8 @@ def _check_blocks(
     seen: dict[str, str] = {}
     out: dict[str, tuple[str, ...]] = {}
     for block, members in blocks.items():
-        if isinstance(members, str):
-            members = (members,)
-        members = tuple(members)
-        if not members:
-            raise ValueError(f"blocks[{block!r}]: expected at least one parameter name, got none")
+        members = select_names(members, layout.names, argument=f"blocks[{block!r}]")
         for m in members:
-            if m not in layout.names:
-                raise ValueError(
-                    f"blocks[{block!r}]: expected names among {list(layout.names)}, got {m!r}"
-                )
             if m in seen:
                 raise ValueError(
                     f"blocks[{block!r}]: parameter {m!r} is already in block {seen[m]!r}; "
@@ -852,34 +844,24 @@ def estimate_hessian_trace(
 
 
 # --------------------------------------------------------------------------- eigenvalues
-def _eig_lanczos(op, layout, k, which, max_iter, tol, generator):
-    return lanczos_extreme(
-        op,
-        layout.n,
-        k,
-        which,
-        max_iter=max_iter,
-        tol=tol,
-        like=torch.empty(0, dtype=layout.dtype, device=layout.device),
-        generator=generator,
-    )
+def _eigen_method(solver: Callable) -> Callable:
+    """An entry of :data:`EIGEN_METHODS`: ``solver`` on the flattened layout."""
 
+    def run(op, layout, k, which, max_iter, tol, generator):
+        like = torch.empty(0, dtype=layout.dtype, device=layout.device)
+        return solver(
+            op, layout.n, k, which, max_iter=max_iter, tol=tol, like=like, generator=generator
+        )
 
-def _eig_power(op, layout, k, which, max_iter, tol, generator):
-    return subspace_iteration(
-        op,
-        layout.n,
-        k,
-        which,
-        max_iter=max_iter,
-        tol=tol,
-        like=torch.empty(0, dtype=layout.dtype, device=layout.device),
-        generator=generator,
-    )
+    run.__name__ = f"_eig_{solver.__name__}"
+    return run
 
 
 #: Eigenvalue algorithms: name -> implementation.
-EIGEN_METHODS: dict[str, Callable] = {"lanczos": _eig_lanczos, "power": _eig_power}
+EIGEN_METHODS: dict[str, Callable] = {
+    "lanczos": _eigen_method(lanczos_extreme),
+    "power": _eigen_method(subspace_iteration),
+}
 
 
 def hessian_eigenvalues(

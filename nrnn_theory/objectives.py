@@ -42,18 +42,22 @@ __all__ = ["LossFn", "module_loss", "nrnn_loss"]
 LossFn = Callable[[Mapping[str, Tensor]], Tensor]
 
 
-def _select_names(names: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
-    """The variables among ``available`` (all by default); unknown or no names raise."""
+def select_names(
+    names: Sequence[str] | str | None, available: Sequence[str], *, argument: str = "names"
+) -> tuple[str, ...]:
+    """The names among ``available`` (all by default); a missing name, or none, raises a
+    ``ValueError`` naming ``argument``. Package-internal (also used by
+    :mod:`nrnn_theory.flatness` for its blocks); not in ``__all__``."""
     if names is None:
         return tuple(available)
     if isinstance(names, str):
         names = (names,)
     names = tuple(names)
     if not names:
-        raise ValueError(f"names: expected at least one of {list(available)}, got none")
+        raise ValueError(f"{argument}: expected at least one of {list(available)}, got none")
     for k in names:
         if k not in available:
-            raise ValueError(f"names: expected names among {list(available)}, got {k!r}")
+            raise ValueError(f"{argument}: expected names among {list(available)}, got {k!r}")
     return names
 
 
@@ -163,7 +167,7 @@ def nrnn_loss(
         for key, gamma in (("A", gamma_A), ("W", gamma_W)):
             M = fixed.pop(key)
             fixed["M_" + key] = sym(M + gamma * eye) / (2 * (1 - beta)) + skew(M) / (2 * beta)
-    names = _select_names(names, tuple(fixed))
+    names = select_names(names, tuple(fixed))
     loss_fn = _NRNNLoss(
         fixed=fixed,
         xs=xs,
@@ -410,7 +414,7 @@ def module_loss(
     all_params = dict(module.named_parameters())
     if not all_params:
         raise ValueError("module: expected at least one parameter, got none")
-    names = _select_names(names, tuple(all_params))
+    names = select_names(names, tuple(all_params))
     kwargs = dict(forward_kwargs or {})
     fixed = {k: v.detach() for k, v in all_params.items() if k not in names}
     fixed.update({k: b.detach() for k, b in module.named_buffers()})

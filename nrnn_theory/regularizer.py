@@ -94,6 +94,16 @@ __all__ = [
 ]
 
 
+def _batch_mean(field: str) -> property:
+    """A property: the batch mean of the (B,) tensor ``field`` (0-dim, differentiable)."""
+
+    def mean(self) -> torch.Tensor:
+        return getattr(self, field).mean()
+
+    mean.__doc__ = f"Batch mean of ``{field}`` (0-dim, differentiable)."
+    return property(mean)
+
+
 # ---------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class ExplicitRegularizer(Result):
@@ -152,25 +162,10 @@ class ExplicitRegularizer(Result):
     method: str
     loss: str
 
-    @property
-    def Q_mean(self) -> torch.Tensor:
-        """Batch mean of ``Q`` (0-dim, differentiable)."""
-        return self.Q.mean()
-
-    @property
-    def R_mean(self) -> torch.Tensor:
-        """Batch mean of ``R`` (0-dim, differentiable)."""
-        return self.R.mean()
-
-    @property
-    def total_mean(self) -> torch.Tensor:
-        """Batch mean of ``total`` (0-dim, differentiable)."""
-        return self.total.mean()
-
-    @property
-    def predicted_gap_mean(self) -> torch.Tensor:
-        """Batch mean of ``predicted_gap`` (0-dim, differentiable)."""
-        return self.predicted_gap.mean()
+    Q_mean = _batch_mean("Q")
+    R_mean = _batch_mean("R")
+    total_mean = _batch_mean("total")
+    predicted_gap_mean = _batch_mean("predicted_gap")
 
     def to_dict(self) -> dict[str, Any]:
         """Fields plus the batch means, as JSON-ready data."""

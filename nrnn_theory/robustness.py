@@ -233,6 +233,16 @@ def _apply_sp(xs: Tensor, u: Tensor, alpha: float, lo: float, hi: float) -> Tens
     return torch.where(u < alpha, fill, xs)
 
 
+def _gaussian_perturbation(apply, xs, sigma, bounds, generator) -> Tensor:
+    """``apply(xs, n, sigma)`` with standard normal ``n`` of the inputs' shape, clipped to
+    ``bounds`` if given (the checked body of the two white-noise families)."""
+    xs = check_tensor("xs", xs)
+    sigma = _check_strength("sigma", sigma)
+    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
+    out = apply(xs, n, sigma)
+    return out if bounds is None else out.clamp(*_check_range(*bounds))
+
+
 def white_noise(
     xs: Tensor,
     sigma: float,
@@ -261,11 +271,7 @@ def white_noise(
     >>> white_noise(torch.zeros(1, 3, 1), 0.1, generator=g).squeeze().tolist()
     [0.154..., -0.029..., -0.217...]
     """
-    xs = check_tensor("xs", xs)
-    sigma = _check_strength("sigma", sigma)
-    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
-    out = _apply_white(xs, n, sigma)
-    return out if bounds is None else out.clamp(*_check_range(*bounds))
+    return _gaussian_perturbation(_apply_white, xs, sigma, bounds, generator)
 
 
 def multiplicative_noise(
@@ -286,11 +292,7 @@ def multiplicative_noise(
     >>> multiplicative_noise(torch.ones(1, 2, 1), 0.0, generator=g).squeeze().tolist()
     [1.0, 1.0]
     """
-    xs = check_tensor("xs", xs)
-    sigma = _check_strength("sigma", sigma)
-    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
-    out = _apply_mult(xs, n, sigma)
-    return out if bounds is None else out.clamp(*_check_range(*bounds))
+    return _gaussian_perturbation(_apply_mult, xs, sigma, bounds, generator)
 
 
 def salt_and_pepper(

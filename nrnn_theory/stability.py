@@ -703,6 +703,20 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
     sigma2 = 0.0 if noise is None else noise.sigma2
     s2 = (eps * sigma2) ** 2 if noise is not None and noise.convention == "sde" else 0.0
     convention = "clean" if noise is None or noise.is_zero else noise.convention
+
+    def certificate(holds: bool, bound: float, assumptions: list[str]) -> Certificate:
+        return Certificate(
+            holds=holds,
+            bound=bound,
+            condition=condition,
+            description=_DESCRIPTIONS[condition],
+            one_sided=method,
+            quantities=q,
+            assumptions=tuple(assumptions),
+            noise=noise,
+            convention=convention,
+        )
+
     if condition == "discrete":
         r = _rho(m, lam, noise, method == "exact")
         q.update(r)
@@ -721,17 +735,7 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
                 "'paper_code' multiplicative noise only rescales the step: d*m_k with "
                 "m_k in [1 - mu, 1], covered by the per-unit step bound"
             )
-        return Certificate(
-            holds=rho < 1.0,
-            bound=bound,
-            condition=condition,
-            description=_DESCRIPTIONS[condition],
-            one_sided=method,
-            quantities=q,
-            assumptions=tuple(assumptions),
-            noise=noise,
-            convention=convention,
-        )
+        return certificate(rho < 1.0, bound, assumptions)
     q["epsilon"] = eps
     q["sigma2"] = sigma2
     q["multiplicative_level"] = math.sqrt(s2)
@@ -762,17 +766,7 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
             "rate of (E|Delta|^2)^(1/2). Multiplicative noise only hurts in mean square",
             _SDE_WORDS,
         ]
-    return Certificate(
-        holds=bound < 0.0,
-        bound=bound,
-        condition=condition,
-        description=_DESCRIPTIONS[condition],
-        one_sided=method,
-        quantities=q,
-        assumptions=tuple(assumptions),
-        noise=noise,
-        convention=convention,
-    )
+    return certificate(bound < 0.0, bound, assumptions)
 
 
 def check_stability(

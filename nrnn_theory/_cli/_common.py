@@ -12,6 +12,7 @@ from nrnn_theory._types import CONVENTIONS, NOISE_STRUCTURES, NoiseSpec
 
 
 __all__ = [
+    "add_checkpoint_arguments",
     "add_checkpoint_data_options",
     "add_noise_options",
     "add_output_options",
@@ -31,6 +32,14 @@ def emit_json(data: Any) -> None:
     """Print ``data`` as indented, strict JSON on standard output."""
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, examples: int) -> None:
+    """The positional ``checkpoint`` and the evaluation-data options of a subcommand that
+    analyses one checkpoint, on its first ``examples`` examples by default."""
+    parser.add_argument("checkpoint", help="checkpoint or run directory")
+    add_checkpoint_data_options(parser)
+    parser.set_defaults(examples=examples)
 
 
 def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ import argparse
 from typing import Any
 
 from nrnn_theory._cli._common import (
-    add_checkpoint_data_options,
+    add_checkpoint_arguments,
     add_noise_options,
     add_output_options,
     emit_json,
@@ -45,7 +45,6 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
     what = parser.add_argument_group("what to compute (at least one)")
     what.add_argument(
         "--regularizer",
@@ -57,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Hessian trace and top eigenvalues of the mean training loss (any model)",
     )
-    add_checkpoint_data_options(parser)
-    parser.set_defaults(examples=200)
+    add_checkpoint_arguments(parser, examples=200)
     reg = parser.add_argument_group("regularizer")
     reg.add_argument(
         "--mc-pairs",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 from nrnn_theory._cli._common import (
-    add_checkpoint_data_options,
+    add_checkpoint_arguments,
     add_noise_options,
     add_output_options,
     emit_json,
@@ -40,9 +40,7 @@ HELP = "stability certificates of a checkpoint beside measured Lyapunov exponent
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nrnn_theory.stability import ONE_SIDED_METHODS
 
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
-    add_checkpoint_data_options(parser)
-    parser.set_defaults(examples=64)
+    add_checkpoint_arguments(parser, examples=64)
     parser.add_argument(
         "--one-sided",
         default="auto",

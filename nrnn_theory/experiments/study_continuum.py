@@ -17,16 +17,8 @@ import torch
 
 from nrnn_theory._oracles import em_gbm_exponent
 from nrnn_theory._types import NoiseSpec, NRNNParams
+from nrnn_theory.experiments import _study_common as common
 from nrnn_theory.experiments._helpers import fmt, progress_bar
-from nrnn_theory.experiments._study_common import (
-    check_preset,
-    random_nrnn,
-    rule_verdict,
-    single_threaded_run,
-    stored_floats,
-    study_device,
-    weighted_slope,
-)
 from nrnn_theory.experiments.report import Evidence
 from nrnn_theory.lyapunov import lyapunov_spectrum
 from nrnn_theory.regularizer import regularizer_convergence
@@ -94,9 +86,9 @@ def _gbm_exponent(lam: float, sigma: float, dt: float, horizon: float, paths: in
 
 
 def _line_fit(d: np.ndarray, y: np.ndarray, se: np.ndarray) -> dict[str, float]:
-    """:func:`weighted_slope` in dt; with two levels, the line through both points with
+    """:func:`common.weighted_slope` in dt; with two levels, the line through both points with
     its standard errors propagated exactly."""
-    fit = weighted_slope(d, y, se)
+    fit = common.weighted_slope(d, y, se)
     if d.size == 2:
         d0, d1 = d
         w0, w1 = d1 / (d1 - d0), -d0 / (d1 - d0)
@@ -109,7 +101,7 @@ def _local_orders(dts: np.ndarray, err: np.ndarray) -> np.ndarray:
     return np.diff(np.log(err)) / np.diff(np.log(dts))
 
 
-@single_threaded_run
+@common.single_threaded_run
 def run_continuum(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -126,10 +118,10 @@ def run_continuum(
        (:func:`em_gbm_exponent`), and a weighted linear fit in :math:`\Delta t` whose
        intercept estimates the continuous exponent :math:`\lambda - \sigma^2/2`.
     """
-    cfg = dict(_CONT_PRESETS[check_preset(preset)])
-    dev = study_device(preset)
+    cfg = dict(_CONT_PRESETS[common.check_preset(preset)])
+    dev = common.study_device(preset)
     g = torch.Generator().manual_seed(seed)
-    p = random_nrnn(cfg["H"], cfg["D"], cfg["C"], dt=_CONT_DT, generator=g, device=dev)
+    p = common.random_nrnn(cfg["H"], cfg["D"], cfg["C"], dt=_CONT_DT, generator=g, device=dev)
     xs = torch.randn(cfg["B"], cfg["M"], cfg["D"], generator=g, dtype=torch.float64).to(dev)
     labels = torch.randint(0, cfg["C"], (cfg["B"],), generator=g).to(dev)
     steps = ["regularizer"] + [f"gbm dt={d}" for d in cfg["gbm_dts"]]
@@ -229,7 +221,7 @@ def evidence_continuum(entry) -> list[Evidence]:
                 f"finest error {reg['finest_error']:.2g}; last local orders "
                 + ", ".join(f"{x:.3f}" for x in local[-3:])
             ),
-            verdict=rule_verdict(abs(order - 1.0) <= ORDER_BAND, drift < ORDER_DRIFT),
+            verdict=common.rule_verdict(abs(order - 1.0) <= ORDER_BAND, drift < ORDER_DRIFT),
             rule=(
                 f"supported if the order on the three finest levels is within 1 +- "
                 f"{ORDER_BAND} (THEORY.md §6: first order) once successive local orders "
@@ -239,7 +231,7 @@ def evidence_continuum(entry) -> list[Evidence]:
         )
     ]
     gbm = entry.data["gbm"]
-    fit = stored_floats(gbm["fit"])
+    fit = common.stored_floats(gbm["fit"])
     a_, se = fit["intercept"], fit["intercept_se"]
     cont = float(gbm["continuous"])
     coarse_effect = abs(entry.arrays["gbm_exact"][0] - cont)
@@ -256,7 +248,7 @@ def evidence_continuum(entry) -> list[Evidence]:
             interval=f"{a_ - 1.96 * se:.3g} to {a_ + 1.96 * se:.3g}",
             effect=f"slope in dt {fit['slope']:.3g} (V4 first-order term "
             f"{gbm['first_order_coefficient']:.3g})",
-            verdict=rule_verdict(ok, resolved),
+            verdict=common.rule_verdict(ok, resolved),
             rule=(
                 "weighted linear fit of the measured exponent in dt: supported if the "
                 "intercept is within 3 SE + the fit's predicted bias (the same fit applied "

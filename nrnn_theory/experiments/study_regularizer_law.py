@@ -16,16 +16,8 @@ import numpy as np
 import torch
 
 from nrnn_theory._types import NoiseSpec
+from nrnn_theory.experiments import _study_common as common
 from nrnn_theory.experiments._helpers import fmt, progress_bar
-from nrnn_theory.experiments._study_common import (
-    check_preset,
-    random_nrnn,
-    rule_verdict,
-    single_threaded_run,
-    stored_floats,
-    study_device,
-    weighted_slope,
-)
 from nrnn_theory.experiments.report import Evidence
 from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
 
@@ -100,14 +92,14 @@ def _law_fit(eps, resid, resid_se, noise_gap) -> tuple[dict[str, float], np.ndar
     mask = np.zeros_like(mask)
     mask[idx] = True
     x, y = np.log(eps[mask]), np.log(np.abs(rel[mask]))
-    fit = weighted_slope(x, y, resid_se[mask] / np.abs(resid[mask]))
+    fit = common.weighted_slope(x, y, resid_se[mask] / np.abs(resid[mask]))
     local = np.diff(y) / np.diff(x) if idx.size >= 2 else np.array([math.nan])
     fit["slope_small_end"] = float(local[0])
     fit["slope_large_end"] = float(local[-1])
     return fit, mask
 
 
-@single_threaded_run
+@common.single_threaded_run
 def run_regularizer_law(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -124,7 +116,7 @@ def run_regularizer_law(
     The *relative error* is :math:`(\text{gap} - \text{prediction}) /
     \tfrac{\epsilon^2}2(\hat Q + \hat R)`: :math:`O(\epsilon^2)` by THEORY.md §6 (the
     ``"paper_code"`` mean shift is exact and cancels in the numerator). Its order is
-    fitted by weighted least squares in log-log (:func:`weighted_slope`) on the
+    fitted by weighted least squares in log-log (:func:`common.weighted_slope`) on the
     smallest resolved (at least 3 standard errors) :math:`\epsilon` of the small half
     of the grid, before any sign change of the remainder (``_law_fit``).
 
@@ -140,10 +132,10 @@ def run_regularizer_law(
         ``c/measured``, ``c/stderr``, ``c/plain``, ``c/plain_stderr``, ``c/rel_error``,
         ``c/rel_error_se``, ``c/in_fit`` (bool).
     """
-    cfg = dict(_REG_PRESETS[check_preset(preset)])
-    dev = study_device(preset)
+    cfg = dict(_REG_PRESETS[common.check_preset(preset)])
+    dev = common.study_device(preset)
     g = torch.Generator().manual_seed(seed)
-    p = random_nrnn(cfg["H"], cfg["D"], cfg["C"], dt=0.1, generator=g, device=dev)
+    p = common.random_nrnn(cfg["H"], cfg["D"], cfg["C"], dt=0.1, generator=g, device=dev)
     xs = torch.randn(cfg["B"], cfg["M"], cfg["D"], generator=g, dtype=torch.float64).to(dev)
     labels = torch.randint(0, cfg["C"], (cfg["B"],), generator=g).to(dev)
     eps = np.geomspace(*_REG_EPS[preset], cfg["n_eps"])
@@ -203,13 +195,13 @@ def run_regularizer_law(
 
 
 def _prediction_evidence(conv: str, first: dict[str, float]) -> Evidence:
-    first = stored_floats(first)
+    first = common.stored_floats(first)
     diff = first["plain"] - first["predicted"]
     se = first["plain_stderr"]
     remainder = abs(first["cv_residual"]) + 4.0 * first["cv_stderr"]
     allowed = 4.0 * se + remainder
     resolved = 4.0 * se <= 0.5 * abs(first["noise_gap"])
-    verdict = rule_verdict(abs(diff) <= allowed, resolved)
+    verdict = common.rule_verdict(abs(diff) <= allowed, resolved)
     return Evidence(
         label=f"{conv}: prediction eps^2/2 (Q+R) vs Monte Carlo at eps = {first['eps']:.3g}",
         measured=f"MC {first['plain']:.4g} vs predicted {first['predicted']:.4g}",
@@ -226,7 +218,7 @@ def _prediction_evidence(conv: str, first: dict[str, float]) -> Evidence:
 
 
 def _order_evidence(conv: str, fit: dict[str, float], break_eps: float) -> Evidence:
-    fit, break_eps = stored_floats(fit), float(break_eps)
+    fit, break_eps = common.stored_floats(fit), float(break_eps)
     slope, se = fit["slope"], fit["slope_se"]
     resolved = fit["n"] >= 3 and math.isfinite(se) and 3.0 * se <= ORDER_RESOLUTION
     ok = math.isfinite(slope) and abs(slope - 2.0) <= 3.0 * se
@@ -248,7 +240,7 @@ def _order_evidence(conv: str, fit: dict[str, float], break_eps: float) -> Evide
         effect=(
             f"local slope {fmt(small_end)} (smallest eps) to {fmt(large_end)}; expansion {broke}"
         ),
-        verdict=rule_verdict(ok, resolved),
+        verdict=common.rule_verdict(ok, resolved),
         rule=(
             "weighted log-log fit of |gap - prediction| / prediction on the smallest "
             f"<= {LAW_FIT_POINTS} resolved (>= 3 SE) eps of the small-eps half, before any "

@@ -16,13 +16,8 @@ import numpy as np
 import torch
 
 from nrnn_theory._types import NoiseSpec, NRNNParams
+from nrnn_theory.experiments import _study_common as common
 from nrnn_theory.experiments._helpers import fmt, progress_bar
-from nrnn_theory.experiments._study_common import (
-    check_preset,
-    rule_verdict,
-    single_threaded_run,
-    study_device,
-)
 from nrnn_theory.experiments.report import Evidence
 from nrnn_theory.lyapunov import lyapunov_spectrum
 from nrnn_theory.stability import check_stability, minimal_stabilizing_noise, one_sided_constant
@@ -132,7 +127,7 @@ def _zero_crossing(sigma: np.ndarray, mean: np.ndarray) -> float:
     return float(math.sqrt(s0 + t * (s1 - s0)))
 
 
-@single_threaded_run
+@common.single_threaded_run
 def run_stabilization(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -157,8 +152,8 @@ def run_stabilization(
     the discrete map's one-sided rate over the continuous one (THEORY.md §9 (f):
     :math:`\log\rho/\Delta t \le \hat\lambda + \Delta t\kappa^2/2`).
     """
-    cfg = dict(_STAB_PRESETS[check_preset(preset)])
-    dev = study_device(preset)
+    cfg = dict(_STAB_PRESETS[common.check_preset(preset)])
+    dev = common.study_device(preset)
     g = torch.Generator().manual_seed(seed)
     cs = np.linspace(_STAB_C_MIN, cfg["c_max"], cfg["n_models"])
     sigma = np.linspace(0.0, _STAB_SIGMA_MAX, cfg["n_sigma"])
@@ -244,7 +239,7 @@ def evidence_stabilization(entry) -> list[Evidence]:
                 else "n/a"
             ),
             effect=f"largest measured - (bound + slack) = {fmt(worst)}",
-            verdict=rule_verdict(n_cert > 0 and worst <= 0, n_cert > 0),
+            verdict=common.rule_verdict(n_cert > 0 and worst <= 0, n_cert > 0),
             rule=(
                 "supported if at every (model, sigma) where the certificate holds the "
                 "measured exponent <= bound + 3 SE + dt kappa^2/2 (finite-time and O(dt) "
@@ -310,7 +305,7 @@ def evidence_stabilization(entry) -> list[Evidence]:
                 "certificate "
                 + ("conservative by " + f"{1 - np.median(r):.0%}" if r.size else "untested")
             ),
-            verdict=rule_verdict(not contradicted, checked > 0),
+            verdict=common.rule_verdict(not contradicted, checked > 0),
             rule=(
                 "the certificate is sufficient: supported if, for every model unstable at "
                 "sigma = 0, the measured exponent at the first certified grid sigma is not "

@@ -612,61 +612,52 @@ class _GatedClassifier(nn.Module):
         return self.readout(out[:, -1])
 
 
-class LSTMClassifier(_GatedClassifier):
-    """LSTM sequence classifier: ``nn.LSTM`` (batch first) and a linear readout of h_T.
+_GATED_DOC = """{cell} sequence classifier: ``nn.{cell}`` (batch first) and a linear readout of h_T.
 
     Parameters
     ----------
     input_size, hidden_size, num_classes : int
     num_layers : int
-        Stacked LSTM layers.
+        Stacked {cell} layers.
     generator : torch.Generator, optional
         Randomness of the initialisation (uniform in :math:`\\pm 1/\\sqrt H`, torch's rule).
     dtype : torch.dtype, optional
 
     References
     ----------
-    .. [1] S. Hochreiter, J. Schmidhuber, "Long Short-Term Memory", Neural
-       Computation 9(8), 1997.
+    .. [1] {reference}
 
     Examples
     --------
-    >>> LSTMClassifier(3, 8, 4, generator=torch.Generator().manual_seed(0))(
+    >>> {name}(3, 8, 4, generator=torch.Generator().manual_seed(0))(
     ...     torch.zeros(2, 5, 3)).shape
     torch.Size([2, 4])
     """
 
+
+class LSTMClassifier(_GatedClassifier):
     kind = "lstm"
     _cell = nn.LSTM
 
 
 class GRUClassifier(_GatedClassifier):
-    """GRU sequence classifier: ``nn.GRU`` (batch first) and a linear readout of h_T.
-
-    Parameters
-    ----------
-    input_size, hidden_size, num_classes : int
-    num_layers : int
-        Stacked GRU layers.
-    generator : torch.Generator, optional
-        Randomness of the initialisation (uniform in :math:`\\pm 1/\\sqrt H`, torch's rule).
-    dtype : torch.dtype, optional
-
-    References
-    ----------
-    .. [1] K. Cho, B. van Merriënboer, C. Gulcehre, D. Bahdanau, F. Bougares,
-       H. Schwenk, Y. Bengio, "Learning Phrase Representations using RNN
-       Encoder-Decoder for Statistical Machine Translation", EMNLP 2014.
-
-    Examples
-    --------
-    >>> GRUClassifier(3, 8, 4, generator=torch.Generator().manual_seed(0))(
-    ...     torch.zeros(2, 5, 3)).shape
-    torch.Size([2, 4])
-    """
-
     kind = "gru"
     _cell = nn.GRU
+
+
+LSTMClassifier.__doc__ = _GATED_DOC.format(
+    cell="LSTM",
+    name="LSTMClassifier",
+    reference='S. Hochreiter, J. Schmidhuber, "Long Short-Term Memory", Neural\n'
+    "       Computation 9(8), 1997.",
+)
+GRUClassifier.__doc__ = _GATED_DOC.format(
+    cell="GRU",
+    name="GRUClassifier",
+    reference="K. Cho, B. van Merriënboer, C. Gulcehre, D. Bahdanau, F. Bougares,\n"
+    '       H. Schwenk, Y. Bengio, "Learning Phrase Representations using RNN\n'
+    '       Encoder-Decoder for Statistical Machine Translation", EMNLP 2014.',
+)
 
 
 # ------------------------------------------------------------------------- registry
