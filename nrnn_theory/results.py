@@ -80,10 +80,10 @@ def to_jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Result:
-    """Base class of result records: frozen, with a JSON-ready :meth:`to_dict`."""
+    """Base class of result records: frozen, with a JSON-ready :meth:`Result.to_dict`."""
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as JSON-ready Python data (see :func:`to_jsonable`)."""
+        """All fields as JSON-ready Python data (see :func:`~nrnn_theory.results.to_jsonable`)."""
         return to_jsonable(self)
 
 

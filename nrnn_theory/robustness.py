@@ -303,7 +303,7 @@ def perturb(
     attack_loss: Literal["ce", "margin"] = "ce",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Apply one registered perturbation (:data:`PERTURBATIONS`) at one strength.
+    r"""Apply one registered perturbation at one strength.
 
     Parameters
     ----------

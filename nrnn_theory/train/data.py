@@ -21,7 +21,8 @@ name                   source                                        T x D      
 ``fashion_mnist``      Fashion-MNIST IDX files in ``root`` (default  784 x 1      10
                        ``/usr/share/datasets/fashion-mnist``, the
                        Debian ``dataset-fashion-mnist`` package)
-``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in ``root``  140 x 1      5/2
+``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in          140 x 1      5/2
+                       ``root``
 ``cifar10_noise``      CIFAR-10 binary batches in ``root``, noise-   1000 x 96    10
                        padded: 32 image rows then 968 noise steps
 =====================  ============================================  ===========  ====
