@@ -107,6 +107,7 @@ numpydoc_attributes_as_param_list = True
 # -- MyST and myst-nb ------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+myst_heading_slug_func = "slugs.heading_slug"  # docs/_ext/slugs.py
 myst_dmath_double_inline = True
 # Tutorials are executed at every build, and a failing cell fails the build.
 nb_execution_mode = "force"
@@ -118,7 +119,6 @@ nb_merge_streams = True
 # -- HTML ------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
 html_title = f"nrnn_theory {release}"
-html_static_path = ["_static"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
