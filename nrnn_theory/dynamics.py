@@ -588,14 +588,13 @@ def readout(params: NRNNParams, h: Tensor) -> Tensor:
 
     Parameters
     ----------
+    params : NRNNParams
+        Its ``V`` (C, H) and ``c`` (C,) are used.
     h : Tensor, shape (..., H)
 
     Returns
     -------
     Tensor, shape (..., C)
-
-    params : NRNNParams
-        Its ``V`` (C, H) and ``c`` (C,) are used.
     """
     params = check_params(params)
     h = check_tensor("h", h)

@@ -52,6 +52,16 @@ def to_jsonable(value: Any) -> Any:
     Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"`` so
     the output is strict JSON.
 
+    Parameters
+    ----------
+    value : object
+        A tensor, array, dataclass, mapping, sequence or scalar, nested in any way.
+
+    Returns
+    -------
+    object
+        Lists, dicts, strings, numbers, booleans and ``None`` only.
+
     Examples
     --------
     >>> to_jsonable({"a": torch.tensor([1.0, float("inf")]), "b": (1, 2)})
@@ -450,7 +460,17 @@ class RobustnessSweep(Result):
     seed: int | None
 
     def curve(self, perturbation: str) -> RobustnessCurve:
-        """The curve of one perturbation, by registry name."""
+        """The curve of one perturbation, by registry name.
+
+        Parameters
+        ----------
+        perturbation : str
+            A key of :data:`~nrnn_theory.robustness.PERTURBATIONS` that the sweep ran.
+
+        Returns
+        -------
+        RobustnessCurve
+        """
         for c in self.curves:
             if c.perturbation == perturbation:
                 return c

@@ -288,6 +288,10 @@ def _skip_foreign_members(app, what, name, obj, skip, options):
     home = getattr(target, "__module__", None)
     if not (isinstance(home, str) and home.startswith("nrnn_theory")):
         return True
+    # An override without a docstring of its own (``extra_repr``, a subclass's
+    # ``config``) would show its parent's text under its own name: the parent documents it.
+    if getattr(target, "__doc__", None) is None:
+        return True
     return None
 
 
