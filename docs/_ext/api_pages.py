@@ -137,7 +137,9 @@ def module_page(modname: str, entries: list[Entry]) -> str:
 def object_page(entry: Entry) -> str:
     modname, _, name = entry.canonical.rpartition(".")
     directive = DIRECTIVES[entry.kind]
-    body = [_title(entry.canonical), f".. currentmodule:: {modname}\n", f".. {directive}:: {name}"]
+    # The short name as the title (the signature below shows the full path); long
+    # dotted titles do not wrap in the theme's headings.
+    body = [_title(name), f".. currentmodule:: {modname}\n", f".. {directive}:: {name}"]
     if entry.kind in ("class", "exception"):
         body.append("   :members:\n   :inherited-members:\n   :show-inheritance:")
     elif entry.kind == "data":
