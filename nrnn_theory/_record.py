@@ -42,6 +42,16 @@ def to_jsonable(value: Any) -> Any:  # Any: the point is to accept anything JSON
     the output is strict JSON. A :class:`~nrnn_theory.NoiseSpec`,
     :class:`~nrnn_theory.NRNNParams` or result record becomes its own ``to_dict()``.
 
+    Parameters
+    ----------
+    value : object
+        A tensor, array, record, dataclass, mapping, sequence or scalar, nested in any way.
+
+    Returns
+    -------
+    object
+        Lists, dicts, strings, numbers, booleans and ``None`` only.
+
     Examples
     --------
     >>> to_jsonable({"a": torch.tensor([1.0, float("inf")]), "b": (1, 2)})

@@ -42,7 +42,21 @@ SQRT12 = math.sqrt(12.0)
 
 
 def noise_dim(noise: NoiseSpec, hidden_size: int) -> int:
-    """Number ``r`` of standardized draws per step and example (module docstring)."""
+    """Number ``r`` of standardized draws per step and example (module docstring).
+
+    Parameters
+    ----------
+    noise : NoiseSpec
+    hidden_size : int
+        ``H``.
+
+    Returns
+    -------
+    int
+        ``H`` for ``"diagonal"`` ``"sde"`` noise, ``H + 1`` for ``"scalar"`` (one extra
+        draw for the shared multiplicative Brownian motion), ``2H`` for ``"paper_code"``
+        (a Gaussian and a uniform draw per unit).
+    """
     if noise.convention == "paper_code":
         return 2 * hidden_size
     return hidden_size + 1 if noise.structure == "scalar" else hidden_size

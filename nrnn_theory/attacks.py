@@ -120,6 +120,17 @@ ATTACK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def perturbation_norm(delta: Tensor, norm: Norm = "l2") -> Tensor:
     r"""Norm of each perturbation over all its T*D values, shape (B,).
 
+    Parameters
+    ----------
+    delta : Tensor, shape (B, T, D)
+        Perturbations, one per example.
+    norm : {"l2", "linf"}
+        Euclidean norm or largest absolute value.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+
     Examples
     --------
     >>> d = torch.tensor([[[3.0], [-4.0]]])

@@ -121,6 +121,18 @@ def sde_to_paper_code(noise: NoiseSpec, dt: float) -> ConventionMapping:
 
     .. math:: a = \epsilon\sigma_1\sqrt{\Delta t},\qquad \mu = 0
 
+    Parameters
+    ----------
+    noise : NoiseSpec
+        An additive ``"sde"`` noise (``sigma2 = 0``).
+    dt : float
+        The time step :math:`\Delta t > 0` of the chain.
+
+    Returns
+    -------
+    ConventionMapping
+        ``target`` is the ``"paper_code"`` noise; ``exact`` is ``True``.
+
     Raises
     ------
     ValueError

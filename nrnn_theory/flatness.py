@@ -302,6 +302,18 @@ def params_to_vector(params: Mapping[str, Tensor]) -> Tensor:
 def vector_to_params(vector: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Split a flat vector (n,) into a mapping shaped like ``like`` (views, no copy).
 
+    Parameters
+    ----------
+    vector : Tensor, shape (n,)
+        With ``n`` the total number of entries of ``like``.
+    like : mapping of str to Tensor
+        Names and shapes, in the order of :func:`params_to_vector`.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Views into ``vector``.
+
     Examples
     --------
     >>> v = vector_to_params(torch.arange(5.0), {"a": torch.ones(2, 2), "b": torch.zeros(1)})

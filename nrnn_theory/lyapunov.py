@@ -8,7 +8,7 @@ the exponents are the growth rates
           \qquad \tilde J_j Q_{j-1} = Q_j R_j,
 
 where :math:`Q_j R_j` is the sign-corrected reduced QR factorization. For an NRNN the
-tangent maps are analytic (:meth:`StepKernel.jacobian`):
+tangent maps are analytic (``StepKernel.jacobian`` of the private step kernel):
 
 * clean or ``"sde"``: :math:`I + \Delta t(\alpha A + \mathrm{diag}(\tanh'(z_k))W)`;
 * frozen ``"sde"`` multiplicative noise adds :math:`\epsilon\sqrt{\Delta t}\sigma_2

@@ -412,6 +412,18 @@ def jacobian_gram(params: NRNNParams, xs: Tensor, *, h0: Tensor | None = None) -
     O(B H (T + C)) memory, :math:`J` itself is never formed. Its entries give every
     pair norm :math:`\|(e_i - e_j)^\top J\|_2^2 = G_{ii} - 2G_{ij} + G_{jj}`.
 
+    Parameters
+    ----------
+    params : NRNNParams
+    xs : Tensor, shape (B, T, D)
+        Input sequences.
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+
+    Returns
+    -------
+    Tensor, shape (B, C, C)
+
     Examples
     --------
     >>> p = NRNNParams(A=-torch.eye(1), W=torch.zeros(1, 1), U=torch.ones(1, 1),
@@ -690,6 +702,17 @@ def margin_growth(rho: float, n_steps: int) -> float:
     evaluated with ``expm1`` so that it is accurate near :math:`\rho = 1` (limit
     :math:`M`); ``inf`` on overflow, which certifies radius 0.
 
+    Parameters
+    ----------
+    rho : float
+        A bound :math:`\rho \ge 0` on the spectral norm of every step Jacobian.
+    n_steps : int
+        The number of steps :math:`M \ge 1`.
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> margin_growth(1.0, 4), margin_growth(0.0, 3), round(margin_growth(0.5, 2), 6)
@@ -935,6 +958,17 @@ def margin_summary(
 
 def format_margin_summary(summary: MarginSummary, *, title: str | None = None) -> str:
     """A plain-text table of a :class:`MarginSummary` (what ``nrnn margins`` prints).
+
+    Parameters
+    ----------
+    summary : MarginSummary
+        From :func:`margin_summary`.
+    title : str, optional
+        First line of the table (default: the norm and the number of examples).
+
+    Returns
+    -------
+    str
 
     Examples
     --------

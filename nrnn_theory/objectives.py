@@ -110,7 +110,7 @@ def nrnn_loss(
     loss_fn : callable
         ``loss_fn(mapping) -> Tensor`` (0-dim); missing names take their fixed values.
         It also has ``loss_fn.quadratic_form(mapping, directions) -> Tensor (P,)``,
-        :math:`v_j^\top\nabla^2L\,v_j` for directions given as (P, *shape) per name
+        :math:`v_j^\top\nabla^2L\,v_j` for directions given as ``(P, *shape)`` per name
         (missing names: zero), by a second-order forward pass that
         :func:`estimate_hessian_trace` uses.
     params : dict[str, Tensor]
@@ -252,7 +252,7 @@ class _NRNNLoss:
     def quadratic_form(
         self, mapping: Mapping[str, Tensor], directions: Mapping[str, Tensor]
     ) -> Tensor:
-        r""":math:`v_j^\top\nabla^2L\,v_j` for directions (P, *shape) per name; (P,)."""
+        r""":math:`v_j^\top\nabla^2L\,v_j` for directions ``(P, *shape)`` per name; (P,)."""
         prm = self._params(mapping)
         kernel = StepKernel(prm, self.noise)
         d = directions

@@ -775,6 +775,27 @@ def regularizer_penalty(
     zero. Bind ``noise``/``weight`` with :func:`functools.partial` to get a
     ``(params, xs, labels) -> Tensor`` penalty.
 
+    Parameters
+    ----------
+    params : NRNNParams
+        The model; the penalty is differentiable in its tensors.
+    xs : Tensor, shape (B, M, D)
+        Input sequences.
+    labels : Tensor, shape (B,)
+    noise : NoiseSpec
+        The noise whose effect the penalty stands for, in either convention.
+    weight : float
+        The factor :math:`w` (default 1).
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+    loss : {"cross_entropy"} or callable
+        As in :func:`explicit_regularizer`.
+
+    Returns
+    -------
+    Tensor
+        A 0-dim tensor.
+
     Examples
     --------
     >>> p = NRNNParams(A=-torch.eye(2), W=torch.tensor([[0.5, 1.0], [-1.0, 0.5]]),
@@ -1181,6 +1202,24 @@ def regularizer_convergence(
     input path are fixed; THEORY.md §6 predicts first-order convergence. The
     continuous values come from :func:`continuous_regularizer` (RK4 with
     ``n_substeps`` per original interval, error :math:`O(\Delta t^4)`).
+
+    Parameters
+    ----------
+    params : NRNNParams
+        The model at the coarsest step ``params.dt``; a per-unit ``step`` is not allowed.
+    xs : Tensor, shape (B, M, D)
+        Input sequences at the coarsest step.
+    labels : Tensor, shape (B,)
+    noise : NoiseSpec
+        An ``"sde"`` noise.
+    refinements : tuple of int
+        At least two positive step refinement factors (default ``(1, 2, 4, 8, 16)``).
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+    loss : {"cross_entropy"} or callable
+        As in :func:`explicit_regularizer`.
+    n_substeps : int
+        RK4 sub-steps per original interval for the continuous reference.
 
     Returns
     -------

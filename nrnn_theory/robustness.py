@@ -170,7 +170,17 @@ class RobustnessSweep(Result):
     seed: int | None
 
     def curve(self, perturbation: str) -> RobustnessCurve:
-        """The curve of one perturbation, by registry name."""
+        """The curve of one perturbation, by registry name.
+
+        Parameters
+        ----------
+        perturbation : str
+            A key of :data:`~nrnn_theory.robustness.PERTURBATIONS` that the sweep ran.
+
+        Returns
+        -------
+        RobustnessCurve
+        """
         for c in self.curves:
             if c.perturbation == perturbation:
                 return c
@@ -285,6 +295,19 @@ def multiplicative_noise(
 
     Zero inputs stay zero; the perturbation's standard deviation is
     :math:`\sigma|x|` per value.
+
+    Parameters
+    ----------
+    xs : Tensor, shape (B, T, D)
+    sigma : float
+        Relative standard deviation, >= 0; 0 returns ``xs`` unchanged.
+    bounds : (float, float), optional
+        Clip the result to this box (default: no clipping).
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor, shape (B, T, D)
 
     Examples
     --------
@@ -413,7 +436,7 @@ def perturb(
     attack_loss: Literal["ce", "margin"] = "ce",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Apply one registered perturbation (:data:`PERTURBATIONS`) at one strength.
+    r"""Apply one registered perturbation at one strength.
 
     Parameters
     ----------
@@ -541,6 +564,22 @@ def accuracy(
     batch_size: int | None = 1000,
 ) -> float:
     """Fraction of ``xs`` (B, T, D) that ``model`` classifies as ``labels`` (B,).
+
+    Parameters
+    ----------
+    model : NRNNParams or callable
+        Parameters (their clean logits are used) or any callable ``xs -> logits (B, C)``.
+    xs : Tensor, shape (B, T, D)
+    labels : Tensor, shape (B,)
+        Class indices.
+    batch_size : int or None
+        Evaluate in batches of this size (default 1000) to bound memory; ``None``: all at
+        once.
+
+    Returns
+    -------
+    float
+        In [0, 1].
 
     Examples
     --------

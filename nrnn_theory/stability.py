@@ -1047,6 +1047,17 @@ def format_stability_report(report: StabilityReport, *, details: bool = False) -
     With ``details``, also every quantity entering each certificate and all the
     measured exponents of each spectrum (what ``nrnn certify`` prints).
 
+    Parameters
+    ----------
+    report : StabilityReport
+        From :func:`stability_report`.
+    details : bool
+        Also print the quantities of every certificate and every measured exponent.
+
+    Returns
+    -------
+    str
+
     Examples
     --------
     >>> import torch

@@ -68,7 +68,19 @@ _FIGURES = {
 
 @dataclass(frozen=True)
 class ReproductionResult:
-    """Where a reproduction wrote its report, and the verdict of each claim."""
+    """Where a reproduction wrote its report, and the verdict of each claim.
+
+    Attributes
+    ----------
+    out : Path
+        The reproduction folder.
+    report_md, report_html : Path
+        The report, as Markdown and as one self-contained HTML page.
+    verdicts : dict of str to str
+        The verdict of each claim, by claim name.
+    seconds : dict of str to float
+        Wall-clock time of each stage.
+    """
 
     out: Path
     report_md: Path

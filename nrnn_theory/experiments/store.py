@@ -43,7 +43,17 @@ SCHEMA = "nrnn_theory.result/1"
 
 
 def git_revision(path: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the source tree (``None`` outside a git checkout)."""
+    """The git commit of the source tree (``None`` outside a git checkout).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A folder inside the checkout (default: this package's source folder).
+
+    Returns
+    -------
+    str or None
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
@@ -63,6 +73,15 @@ def stored_float(value: Any) -> float:
     """A number read back from a stored entry as a float: ``None`` and the strings
     ``"nan"``, ``"inf"``, ``"-inf"`` (how :func:`~nrnn_theory.results.to_jsonable`
     stores non-finite floats) become ``nan``, ``inf``, ``-inf``.
+
+    Parameters
+    ----------
+    value : object
+        A stored number, ``None`` or one of the strings above.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -88,7 +107,19 @@ def _sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """A verified entry: its metadata, JSON payload and arrays."""
+    """A verified entry: its metadata, JSON payload and arrays.
+
+    Attributes
+    ----------
+    name : str
+        The entry's name in its store.
+    meta : dict
+        Version, git revision, configuration and the hashes that were verified.
+    data : dict
+        The JSON payload.
+    arrays : dict of str to numpy.ndarray
+        The stored arrays.
+    """
 
     name: str
     meta: dict[str, Any]
@@ -133,7 +164,19 @@ class ResultStore:
         arrays: dict[str, np.ndarray] | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
-        """Write an entry atomically (arrays first, metadata last)."""
+        """Write an entry atomically (arrays first, metadata last).
+
+        Parameters
+        ----------
+        name : str
+            The entry's name, a relative path such as ``"theory/regularizer_law"``.
+        data : dict
+            JSON-ready payload (converted with :func:`~nrnn_theory.results.to_jsonable`).
+        arrays : dict of str to numpy.ndarray, optional
+            Arrays stored beside the payload.
+        config : dict, optional
+            The configuration that produced the entry, kept in its metadata.
+        """
         json_path, npz_path = self._paths(name)
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in (arrays or {}).items()})
@@ -154,7 +197,17 @@ class ResultStore:
         atomic_write_bytes(json_path, json.dumps(document, indent=1, allow_nan=False).encode())
 
     def status(self, name: str) -> Literal["ok", "missing", "corrupt"]:
-        """``"ok"`` if the entry verifies, ``"missing"`` if absent, else ``"corrupt"``."""
+        """``"ok"`` if the entry verifies, ``"missing"`` if absent, else ``"corrupt"``.
+
+        Parameters
+        ----------
+        name : str
+            The entry's name.
+
+        Returns
+        -------
+        {"ok", "missing", "corrupt"}
+        """
         json_path, _ = self._paths(name)
         if not json_path.exists():
             return "missing"
@@ -166,6 +219,15 @@ class ResultStore:
 
     def load(self, name: str) -> Entry:
         """Read and verify an entry.
+
+        Parameters
+        ----------
+        name : str
+            The entry's name.
+
+        Returns
+        -------
+        Entry
 
         Raises
         ------

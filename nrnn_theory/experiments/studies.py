@@ -75,6 +75,17 @@ class Study:
     ``run(preset, *, seed, progress) -> (data, arrays)``; ``plot(entry, figure_dir)
     -> [pdf, png]`` (file stem ``figure_dir / f"theory_{name}"``); ``evidence(entry)
     -> [Evidence, ...]``, where ``entry`` is ``ResultStore.load(f"theory/{name}")``.
+
+    Attributes
+    ----------
+    name : str
+        The study's key in :data:`STUDIES`.
+    claim : str
+        The claim it bears on.
+    title : str
+        A one-line title for the report.
+    run, plot, evidence : callable
+        As above.
     """
 
     name: str

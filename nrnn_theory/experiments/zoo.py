@@ -162,7 +162,17 @@ class Preset:
     study_preset: str = "quick"
 
     def with_tasks(self, tasks: tuple[str, ...]) -> Preset:
-        """The same preset on other tasks."""
+        """The same preset on other tasks.
+
+        Parameters
+        ----------
+        tasks : tuple of str
+            Task names as :func:`~nrnn_theory.train.load_task` accepts them.
+
+        Returns
+        -------
+        Preset
+        """
         return dataclasses.replace(self, tasks=tuple(tasks))
 
 

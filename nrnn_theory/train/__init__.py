@@ -9,7 +9,7 @@ Models (:mod:`~nrnn_theory.train.models`)
     NoisyRNN, LipschitzRNN, AntisymmetricRNN, CoRNN, LSTMClassifier, GRUClassifier,
     MODELS, build_model, model_config
 Adapters (:mod:`~nrnn_theory.train.adapters`)
-    params_from_module, noise_from_module, import_authors_state_dict
+    params_from_module, params_from_torch_rnn, noise_from_module, import_authors_state_dict
 Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
@@ -27,6 +27,7 @@ from nrnn_theory.train.adapters import (
     import_authors_state_dict,
     noise_from_module,
     params_from_module,
+    params_from_torch_rnn,
 )
 from nrnn_theory.train.checkpoint import (
     Checkpoint,
@@ -94,6 +95,7 @@ __all__ = [
     "model_config",
     "noise_from_module",
     "params_from_module",
+    "params_from_torch_rnn",
     "penalty_from_config",
     "read_idx",
     "read_ts",

@@ -293,7 +293,17 @@ def save_checkpoint(
 
 # ---------------------------------------------------------------------------------- load
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """The ``checkpoints/epoch-NNNN`` directories of a run, oldest first."""
+    """The ``checkpoints/epoch-NNNN`` directories of a run, oldest first.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by :func:`~nrnn_theory.train.fit` or ``nrnn train``.
+
+    Returns
+    -------
+    list of Path
+    """
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return []
@@ -306,7 +316,17 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint directory of a run, or ``None`` if it has none."""
+    """The newest checkpoint directory of a run, or ``None`` if it has none.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by :func:`~nrnn_theory.train.fit` or ``nrnn train``.
+
+    Returns
+    -------
+    Path or None
+    """
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None
 

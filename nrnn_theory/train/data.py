@@ -21,7 +21,8 @@ name                   source                                        T x D      
 ``fashion_mnist``      Fashion-MNIST IDX files in ``root`` (default  784 x 1      10
                        ``/usr/share/datasets/fashion-mnist``, the
                        Debian ``dataset-fashion-mnist`` package)
-``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in ``root``  140 x 1      5/2
+``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in          140 x 1      5/2
+                       ``root``
 ``cifar10_noise``      CIFAR-10 binary batches in ``root``, noise-   1000 x 96    10
                        padded: 32 image rows then 968 noise steps
 =====================  ============================================  ===========  ====
@@ -216,13 +217,35 @@ class TaskData:
         return self.train_x.shape[1] + extra
 
     def size(self, split: Split) -> int:
-        """Number of examples in a split."""
+        """Number of examples in a split.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+
+        Returns
+        -------
+        int
+        """
         check_choice("split", split, SPLITS)
         return getattr(self, f"{split}_y").shape[0]
 
     # ----------------------------------------------------------------- access
     def inputs(self, split: Split, index: Tensor | None = None) -> Tensor:
-        """Full input sequences (n, T, D) of a split, optionally at ``index`` (n,)."""
+        """Full input sequences (n, T, D) of a split, optionally at ``index`` (n,).
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+        index : Tensor, shape (n,), optional
+            Example indices within the split (default: all).
+
+        Returns
+        -------
+        Tensor, shape (n, T, D)
+        """
         check_choice("split", split, SPLITS)
         x = getattr(self, f"{split}_x")
         if index is not None:
@@ -232,7 +255,19 @@ class TaskData:
         return torch.cat([x, self.suffix.expand(x.shape[0], -1, -1)], dim=1)
 
     def labels(self, split: Split, index: Tensor | None = None) -> Tensor:
-        """Labels (n,) of a split, optionally at ``index``."""
+        """Labels (n,) of a split, optionally at ``index``.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+        index : Tensor, shape (n,), optional
+            Example indices within the split (default: all).
+
+        Returns
+        -------
+        Tensor, shape (n,)
+        """
         check_choice("split", split, SPLITS)
         y = getattr(self, f"{split}_y")
         return y if index is None else y[index]
@@ -278,6 +313,21 @@ def split_indices(
     ``torch.Generator().manual_seed(seed)`` sends the first ``round(f_0 n_c)`` indices
     to part 0, the next ``round(f_1 n_c)`` to part 1, ..., and the rest to the last
     part. Each part is then put in a seeded random order.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray or Tensor, shape (N,)
+        Class labels, for stratification.
+    fractions : sequence of float
+        Fractions of each class in the first ``len(fractions)`` parts; their sum is
+        below 1 and the remainder forms the last part.
+    seed : int
+        Seed of the permutations.
+
+    Returns
+    -------
+    list of Tensor
+        ``len(fractions) + 1`` index tensors, disjoint, covering ``range(N)``.
 
     Examples
     --------
@@ -434,6 +484,11 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str], dict[str, st
     values of a channel by ``,``, and the class label last. Lines starting with ``#``
     are comments.
 
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ts`` file.
+
     Returns
     -------
     series : list of numpy.ndarray, shape (T_i, D)
@@ -509,6 +564,11 @@ def read_ucr_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     Values are separated by commas, tabs or spaces (the 2015 ``.txt`` and 2018
     ``.tsv`` archives).
+
+    Parameters
+    ----------
+    path : str or Path
+        The text file.
 
     Returns
     -------

@@ -165,6 +165,15 @@ SUMMARY_NAME = "summary.json"
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available (the current CUDA device), else CPU.
 
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (default) or anything ``torch.device`` accepts.
+
+    Returns
+    -------
+    torch.device
+
     Examples
     --------
     >>> resolve_device("cpu")
@@ -191,6 +200,21 @@ def lr_at_epoch(lr: float, epoch: int, lr_schedule: Sequence[int], lr_decay: flo
     """Step decay: ``lr * lr_decay**k`` in epoch ``epoch`` (0-based) after ``k`` milestones.
 
     A milestone ``m`` applies from epoch ``m`` on (the authors' "x0.1 at epoch 90").
+
+    Parameters
+    ----------
+    lr : float
+        The initial learning rate.
+    epoch : int
+        The epoch, from 0.
+    lr_schedule : sequence of int
+        The milestone epochs.
+    lr_decay : float
+        The factor applied at each milestone.
+
+    Returns
+    -------
+    float
 
     Examples
     --------

@@ -306,7 +306,18 @@ class NoisyRNN(nn.Module):
         )
 
     def resolve_noise(self, noise: object = TRAINING_NOISE) -> NoiseSpec | None:
-        """The noise a forward call with this ``noise=`` argument injects."""
+        """The noise a forward call with this ``noise=`` argument injects.
+
+        Parameters
+        ----------
+        noise : NoiseSpec or None, optional
+            ``None``: no noise; a ``NoiseSpec``: that noise; omitted: the model's training
+            noise in ``train()`` mode and none in ``eval()`` mode.
+
+        Returns
+        -------
+        NoiseSpec or None
+        """
         if noise is TRAINING_NOISE:
             return self.noise if self.training else None
         if noise is not None and not isinstance(noise, NoiseSpec):
@@ -348,6 +359,13 @@ class LipschitzRNN(NoisyRNN):
     with :math:`A, W` in the :math:`(M, \beta, \gamma)` parametrization of THEORY.md §2.
     Same parameters and keyword arguments as :class:`NoisyRNN`, without ``noise``; the
     forward pass still accepts ``noise=`` to analyse the trained model under noise.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_classes : int
+        ``D``, ``H`` and ``C``.
+    **kwargs
+        The keyword arguments of :class:`NoisyRNN` except ``noise``.
 
     References
     ----------
@@ -544,7 +562,16 @@ class CoRNN(nn.Module):
         }
 
     def forward(self, xs: Tensor) -> Tensor:
-        """Logits (B, C) for inputs ``xs`` (B, T, D)."""
+        """Logits (B, C) for inputs ``xs`` (B, T, D).
+
+        Parameters
+        ----------
+        xs : Tensor, shape (B, T, D)
+
+        Returns
+        -------
+        Tensor, shape (B, C)
+        """
         xs = _check_inputs(xs, self.input_size, self.U.dtype)
         B = xs.shape[0]
         H = self.hidden_size
@@ -606,7 +633,16 @@ class _GatedClassifier(nn.Module):
         }
 
     def forward(self, xs: Tensor) -> Tensor:
-        """Logits (B, C) from the last layer's final hidden state; ``xs`` is (B, T, D)."""
+        """Logits (B, C) from the last layer's final hidden state; ``xs`` is (B, T, D).
+
+        Parameters
+        ----------
+        xs : Tensor, shape (B, T, D)
+
+        Returns
+        -------
+        Tensor, shape (B, C)
+        """
         xs = _check_inputs(xs, self.input_size, self.readout.weight.dtype)
         out, _ = self.rnn(xs)
         return self.readout(out[:, -1])

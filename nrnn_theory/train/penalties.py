@@ -81,6 +81,16 @@ class ExplicitRegularizerPenalty:
         """Raise unless ``model`` is a noise-free model of the NRNN family.
 
         :func:`~nrnn_theory.train.fit` calls this before training starts.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The model about to be trained (possibly wrapped in ``DistributedDataParallel``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a model outside the NRNN family, or one that trains with noise.
         """
         inner = unwrap_model(model)
         if not isinstance(inner, NoisyRNN):
