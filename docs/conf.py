@@ -66,6 +66,7 @@ api_modules = [
     "nrnn_theory.dynamics",
     "nrnn_theory.conventions",
     "nrnn_theory.regularizer",
+    "nrnn_theory.objectives",
     "nrnn_theory.flatness",
     "nrnn_theory.lyapunov",
     "nrnn_theory.stability",

@@ -24,7 +24,7 @@ Attacks and empirical margins (THEORY.md §8, §11)
 Robustness (THEORY.md §11, claim C5)
     white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
     robustness_sweep, comparison_table, format_comparison_table
-    (the four-panel figure: :func:`nrnn_theory.experiments.zoo_plots.plot_robustness`;
+    (the four-panel figure: ``nrnn_theory.experiments.zoo_plots.plot_robustness``;
     ``nrnn_theory.plot_robustness`` is a deprecated alias of it)
 Regularizer (THEORY.md §5-6)
     explicit_regularizer, regularizer_penalty, estimate_noise_gap,

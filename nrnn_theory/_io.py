@@ -84,7 +84,22 @@ def atomic_write_many(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); creates the
-    parent folders. Returns ``path``.
+    parent folders.
+
+    The new file gets the mode the user's umask gives (``0o666 & ~umask``), and an
+    existing file is replaced only once the new one is complete.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination.
+    data : bytes
+        The file's contents.
+
+    Returns
+    -------
+    Path
+        ``path``.
 
     Examples
     --------

@@ -169,10 +169,12 @@ def _from_jsonable(value: object, tp: object, where: str, device) -> object:
 
 @dataclass(frozen=True)
 class Result:
-    """Base class of result records: frozen, with :meth:`to_dict` and :meth:`from_dict`."""
+    """Base class of result records: frozen, with :meth:`Result.to_dict` and
+    :meth:`Result.from_dict`."""
 
     def to_dict(self) -> dict[str, Any]:  # Any: JSON values of the field types
-        """All fields as JSON-ready data (see :func:`to_jsonable`), with a ``"schema"`` key."""
+        """All fields as JSON-ready data (see :func:`~nrnn_theory.results.to_jsonable`), with a
+        ``"schema"`` key."""
         out: dict[str, Any] = {"schema": f"{type(self).__name__}/{SCHEMA_VERSION}"}
         for f in dataclasses.fields(self):
             out[f.name] = to_jsonable(getattr(self, f.name))

@@ -39,6 +39,7 @@ from nrnn_theory.losses import check_labels
 __all__ = ["LossFn", "module_loss", "nrnn_loss"]
 
 #: A loss on a mapping of named tensors, returning a 0-dim tensor.
+#: A loss as a function of named parameter tensors: ``loss_fn(mapping) -> Tensor`` (0-dim).
 LossFn = Callable[[Mapping[str, Tensor]], Tensor]
 
 

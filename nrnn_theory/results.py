@@ -5,7 +5,7 @@ returns it (scipy.stats' ``_result_classes`` style): e.g.
 :class:`~nrnn_theory.lyapunov.LyapunovSpectrum` in :mod:`nrnn_theory.lyapunov`. This
 module gathers them, with the base class :class:`Result` and the serialization
 (:meth:`Result.to_dict`, :meth:`Result.from_dict`, :func:`to_jsonable`) of
-:mod:`nrnn_theory._record`. Each carries what is needed to trust it (standard errors,
+``nrnn_theory._record``. Each carries what is needed to trust it (standard errors,
 sample counts, the convention and assumptions used).
 
 The training record :class:`~nrnn_theory.train.FitHistory` lives in

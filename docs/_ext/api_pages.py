@@ -52,10 +52,15 @@ class Entry:
     kind: str  # class, exception, function or data
 
 
+def _is_type_alias(obj: object) -> bool:
+    """A ``typing`` alias such as ``Callable[[...], Tensor]``: documented as data."""
+    return type(obj).__module__ == "typing"
+
+
 def _kind(obj: object) -> str:
     if inspect.isclass(obj):
         return "exception" if issubclass(obj, BaseException) else "class"
-    if callable(obj):
+    if callable(obj) and (inspect.isroutine(obj) or not _is_type_alias(obj)):
         return "function"
     return "data"
 

@@ -296,7 +296,7 @@ def params_from_module(
     """
     if not isinstance(detach, bool):
         raise TypeError(f"detach: expected a bool, got {type(detach).__name__}")
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if isinstance(inner, NoisyRNN) or (
         isinstance(inner, nn.Module) and callable(getattr(inner, "nrnn_params", None))
     ):
@@ -355,7 +355,7 @@ def noise_from_module(model: nn.Module) -> NoiseSpec | None:
     >>> noise_from_module(m).additive
     0.02
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if isinstance(inner, NoisyRNN):
         return inner.noise
     if isinstance(inner, nn.Module) and callable(getattr(inner, "nrnn_params", None)):

@@ -19,7 +19,7 @@ silently building a different model. (It detects accidents and casual edits; it 
 not a signature.)
 
 Writes go to a temporary directory next to the target, which is renamed into place
-only when complete (:func:`nrnn_theory._io.atomic_directory`, folder mode
+only when complete (``nrnn_theory._io.atomic_directory``, folder mode
 ``0o777 & ~umask``), so a crash never leaves a half-written checkpoint; an existing
 checkpoint is never overwritten.
 

@@ -475,7 +475,20 @@ class FitSettings(Result):
 
     @classmethod
     def from_checkpoint(cls, fit_record: dict[str, Any], **changes) -> FitSettings:
-        """The settings stored in a checkpoint (``Checkpoint.fit``), with ``changes``."""
+        """The settings stored in a checkpoint (``Checkpoint.fit``), with ``changes``.
+
+        Parameters
+        ----------
+        fit_record : dict
+            The checkpoint's ``fit`` record (:meth:`to_dict` plus ``penalty`` and
+            ``world_size``, which are not settings and are ignored here).
+        **changes
+            Fields to replace, e.g. ``epochs=60`` to continue a run further.
+
+        Returns
+        -------
+        FitSettings
+        """
         fields = {k: v for k, v in fit_record.items() if k not in ("penalty", "world_size")}
         return dataclasses.replace(cls.from_dict(fields), **changes)
 
