@@ -77,13 +77,52 @@ _NARROW = 1e-6
 
 
 # ----------------------------------------------------------------------- relaxations
+_TABLE_MIN, _TABLE_STEP = -20.0, 1e-3
+_TABLES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _tangent_table(dtype: torch.dtype, device: torch.device) -> Tensor:
+    r""":math:`d^*(l)` on the grid :math:`l_i = -20 + 10^{-3} i \le 0` (cached).
+
+    :math:`d^*(l) > 0` is where the tangent of tanh passes through :math:`(l, \tanh l)`;
+    computed by 64 bisection steps on :math:`\phi(d) = \tanh d + \tanh'(d)(l - d) -
+    \tanh l` (increasing in d > 0), keeping the upper end (:math:`\phi \ge 0`).
+    """
+    key = (dtype, device)
+    if key not in _TABLES:
+        n = int(round(-_TABLE_MIN / _TABLE_STEP)) + 1
+        grid = _TABLE_MIN + _TABLE_STEP * torch.arange(n, dtype=torch.float64)
+        tl = torch.tanh(grid)
+        a = torch.zeros_like(grid)
+        b = torch.full_like(grid, 12.0)  # d*(-20) is about 4.3
+        for _ in range(64):
+            mid = 0.5 * (a + b)
+            t = torch.tanh(mid)
+            ok = t + (1.0 - t * t) * (grid - mid) - tl >= 0
+            b = torch.where(ok, mid, b)
+            a = torch.where(ok, a, mid)
+        _TABLES[key] = b.to(dtype=dtype, device=device)
+    return _TABLES[key]
+
+
+def _tangent_point(lo: Tensor) -> Tensor:
+    r"""A tangent point :math:`d \ge d^*(lo)` for ``lo < 0``: the table value at the grid
+    point at or below ``lo`` (:math:`d^*` decreases in ``lo``); ``inf`` below the grid."""
+    table = _tangent_table(lo.dtype, lo.device)
+    pos = torch.floor((lo - _TABLE_MIN) / _TABLE_STEP)
+    inside = (pos >= 0) & (lo < 0)
+    idx = pos.clamp(0, table.numel() - 1).long()
+    return torch.where(inside, table[idx], math.inf)
+
+
 def _tanh_upper(lo: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     r"""A line :math:`a z + b \ge \tanh z` on :math:`[lo, u]` with :math:`a \ge 0`.
 
     * :math:`u \le 0` (tanh convex there): the chord.
     * :math:`lo \ge 0` (concave): the tangent at the midpoint :math:`m` (least area).
-    * :math:`lo < 0 < u`: the tangent at :math:`d = \max(d^*, m)` where the tangent at
-      :math:`d^*` passes through :math:`(lo, \tanh lo)`; any :math:`d \ge d^*` is sound
+    * :math:`lo < 0 < u`: the tangent at :math:`d = \min(\max(d^*, m), u)` (least area
+      among the sound tangents), where the tangent at :math:`d^*` passes through
+      :math:`(lo, \tanh lo)`; any :math:`d \ge d^*` is sound
       (the tangent at :math:`d \ge 0` lies above tanh on :math:`[0,\infty)`, and on
       :math:`[lo, 0]` the gap is concave, non-negative at both ends). When
       :math:`d^* > u` the chord is sound instead (the chord's slope is then below
@@ -103,28 +142,18 @@ def _tanh_upper(lo: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         a = 1.0 - td * td
         return a, td - a * d
 
-    # Crossing case: phi(d) = tanh d + tanh'(d)(lo - d) - tanh lo is increasing for d > 0,
-    # phi(d) >= 0 <=> d >= d*. Newton from d = u, then a sound candidate is kept.
+    # Crossing case: phi(d) = tanh d + tanh'(d)(lo - d) - tanh lo increases for d > 0,
+    # and phi(d) >= 0 <=> d >= d*(lo). d* comes from a table (conservative side), the
+    # least-area choice is max(d*, m), and the chosen point is re-checked.
     def phi(d: Tensor) -> Tensor:
         a, b = tangent(d)
         return a * lo + b - tl
 
     cross = (lo < 0) & (u > 0) & wide
-    u_pos = torch.where(cross, u, 1.0)
-    l_neg = torch.where(cross, lo, -1.0)
-    tl_c = torch.tanh(l_neg)
-    d = u_pos.clone()
-    for _ in range(12):
-        td = torch.tanh(d)
-        g = (1.0 - td * td) * (l_neg - d) + td - tl_c
-        dg = -2.0 * td * (1.0 - td * td) * (l_neg - d)  # tanh''(d) (lo - d) > 0 for d > 0
-        step = torch.where(dg > 0, g / torch.where(dg > 0, dg, 1.0), 0.0)
-        d = (d - step).clamp(min=0.0).minimum(u_pos)
-    d = (d * (1.0 + 1e-9) + 1e-12).minimum(u_pos)
-    ok_d = phi(torch.where(cross, d, 1.0)) >= 0
-    ok_u = phi(torch.where(cross, u_pos, 1.0)) >= 0  # d* <= u: some tangent is sound
-    d = torch.where(ok_d, d, u_pos)  # u itself is sound when ok_u
-    d = torch.maximum(d, m)
+    ok_u = phi(u) >= 0  # d* <= u: some tangent point in [0, u] is sound
+    d = torch.minimum(torch.maximum(_tangent_point(lo), m), u)
+    ok_d = phi(d) >= 0
+    d = torch.where(ok_d, d, u)
     cross_a, cross_b = tangent(d)
     use_tangent_cross = cross & ok_u
 

@@ -162,7 +162,7 @@ def _check_record_dict(kind: str, data: object, fields: set[str]) -> dict[str, A
             f"data: expected keys {sorted(fields)} for {kind}, got missing "
             f"{sorted(fields - keys)} and unknown {sorted(keys - fields)}"
         )
-    return dict(data)
+    return {k: data[k] for k in fields}
 
 
 def _box_to_dict(box: tuple[Tensor, Tensor] | None) -> Any:
