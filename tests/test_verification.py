@@ -426,7 +426,7 @@ def test_noise_probability_closed_form():
     ranged=st.booleans(),
     method=st.sampled_from(METHODS),
 )
-@settings(max_examples=15)
+@settings(max_examples=10)
 def test_radius_never_exceeds_attacks_on_random_models(case, norm, ranged, method):
     params, xs, g = case
     data_range = (0.0, 1.0) if ranged else None
@@ -488,8 +488,8 @@ def _train_digits(noise, seed, steps=300):
             loss.backward()
             opt.step()
     params = build().detach()
-    test_x = task.inputs("test").double().reshape(-1, 8, 8)[:40]
-    test_y = task.labels("test")[:40]
+    test_x = task.inputs("test").double().reshape(-1, 8, 8)[:30]
+    test_y = task.labels("test")[:30]
     return params, test_x, test_y
 
 
@@ -510,9 +510,7 @@ def test_trained_models_radius_sound_and_nonvacuous(trained, name, norm, generat
     res = certified_radius(
         params, xs, ys, norm=norm, method="crown", data_range=(0.0, 1.0), generator=generator
     )
-    emp = minimal_perturbation(
-        params, xs, ys, norm=norm, bounds=(0.0, 1.0), targeted=True, generator=generator
-    )
+    emp = minimal_perturbation(params, xs, ys, norm=norm, bounds=(0.0, 1.0), generator=generator)
     assert bool((res.radius <= emp.distance).all())
     correct = res.score_margin > 0
     worst = _pgd_restarts(
