@@ -59,6 +59,7 @@ __all__ = [
     "lower_bounds",
     "relax_identity",
     "relax_tanh",
+    "reuse_radius",
     "search_radius",
 ]
 
@@ -582,14 +583,23 @@ class _Sweep:
         return low[:, :H], -low[:, H:]
 
     def substitute(
-        self, lam: Tensor, const: Tensor, G: Tensor, k_end: int, rows: int, steps=None
+        self,
+        lam: Tensor,
+        const: Tensor,
+        G: Tensor,
+        k_end: int,
+        rows: int,
+        steps=None,
+        concretize: bool = True,
     ) -> Tensor:
         """Lower bound (B, K) of ``lam . h_{k_end} + const`` over the input set.
 
         Back-substitutes through steps ``k_end - 1, ..., 0``: ``lam`` (B, K, H) is the
         coefficient of :math:`h_{k_{end}}`, ``const`` (B, K). The input coefficients of
         step j go to rows ``[j D, (j + 1) D)`` of ``G`` (N, B, K); the first ``rows``
-        rows are concretized (row block ``k_end`` may hold a direct input term).
+        rows are concretized (row block ``k_end`` may hold a direct input term). With
+        ``concretize=False`` the constant (B, K) is returned instead (``G`` holds the
+        coefficients): the linear bound, valid over every input set contained in this one.
         """
         net = self.net
         B, K, H = lam.shape
@@ -618,7 +628,7 @@ class _Sweep:
             lam = torch.addmm(base.reshape(B * K, H), lhs, rhs).view(B, K, H)
         if self.h0 is not None:
             c += torch.linalg.vecdot(lam, self.h0.unsqueeze(1))
-        return self.inset.bound(G[:rows], c)
+        return self.inset.bound(G[:rows], c) if concretize else c
 
     # -- output bounds
     def output_lower(self, spec: Tensor, spec_const: Tensor) -> Tensor:
@@ -640,14 +650,15 @@ class _Sweep:
             - (spec.abs() @ self.Rb.unsqueeze(-1)).squeeze(-1)
         )
         low = torch.maximum(low, self.inset.bound(w, c0))
-        # Backward substitution from the output.
+        # Backward substitution from the output, with the relaxations of each method.
         B, K, _ = spec.shape
-        G = spec.new_zeros(self.T * self.D, B, K)
         rows = self.T * self.D
-        low = torch.maximum(low, self.substitute(spec, spec_const.clone(), G, self.T, rows))
-        if self.crown:
-            back = self.substitute(spec, spec_const.clone(), G, self.T, rows, self.steps_crown)
-            low = torch.maximum(low, back)
+        self.linear = []
+        for steps in [self.steps] + ([self.steps_crown] if self.crown else []):
+            G = spec.new_zeros(rows, B, K)
+            c = self.substitute(spec, spec_const.clone(), G, self.T, rows, steps, False)
+            low = torch.maximum(low, self.inset.bound(G, c))
+            self.linear.append((G, c))
         return low
 
 
@@ -662,7 +673,8 @@ def lower_bounds(
     spec_const: Tensor,
     method: str,
     h0: Tensor | None = None,
-) -> Tensor:
+    with_radius: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Lower bounds on :math:`\Lambda h_T + \lambda_0` over the input set, shape (B, K).
 
     Parameters
@@ -676,11 +688,56 @@ def lower_bounds(
     spec_const : Tensor, shape (B, K)
     method : {"ibp", "forward", "crown"}
     h0 : Tensor, shape (B, H), optional
+    with_radius : bool
+        Also return, per example, the largest radius :math:`r' \le r` at which the
+        output's back-substitutions at this radius certify :math:`\min_K > 0`
+        (:func:`reuse_radius`; 0 for IBP): the relaxations chosen for radius r stay
+        sound on every smaller set, so a failed probe still certifies something.
     """
     inset = InputSet(x0, radius, norm, data_range)
     sweep = _Sweep(net, noise, inset, x0, h0, method)
     sweep.run()
-    return sweep.output_lower(spec, spec_const)
+    low = sweep.output_lower(spec, spec_const)
+    if not with_radius:
+        return low
+    ok = low.min(dim=1).values > 0
+    if method == "ibp":
+        return low, torch.where(ok, radius, 0.0)
+    return low, torch.where(ok, radius, reuse_radius(sweep.linear, x0, radius, norm, data_range))
+
+
+def reuse_radius(
+    linear: list[tuple[Tensor, Tensor]],
+    x0: Tensor,
+    radius: Tensor,
+    norm: str,
+    data_range: tuple[float, float] | None,
+    iterations: int = 50,
+) -> Tensor:
+    r"""Largest :math:`r' \in [0, r]` with :math:`\max_i \min_K (G_i\cdot\delta + c_i) > 0`
+    over the input set of radius :math:`r'`, by bisection (per example, (B,)).
+
+    Each ``(G (N, B, K), c (B, K))`` is a linear lower bound valid on the set of
+    radius ``radius``, hence on every smaller one; its concretization decreases in
+    :math:`r'`. Returns 0 where not even :math:`r' = 0` is certified.
+    """
+    lo = torch.zeros_like(radius)
+    hi = radius.clone()
+
+    def certified(r: Tensor) -> Tensor:
+        inset = InputSet(x0, r, norm, data_range)
+        ok = torch.zeros_like(r, dtype=torch.bool)
+        for G, c in linear:
+            ok |= inset.bound(G, c).min(dim=1).values > 0
+        return ok
+
+    base = certified(lo)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        ok = certified(mid)
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    return torch.where(base, lo, 0.0)
 
 
 def first_order(
@@ -727,18 +784,21 @@ def search_radius(
     r"""Largest certified radius per example by a safeguarded bracketing search.
 
     ``evaluate(idx, r)`` returns :math:`f(r) = \min_j` (lower bound of
-    :math:`z_y - z_j`) for the examples ``idx`` at radii ``r`` (each (n,)); a radius is
-    *certified* when :math:`f(r) > 0`. ``lo`` (B,) is already certified (e.g. by a
-    cheaper method) and ``f0`` is :math:`f(0)`:
+    :math:`z_y - z_j`) for the examples ``idx`` at radii ``r`` (each (n,)), and a radius
+    :math:`r' \le r` certified by the same evaluation (:func:`reuse_radius`; r itself
+    when :math:`f(r) > 0`); a radius is *certified* when :math:`f(r) > 0`. ``lo`` (B,)
+    is already certified (e.g. by a cheaper method) and ``f0`` is :math:`f(0)`:
 
     1. probe ``first`` (at least 1.5 ``lo``), then double while the bound holds (never
        beyond ``r_max``; certified at ``r_max`` stops the search: ``capped``);
     2. inside the bracket ``[lo, hi]``: false position on :math:`f` through the last
        certified point (at first :math:`(0, f(0))`) and the last failed one, with the
        Illinois modification (an end that stays put has its value halved); a step that
-       did not halve the bracket is followed by a bisection (geometric while
-       :math:`hi > 4\,lo`); probes stay :math:`\mathrm{rtol}\cdot hi/2` inside the
-       bracket, so a probe next to the root closes it;
+       did not halve a bracket wider than :math:`4\,\mathrm{rtol}\cdot hi` is followed
+       by a bisection (geometric while :math:`hi > 4\,lo`); a failed probe's own
+       bounds also raise ``lo`` (:func:`reuse_radius`); probes stay
+       :math:`\mathrm{rtol}\cdot hi/2` inside the bracket, so a probe next to the root
+       closes it;
     3. stop when :math:`hi - lo \le \mathrm{rtol}\cdot hi` (``converged``) or after
        ``max_iter`` probes.
 
@@ -756,7 +816,6 @@ def search_radius(
     anchor_r, anchor_f = torch.zeros_like(lo), f0.clone()  # secant's certified point
     w_hi = torch.full_like(lo, -math.inf)
     side = torch.zeros(B, dtype=torch.long, device=dev)
-    bisect = torch.zeros(B, dtype=torch.bool, device=dev)
     n_eval = torch.zeros(B, dtype=torch.long, device=dev)
     capped = torch.zeros(B, dtype=torch.bool, device=dev)
     started = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -778,23 +837,22 @@ def search_radius(
         t = torch.where(denom > 0, af / torch.where(denom > 0, denom, 1.0), 0.5).clamp(0, 1)
         sec = ar + t * (bb - ar)
         mid = torch.where((a > 0) & (bb > 4.0 * a), torch.sqrt(a * bb), 0.5 * (a + bb))
-        inner = torch.where(bisect[idx], mid, sec)
+        inner = torch.where((a > 0) & (bb > 4.0 * a), mid, sec)
         half_tol = 0.5 * rtol * bb
         inner = torch.minimum(torch.maximum(inner, a + half_tol), bb - half_tol)
         r = torch.where(open_, grow, inner)
-        f = evaluate(idx, r)
+        f, r_star = evaluate(idx, r)
         n_eval[idx] += 1
         started[idx] = True
         ok = f > 0
         prev = side[idx]
-        new_lo = torch.where(ok, r, a)
+        new_lo = torch.where(ok, r, torch.maximum(a, r_star))
         new_hi = torch.where(ok, b, r)
         lo[idx], hi[idx] = new_lo, new_hi
         anchor_r[idx] = torch.where(ok, r, ar)
         anchor_f[idx] = torch.where(ok, f, torch.where(prev == -1, 0.5 * af, af))
         w_hi[idx] = torch.where(ok, torch.where(prev == 1, 0.5 * fb, fb), f)
         side[idx] = torch.where(ok, 1, -1)
-        bisect[idx] = ~open_ & ~bisect[idx] & (new_hi - new_lo > 0.5 * (b - a))
         capped[idx] = ok & open_ & (r >= r_max[idx])
     conv = torch.isfinite(hi) & (hi - lo <= rtol * hi)
     return {"lo": lo, "hi": hi, "n_eval": n_eval, "converged": conv, "capped": capped}

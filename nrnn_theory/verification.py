@@ -78,6 +78,8 @@ from nrnn_theory.results import Result
 
 __all__ = [
     "AUTO_CROWN_WORK",
+    "CASCADE_MAX_ITER",
+    "CASCADE_RTOL",
     "CertifiedRadius",
     "LogitBounds",
     "NORMS",
@@ -97,6 +99,11 @@ VERIFICATION_METHODS: tuple[str, ...] = ("auto", *reversed(BOUND_METHODS))
 #: CROWN's back-substitutions cost about ``2 T^2 H^3`` multiply-adds per example and
 #: bound, the forward mode's ``2 T^2 D H^2``.
 AUTO_CROWN_WORK = 2**33
+
+#: Relative tolerance and evaluation cap of the cheaper methods' searches in the cascade
+#: of :func:`certified_radius` (they only provide a certified starting point).
+CASCADE_RTOL = 0.1
+CASCADE_MAX_ITER = 5
 
 #: Per-example outcomes of :func:`certified_radius`.
 RADIUS_STATUSES: tuple[str, ...] = (
@@ -586,12 +593,14 @@ def _setup(params, xs, labels, norm, data_range, noise, noise_box, h0, activatio
     )
 
 
-def _lower(st: _Setup, idx: Tensor, radius: Tensor, method: str, both: bool = False):
+def _lower(st: _Setup, idx: Tensor, radius: Tensor, method: str, both=False, with_radius=False):
     nz, x0, h0, spec, const = st.subset(idx)
     if both:
         spec = torch.cat([spec, -spec], dim=1)
         const = torch.cat([const, -const], dim=1)
-    return lower_bounds(st.net, nz, x0, radius, st.norm, st.data_range, spec, const, method, h0)
+    return lower_bounds(
+        st.net, nz, x0, radius, st.norm, st.data_range, spec, const, method, h0, with_radius
+    )
 
 
 # ------------------------------------------------------------------------------ bounds
@@ -886,13 +895,16 @@ def certified_radius(
     cascade = BOUND_METHODS[: BOUND_METHODS.index(m) + 1]
 
     def evaluate(method_name: str):
-        def f(idx: Tensor, r: Tensor) -> Tensor:
+        def f(idx: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
             step = idx.numel() if batch_size is None else batch_size
-            out = [
-                _lower(st, idx[i : i + step], r[i : i + step], method_name).min(dim=1).values
-                for i in range(0, idx.numel(), step)
-            ]
-            return torch.cat(out)
+            vals, reuse = [], []
+            for i in range(0, idx.numel(), step):
+                low, r_star = _lower(
+                    st, idx[i : i + step], r[i : i + step], method_name, with_radius=True
+                )
+                vals.append(low.min(dim=1).values)
+                reuse.append(r_star)
+            return torch.cat(vals), torch.cat(reuse)
 
         return f
 
@@ -909,7 +921,8 @@ def certified_radius(
     if st.noise is not None and bool(correct.any()):
         # With frozen noise even radius 0 needs the bounds.
         idx = correct.nonzero().squeeze(1)
-        f0[idx] = evaluate(m)(idx, torch.zeros(idx.numel(), dtype=torch.float64, device=dev))
+        zero = torch.zeros(idx.numel(), dtype=torch.float64, device=dev)
+        f0[idx] = evaluate(m)(idx, zero)[0]
     active = correct & (f0 > 0)
     # First probe: the first-order distance to the nearest boundary.
     value, dual = first_order(st.net, st.noise_step, st.x0, norm, st.spec, st.spec_const, st.h0)
@@ -926,13 +939,14 @@ def certified_radius(
         if res is not None:  # start where the cheaper method stopped
             first = torch.where(first > 1.5 * lo, first, 2.0 * lo)
             first = torch.minimum(torch.where(first > 0, first, 1.0), r_max)
+        final = name == m
         res = search_radius(
             evaluate(name),
             lo,
             f0,
             first=first,
-            rtol=rtol,
-            max_iter=max_iter,
+            rtol=rtol if final else max(rtol, CASCADE_RTOL),
+            max_iter=max_iter if final else min(max_iter, CASCADE_MAX_ITER),
             r_max=r_max,
             active=active,
         )

@@ -266,8 +266,10 @@ def test_linear_rnn_radius_is_the_exact_margin(norm, generator):
     noise = StepNoise(S=p.drift_step.view(1, 1, H))
 
     def evaluate(idx, r):
-        low = lower_bounds(net, noise, xs[idx], r, norm, None, spec[idx], spec_const[idx], "crown")
-        return low.min(dim=1).values
+        low, reuse = lower_bounds(
+            net, noise, xs[idx], r, norm, None, spec[idx], spec_const[idx], "crown", None, True
+        )
+        return low.min(dim=1).values, reuse
 
     value, dual_fo = first_order(net, noise, xs, norm, spec, spec_const)
     torch.testing.assert_close(value, gap, **tol("reduction"))
@@ -576,8 +578,9 @@ def test_statuses_misclassified_whole_range_and_not_certified(generator):
 def test_check_raises_on_unsound_bounds(monkeypatch, generator):
     import nrnn_theory.verification as verification
 
-    def fake(net, noise, x0, radius, *args, **kwargs):
-        return torch.ones(x0.shape[0], args[2].shape[1], dtype=torch.float64)
+    def fake(net, noise, x0, radius, norm, data_range, spec, const, method, h0, with_radius):
+        low = torch.ones(x0.shape[0], spec.shape[1], dtype=torch.float64)
+        return (low, radius) if with_radius else low
 
     p = random_params(3, 1, 3, generator=generator, scale=3.0)
     xs = torch.randn(6, 5, 1, generator=generator, dtype=torch.float64)
