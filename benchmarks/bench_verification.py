@@ -200,8 +200,8 @@ def _bench_model(name, params, xs, ys, args, tmp, gflops_cache, long=False):
         ok = correct & torch.isfinite(emp.distance) & (radius > 0)
         ratio = _median((radius[ok] / emp.distance[ok]).tolist())
         ci = float("nan")
-        if m == "crown":
-            ibp = torch.tensor(out["radii"]["ibp"], dtype=torch.float64)
+        if m == "crown" and "ibp" in results:  # against the IBP method's own search
+            ibp = torch.tensor(results["ibp"]["radius"], dtype=torch.float64)
             sel = ok & (ibp > 0)
             ci = _median((radius[sel] / ibp[sel]).tolist())
         results[m] = out

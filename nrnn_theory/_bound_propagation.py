@@ -392,6 +392,9 @@ class _Sweep:
         if self.crown:
             self.Wpm = torch.cat([net.W, -net.W], dim=0)  # (2H, H)
             self.Gz = torch.zeros(N, B, 2 * H, dtype=dt, device=dev)
+            width = 2 * H + self.D + 1  # [p | lam | g | c]
+            self.bufs = [torch.empty(B, 2 * H, width, dtype=dt, device=dev) for _ in range(2)]
+            self.fused: list[Tensor] = []
         self._M = None
 
     # -- the step matrix, shared by all examples when the noise pieces allow it
@@ -500,6 +503,8 @@ class _Sweep:
                     )
                 else:
                     self.steps_crown.append(st)
+                if k < self.T - 1:  # later pre-activations substitute through this step
+                    self.fused.append(self._fused(self.steps_crown[-1]))
             # ---- forward step
             aL, aU = st.aU + st.da, st.aU
             bL, bU = st.bU + st.db, st.bU
@@ -570,16 +575,70 @@ class _Sweep:
         return rho
 
     # -- backward substitution
-    def _backward_z(self, k: int) -> tuple[Tensor, Tensor]:
-        """CROWN bounds on :math:`z_k = W h_k + U x_k + b` (each (B, H))."""
+    def _fused(self, st: _Relaxed) -> Tensor:
+        r"""The step's back-substitution as one matrix :math:`R_j` (B, 2H, H + D + 1).
+
+        With :math:`p = \lambda^+` and :math:`\mu = \lambda\odot S`, the relaxation
+        by the sign of :math:`\mu` gives :math:`\mu^+ = S^-\lambda + |S|p`, so the
+        activation's coefficient is :math:`\nu = \lambda\odot s_a + p\odot s_d` with
+        :math:`s_a = S a_U + S^- (a_L - a_U)`, :math:`s_d = |S|(a_L - a_U)`, and one
+        step is :math:`[p\,|\,\lambda] R_j = [\lambda_{new}\,|\,g_j\,|\,\Delta c]`:
+        the next coefficient :math:`\lambda(D + S\alpha A) + \nu W`, the input
+        coefficient :math:`g_j = \nu U` and the constant (intercepts, :math:`\nu\cdot
+        (U x_j + b)`, noise centre, and :math:`-|\lambda|\rho = \lambda\rho - 2p\rho`).
+        Built once per step, used by every later pre-activation's back-substitution.
+        """
         net = self.net
         B, H, D = self.B, net.H, self.D
-        lam = self.Wpm.expand(B, 2 * H, H)
+        S = st.S.expand(B, H)
+        S_neg, S_abs = S.clamp(max=0.0), S.abs()
+        sa = S * st.aU + S_neg * st.da
+        sd = S_abs * st.da
+        R = S.new_empty(B, 2 * H, H + D + 1)
+        R[:, :H, :H] = sd.unsqueeze(-1) * net.W
+        R[:, :H, H : H + D] = sd.unsqueeze(-1) * net.U
+        cp = sd * st.ub + S_abs * st.db
+        lam_blk = sa.unsqueeze(-1) * net.W
+        if net.aA is not None:
+            lam_blk += S.unsqueeze(-1) * net.aA
+        lam_blk.diagonal(dim1=1, dim2=2).add_(1.0 if st.D is None else st.D.expand(B, H))
+        R[:, H:, :H] = lam_blk
+        R[:, H:, H : H + D] = sa.unsqueeze(-1) * net.U
+        cl = sa * st.ub + S * st.bU + S_neg * st.db
+        if st.c is not None:
+            cl = cl + st.c
+        if st.rho is not None:
+            cl = cl + st.rho
+            cp = cp - 2.0 * st.rho
+        R[:, :H, H + D] = cp
+        R[:, H:, H + D] = cl
+        return R
+
+    def _backward_z(self, k: int) -> tuple[Tensor, Tensor]:
+        r"""CROWN bounds on :math:`z_k = W h_k + U x_k + b` (each (B, H)).
+
+        The coefficients of :math:`\pm W h_k` live in a buffer ``[p | lam | g | c]``;
+        each earlier step is one batched product with its :meth:`_fused` matrix and one
+        ``clamp`` (two buffers in turn).
+        """
+        net = self.net
+        H, D = net.H, self.D
+        A, Bf = self.bufs
+        A[..., H : 2 * H] = self.Wpm
+        torch.clamp(A[..., H : 2 * H], min=0.0, out=A[..., :H])
         ub = self.Ux0b[:, k]
-        const = torch.cat([ub, -ub], dim=1)
+        c = torch.cat([ub, -ub], dim=1)
         G = self.Gz
         G[k * D : (k + 1) * D] = torch.cat([net.Ut, -net.Ut], dim=1).unsqueeze(1)
-        low = self.substitute(lam, const, G, k, rows=(k + 1) * D, steps=self.steps_crown)
+        for j in range(k - 1, -1, -1):
+            torch.bmm(A[..., : 2 * H], self.fused[j], out=Bf[..., H:])
+            torch.clamp(Bf[..., H : 2 * H], min=0.0, out=Bf[..., :H])
+            c += Bf[..., 2 * H + D]
+            G[j * D : (j + 1) * D] = Bf[..., 2 * H : 2 * H + D].permute(2, 0, 1)
+            A, Bf = Bf, A
+        if self.h0 is not None:
+            c += torch.linalg.vecdot(A[..., H : 2 * H], self.h0.unsqueeze(1))
+        low = self.inset.bound(G[: (k + 1) * D], c)
         return low[:, :H], -low[:, H:]
 
     def substitute(
@@ -780,6 +839,7 @@ def search_radius(
     max_iter: int,
     r_max: Tensor,
     active: Tensor,
+    slope0: Tensor | None = None,
 ) -> dict[str, Tensor]:
     r"""Largest certified radius per example by a safeguarded bracketing search.
 
@@ -815,7 +875,13 @@ def search_radius(
     hi = torch.full_like(lo, math.inf)
     anchor_r, anchor_f = torch.zeros_like(lo), f0.clone()  # secant's certified point
     w_hi = torch.full_like(lo, -math.inf)
+    # True values at the bracket's evaluated ends and at the end replaced last (for
+    # inverse quadratic interpolation).
+    ta_r, ta_f = torch.zeros_like(lo), f0.clone()
+    tb_f = torch.full_like(lo, -math.inf)
+    tc_r, tc_f = torch.full_like(lo, math.nan), torch.full_like(lo, math.nan)
     side = torch.zeros(B, dtype=torch.long, device=dev)
+    bisect = torch.zeros(B, dtype=torch.bool, device=dev)
     n_eval = torch.zeros(B, dtype=torch.long, device=dev)
     capped = torch.zeros(B, dtype=torch.bool, device=dev)
     started = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -836,8 +902,23 @@ def search_radius(
         denom = af - fb
         t = torch.where(denom > 0, af / torch.where(denom > 0, denom, 1.0), 0.5).clamp(0, 1)
         sec = ar + t * (bb - ar)
-        mid = torch.where((a > 0) & (bb > 4.0 * a), torch.sqrt(a * bb), 0.5 * (a + bb))
-        inner = torch.where((a > 0) & (bb > 4.0 * a), mid, sec)
+        if slope0 is not None:  # from (0, f(0)) only: f = f0 - slope0 r - q r^2 through hi
+            s0 = slope0[idx]
+            q = (af - s0 * bb - fb) / (bb * bb)
+            quad = 2.0 * af / (s0 + torch.sqrt((s0 * s0 + 4.0 * q * af).clamp(min=0.0)))
+            use = (ar == 0) & (s0 > 0) & (q > 0) & torch.isfinite(quad)
+            sec = torch.where(use, quad, sec)
+        # inverse quadratic interpolation through three evaluated points, if inside
+        x1, y1, y2, x3, y3 = ta_r[idx], ta_f[idx], tb_f[idx], tc_r[idx], tc_f[idx]
+        iqi = (
+            x1 * y2 * y3 / ((y1 - y2) * (y1 - y3))
+            + bb * y1 * y3 / ((y2 - y1) * (y2 - y3))
+            + x3 * y1 * y2 / ((y3 - y1) * (y3 - y2))
+        )
+        good = torch.isfinite(iqi) & (iqi > a) & (iqi < bb) & torch.isfinite(y2)
+        sec = torch.where(good & (ar > 0), iqi, sec)
+        wide = (a > 0) & (bb > 4.0 * a)
+        inner = torch.where(wide & bisect[idx], torch.sqrt(a * bb), sec)
         half_tol = 0.5 * rtol * bb
         inner = torch.minimum(torch.maximum(inner, a + half_tol), bb - half_tol)
         r = torch.where(open_, grow, inner)
@@ -853,6 +934,15 @@ def search_radius(
         anchor_f[idx] = torch.where(ok, f, torch.where(prev == -1, 0.5 * af, af))
         w_hi[idx] = torch.where(ok, torch.where(prev == 1, 0.5 * fb, fb), f)
         side[idx] = torch.where(ok, 1, -1)
+        tc_r[idx] = torch.where(ok, ta_r[idx], torch.where(open_, math.nan, b))
+        tc_f[idx] = torch.where(ok, ta_f[idx], torch.where(open_, math.nan, tb_f[idx]))
+        ta_r[idx] = torch.where(ok, r, ta_r[idx])
+        ta_f[idx] = torch.where(ok, f, ta_f[idx])
+        tb_f[idx] = torch.where(ok, tb_f[idx], f)
+        # A step that did not halve the log-width of a wide bracket: bisect next time.
+        old_w = torch.log(bb / a.clamp(min=1e-300))
+        new_w = torch.log(new_hi.clamp(max=1e300) / new_lo.clamp(min=1e-300))
+        bisect[idx] = ~open_ & (new_w > 0.5 * old_w) & (new_hi > 4.0 * new_lo)
         capped[idx] = ok & open_ & (r >= r_max[idx])
     conv = torch.isfinite(hi) & (hi - lo <= rtol * hi)
     return {"lo": lo, "hi": hi, "n_eval": n_eval, "converged": conv, "capped": capped}

@@ -932,6 +932,7 @@ def certified_radius(
     r_max = r_full if max_radius is None else r_full.clamp(max=max_radius)
     first = torch.where(torch.isfinite(first) & (first > 0), first, torch.ones_like(first))
     first = torch.minimum(first, r_max)
+    slope0 = torch.where(f0 > 0, f0 / first, 0.0)  # the linear model's root is ``first``
     lo = torch.zeros(B, dtype=torch.float64, device=dev)
     radii: dict[str, Tensor] = {}
     res = None
@@ -949,6 +950,7 @@ def certified_radius(
             max_iter=max_iter if final else min(max_iter, CASCADE_MAX_ITER),
             r_max=r_max,
             active=active,
+            slope0=slope0,
         )
         lo = res["lo"]
         radii[name] = torch.where(
