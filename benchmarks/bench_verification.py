@@ -16,10 +16,10 @@ memory, the median certified radius, the median of certified / attack radius (th
 attack: ``nrnn_theory.minimal_perturbation``, DeepFool then PGD bisection, l_inf,
 clipped to [0, 1]) and the median CROWN / IBP radius ratio. Beside each time, the
 **arithmetic floor**: the FLOPs of the matrix products of the evaluations the search
-made (CROWN: the back-substitutions, one (B 2H, 2H) x (2H, H) product per step and
-pre-activation; forward: four (n B, H) x (H, H) products per step) divided by the
-GFLOP/s this machine measures now for those shapes in float64
-(``benchmarks/_timing.py``).
+made (CROWN: the back-substitutions, one batched (2H, 2H) x (2H, H + D + 1) product per
+example, step and pre-activation; forward: four (n, H) x (H, H) products per step with
+n = k D rows at step k) divided by the GFLOP/s this machine measures now for the
+CROWN shape in float64 (``benchmarks/_timing.py``).
 
 At T = 784, H = 128 one CROWN evaluation is about 5e12 FLOPs per example (hours for a
 search on 2 cores): the script times one CROWN evaluation of the first ``--long-prefix``
@@ -89,7 +89,7 @@ def _eval_flops(method: str, T: int, D: int, H: int, K: int) -> float:
         return T * 3 * matmul_flops(1, H, H)
     if method == "forward":
         return fwd + out / 2
-    inter = sum(k * matmul_flops(2 * H, 2 * H, H) for k in range(1, T))
+    inter = sum(k * matmul_flops(2 * H, 2 * H, H + D + 1) for k in range(1, T))
     return fwd + out + inter
 
 
@@ -170,14 +170,14 @@ def _bench_model(name, params, xs, ys, args, tmp, gflops_cache, long=False):
     )
     t_attack = time.perf_counter() - t0
     B = len(xs)
-    shape = (B * 2 * H, 2 * H, H)
-    if shape not in gflops_cache:
-        gflops_cache[shape] = measured_gflops(shape, dtype=torch.float64)
-    gf = gflops_cache[shape]
+    shape = (2 * H, 2 * H, H + D + 1)  # one example's step of a CROWN back-substitution
+    if (shape, B) not in gflops_cache:
+        gflops_cache[(shape, B)] = measured_gflops(shape, batch=B, dtype=torch.float64)
+    gf = gflops_cache[(shape, B)]
     print(
         f"\n{name}: T={T}, D={D}, H={H}, C={C}, {B} examples ({int(correct.sum())} correctly "
         f"classified); attack (minimal_perturbation, linf) {t_attack / n_ok:.2f} s/example; "
-        f"{gf:.1f} GFLOP/s float64 on ({shape[0]}, {shape[1]}) x ({shape[1]}, {shape[2]})"
+        f"{gf:.1f} GFLOP/s float64 on {B} x ({shape[0]}, {shape[1]}) x ({shape[1]}, {shape[2]})"
     )
     header = (
         f"{'method':<9}{'s/example':>11}{'floor s/ex':>12}{'pkg/floor':>10}{'peak MiB':>10}"
