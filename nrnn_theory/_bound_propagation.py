@@ -19,23 +19,26 @@ per-unit step), :math:`c_k = e_k = 0`; frozen noise with draws in a box gives
 (:class:`StepNoise`). The step matrix is :math:`M_k = \mathrm{diag}(D_k) +
 \mathrm{diag}(S_k)\,\alpha A`.
 
-Three ways to bound the pre-activations :math:`z_k` over the input set, each used by
-the next:
+Three ways to bound the pre-activations :math:`z_k` over the input set:
 
 * **IBP**: intervals in centre/radius form, :math:`|M|` and :math:`|W|` on radii.
 * **forward** (symbolic intervals): linear lower/upper bounds of :math:`h_k` in the
   input deviations :math:`\delta = x - x_0`, kept as centre and radius linear functions
-  :math:`C(\delta)\pm R(\delta)`, propagated step by step and concretized per step.
-  Cost O(T^2 D H^2) per example, memory O(T D H).
+  :math:`C(\delta)\pm R(\delta)`, propagated step by step (:math:`C` by :math:`M`,
+  :math:`R` by :math:`|M|`) and concretized per step. Cost O(T^2 D H^2) per example,
+  memory O(T D H).
 * **backward** (CROWN): for every step k the linear function :math:`\pm W h_k` is
   back-substituted through steps :math:`k-1, \dots, 0` with the relaxation of each
   activation chosen by the sign of its coefficient, down to the inputs, and
-  concretized by the dual norm. Cost O(T^2 H^3) per example.
+  concretized by the dual norm. Each step is one batched product with a matrix built
+  once per step (:meth:`_Sweep._fused`). Cost O(T^2 H^3) per example.
 
-Every method intersects its intervals with those of the cheaper methods computed in
-the same sweep, and the output bound of a method is the maximum of its own and the
-cheaper methods' bounds, so ``crown >= forward >= ibp`` holds on every example by
-construction.
+One sweep runs the IBP chain untouched, the forward part from IBP and its own
+intervals only, and the CROWN relaxations from the back-substituted intervals
+intersected with those; the output bound of a method is the maximum of its own and the
+cheaper methods' bounds. The cheaper methods' computations inside a sweep are
+therefore exactly those of their own sweeps, and ``crown >= forward >= ibp`` holds on
+every bound by construction.
 """
 
 from __future__ import annotations

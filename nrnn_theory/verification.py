@@ -17,20 +17,29 @@ global Lipschitz bound of :func:`nrnn_theory.certified_margin` it does not grow 
 
 The step :math:`h_{k+1} = h_k + s\odot(\alpha A h_k + \tanh(W h_k + U x_k + b))`
 (THEORY.md §2-3) is affine apart from the tanh, which is enclosed per unit and step
-by two lines chosen from the interval of its pre-activation (tangent or chord, and for
-intervals containing 0 the tangent through an end point; see
-``nrnn_theory._bound_propagation.relax_tanh``). Three methods bound the
-pre-activations (each also uses the cheaper ones' bounds):
+by two lines chosen from the interval of its pre-activation (the chord, or the tangent
+of least area among the sound ones; see ``nrnn_theory._bound_propagation.relax_tanh``).
+Three methods bound the pre-activations:
 
 * ``"ibp"``: interval bound propagation, O(T H^2) per example: the baseline.
 * ``"forward"``: symbolic intervals: linear lower/upper bounds of every state in the
   inputs, propagated forward, O(T^2 D H^2) per example, memory O(T D H); the output
-  bound is one backward substitution, O(T H^2 C).
+  bound is one backward substitution, O(T H^2 C). Cheap for long sequences, but on
+  trained (near-isometric) models its radius part grows like :math:`\rho(|M|)^T`
+  with :math:`|M|` the entrywise absolute step matrix, as IBP's does: informative for
+  short sequences or contractive models only.
 * ``"crown"``: CROWN-style back-substitution of every pre-activation through all
-  earlier steps to the inputs, O(T^2 H^3) per example: the tightest.
+  earlier steps to the inputs with signed coefficients, O(T^2 H^3) per example (one
+  batched matrix product per step and pre-activation): the tightest, and the one that
+  certifies non-vacuous radii on trained models.
 * ``"auto"``: ``"crown"`` when :math:`T^2H^3 \le 2^{33}` (e.g. T = 64, H = 64 or
-  T = 180, H = 64), else ``"forward"`` (e.g. T = 784, H = 128, where CROWN would cost
-  about 10^12 multiply-adds per example and bound).
+  T = 180, H = 64), else ``"forward"`` (e.g. T = 784, H = 128, where one CROWN bound
+  costs about 5e12 flops per example: minutes on a GPU, hours on 2 CPU cores).
+
+Each method intersects its intervals with the cheaper methods' ones computed in the
+same sweep and returns the maximum of their bounds, so ``crown >= forward >= ibp``
+holds for every bound; :func:`certified_radius` runs them as a cascade, so it holds for
+every radius too.
 
 Frozen noise: with ``noise`` and ``noise_box``, the bounds hold for every noise path
 whose standardized draws (:mod:`nrnn_theory.dynamics`, "Noise draws") lie in the box,
@@ -670,12 +679,25 @@ def logit_difference_bounds(
     Notes
     -----
     Computed in float64 on the device of ``params``. Time per example and bound:
-    IBP O(T H^2); forward O(T^2 D H^2 + T H^2 C); CROWN O(T^2 H^3). Memory per
-    example: IBP O(H); forward about 12 T D H floats (centre and radius coefficients
-    of the states and pre-activations); CROWN that plus 2 T D H for the input
-    coefficients of one back-substitution and 9 T H for the stored relaxations.
+    IBP O(T H^2); forward O(T^2 D H^2 + T H^2 C); CROWN O(T^2 H^3), one batched
+    (2H, 2H) x (2H, H + D + 1) product per step and pre-activation (about
+    :math:`2T^2H^2(H + D + 1)` flops: 4.4e9 at T = 64, H = 64; 5.3e12 at T = 784,
+    H = 128). Memory per example (float64 values): IBP O(H); forward about
+    8 T D H (centre and radius coefficients of the states and pre-activations);
+    CROWN that plus :math:`2TH(H + D + 1)` for the step matrices of the
+    back-substitution (4.3 MB at T = 64, H = 64; 210 MB at T = 784, H = 128) and
+    :math:`2TDH` for the input coefficients. Batch with ``certified_radius``'s
+    ``batch_size`` when that does not fit.
+
     Frozen multiplicative noise enters as a radius proportional to the state
-    (``"sde"``) or drift (``"paper_code"``) interval, from the forward/IBP intervals.
+    (``"sde"``) or drift (``"paper_code"``) interval, taken from the forward and IBP
+    intervals.
+
+    On trained (near-isometric) Lipschitz RNNs the IBP and forward bounds grow like
+    :math:`\rho(|M|)^T` with :math:`|M|` the entrywise absolute step matrix (the
+    wrapping effect of intervals), so beyond a few tens of steps they certify nothing
+    useful; CROWN substitutes signed coefficients back to the inputs and does not
+    wrap (measured in ``benchmarks/bench_verification.py``).
 
     References
     ----------
@@ -865,8 +887,10 @@ def certified_radius(
     -----
     The radius is certified for the method's bounds; it is a lower bound on the true
     input margin, so it never exceeds the distance of any successful attack
-    (THEORY.md §8). Time: about 5-10 bound evaluations per example and method
-    (:func:`logit_difference_bounds`, Notes), the CROWN ones dominating.
+    (THEORY.md §8). Time: about 4-6 bound evaluations per example for the requested
+    method plus at most :data:`CASCADE_MAX_ITER` for each cheaper one
+    (:func:`logit_difference_bounds`, Notes, for their cost); memory that of one
+    evaluation of ``batch_size`` examples.
 
     Examples
     --------
