@@ -843,6 +843,7 @@ def search_radius(
     r_max: Tensor,
     active: Tensor,
     slope0: Tensor | None = None,
+    min_radius: Tensor | None = None,
 ) -> dict[str, Tensor]:
     r"""Largest certified radius per example by a safeguarded bracketing search.
 
@@ -862,15 +863,17 @@ def search_radius(
        bounds also raise ``lo`` (:func:`reuse_radius`); probes stay
        :math:`\mathrm{rtol}\cdot hi/2` inside the bracket, so a probe next to the root
        closes it;
-    3. stop when :math:`hi - lo \le \mathrm{rtol}\cdot hi` (``converged``) or after
-       ``max_iter`` probes.
+    3. stop when :math:`hi - lo \le \mathrm{rtol}\cdot hi` (``converged``), when a
+       probe at or below ``min_radius`` failed (``negligible``: what the method
+       certifies is below that scale), or after ``max_iter`` probes.
 
     Every returned ``lo`` was certified by an evaluation (or is the given ``lo``).
 
     Returns
     -------
     dict of Tensor, each (B,)
-        ``lo``, ``hi`` (inf if no probe failed), ``n_eval``, ``converged``, ``capped``.
+        ``lo``, ``hi`` (inf if no probe failed), ``n_eval``, ``converged``, ``capped``,
+        ``negligible``.
     """
     B = lo.shape[0]
     dev = lo.device
@@ -889,9 +892,11 @@ def search_radius(
     capped = torch.zeros(B, dtype=torch.bool, device=dev)
     started = torch.zeros(B, dtype=torch.bool, device=dev)
     inactive = ~active
+    floor = torch.zeros_like(lo) if min_radius is None else min_radius
     for _ in range(max_iter):
         conv = torch.isfinite(hi) & (hi - lo <= rtol * hi)
-        idx = (~(inactive | conv | capped)).nonzero().squeeze(1)
+        small = hi <= floor
+        idx = (~(inactive | conv | capped | small)).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         a, b = lo[idx], hi[idx]
@@ -948,4 +953,12 @@ def search_radius(
         bisect[idx] = ~open_ & (new_w > 0.5 * old_w) & (new_hi > 4.0 * new_lo)
         capped[idx] = ok & open_ & (r >= r_max[idx])
     conv = torch.isfinite(hi) & (hi - lo <= rtol * hi)
-    return {"lo": lo, "hi": hi, "n_eval": n_eval, "converged": conv, "capped": capped}
+    negligible = ~conv & (hi <= floor)
+    return {
+        "lo": lo,
+        "hi": hi,
+        "n_eval": n_eval,
+        "converged": conv,
+        "capped": capped,
+        "negligible": negligible,
+    }

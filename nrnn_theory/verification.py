@@ -90,6 +90,7 @@ __all__ = [
     "CASCADE_MAX_ITER",
     "CASCADE_RTOL",
     "CertifiedRadius",
+    "NEGLIGIBLE",
     "LogitBounds",
     "NORMS",
     "RADIUS_STATUSES",
@@ -119,10 +120,16 @@ RADIUS_STATUSES: tuple[str, ...] = (
     "certified",
     "misclassified",
     "not_certified",
+    "negligible",
     "whole_range",
     "max_radius",
     "max_iter",
 )
+
+#: The search stops, with status ``"negligible"``, when the bound fails at a radius
+#: below this fraction of the first-order distance to the boundary: a method that
+#: certifies nothing larger is vacuous for the example (float64 rounding is ~1e-16).
+NEGLIGIBLE = 1e-9
 
 _ASSUMPTIONS = (
     "NRNN step h' = h + s*(alpha*A*h + tanh(W h + U x + b)) (+ frozen noise with draws in "
@@ -284,8 +291,11 @@ class CertifiedRadius(Result):
     status : tuple of str
         Per example, one of :data:`RADIUS_STATUSES`: ``"certified"`` (bracket closed),
         ``"misclassified"`` (radius 0), ``"not_certified"`` (not even radius 0: frozen
-        noise alone can flip it), ``"whole_range"`` (every point of the data range),
-        ``"max_radius"`` (certified at the cap), ``"max_iter"`` (bracket not closed).
+        noise alone can flip it), ``"negligible"`` (the bound failed below
+        :data:`NEGLIGIBLE` times the first-order distance: the method is vacuous here;
+        the radius is the largest certified one found, possibly 0), ``"whole_range"``
+        (every point of the data range), ``"max_radius"`` (certified at the cap),
+        ``"max_iter"`` (bracket not closed).
     labels : Tensor, shape (B,)
     score_margin : Tensor, shape (B,), float64
         :math:`z_y - \max_{j\ne y} z_j` at ``xs`` (box-centre noise path).
@@ -956,6 +966,7 @@ def certified_radius(
     r_max = r_full if max_radius is None else r_full.clamp(max=max_radius)
     first = torch.where(torch.isfinite(first) & (first > 0), first, torch.ones_like(first))
     first = torch.minimum(first, r_max)
+    first_order_radius = first.clone()
     slope0 = torch.where(f0 > 0, f0 / first, 0.0)  # the linear model's root is ``first``
     lo = torch.zeros(B, dtype=torch.float64, device=dev)
     radii: dict[str, Tensor] = {}
@@ -975,6 +986,7 @@ def certified_radius(
             r_max=r_max,
             active=active,
             slope0=slope0,
+            min_radius=NEGLIGIBLE * first_order_radius,
         )
         lo = res["lo"]
         radii[name] = torch.where(
@@ -992,6 +1004,8 @@ def certified_radius(
             status.append("whole_range" if math.isinf(float(radius[b])) else "max_radius")
         elif bool(res["converged"][b]):
             status.append("certified")
+        elif bool(res["negligible"][b]):
+            status.append("negligible")
         else:
             status.append("max_iter")
     gen = resolve_generator(generator, dev)

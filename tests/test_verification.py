@@ -503,8 +503,15 @@ def trained(_one_thread):
     }
 
 
-@pytest.mark.parametrize("name", ["clean", "noisy"])
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize(
+    ("name", "norm"),
+    [
+        ("clean", "linf"),
+        ("noisy", "l2"),
+        pytest.param("clean", "l2", marks=pytest.mark.slow),
+        pytest.param("noisy", "linf", marks=pytest.mark.slow),
+    ],
+)
 def test_trained_models_radius_sound_and_nonvacuous(trained, name, norm, generator):
     params, xs, ys = trained[name]
     acc = float((logits(params, xs).argmax(1) == ys).double().mean())
