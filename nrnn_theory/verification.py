@@ -32,9 +32,10 @@ Three methods bound the pre-activations:
   earlier steps to the inputs with signed coefficients, O(T^2 H^3) per example (one
   batched matrix product per step and pre-activation): the tightest, and the one that
   certifies non-vacuous radii on trained models.
-* ``"auto"``: ``"crown"`` when :math:`T^2H^3 \le 2^{33}` (e.g. T = 64, H = 64 or
-  T = 180, H = 64), else ``"forward"`` (e.g. T = 784, H = 128, where one CROWN bound
-  costs about 5e12 flops per example: minutes on a GPU, hours on 2 CPU cores).
+* ``"auto"``: ``"crown"`` when :math:`T^2H^3 \le 2^{33}` on a CPU (e.g. T = 64,
+  H = 64 or T = 180, H = 64) or :math:`\le 2^{42}` on a GPU (T = 784, H = 128, where
+  one CROWN bound costs about 5e12 flops per example: seconds on a GPU, about an hour
+  on 2 loaded CPU cores), else ``"forward"``.
 
 Each method intersects its intervals with the cheaper methods' ones computed in the
 same sweep and returns the maximum of their bounds, so ``crown >= forward >= ibp``
@@ -87,6 +88,7 @@ from nrnn_theory.results import Result
 
 __all__ = [
     "AUTO_CROWN_WORK",
+    "AUTO_CROWN_WORK_GPU",
     "CASCADE_MAX_ITER",
     "CASCADE_RTOL",
     "CertifiedRadius",
@@ -105,10 +107,12 @@ Method = Literal["auto", "crown", "forward", "ibp"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 VERIFICATION_METHODS: tuple[str, ...] = ("auto", *reversed(BOUND_METHODS))
 
-#: ``method="auto"`` picks CROWN when ``T**2 * H**3`` is at most this (about 8.6e9):
-#: CROWN's back-substitutions cost about ``2 T^2 H^3`` multiply-adds per example and
-#: bound, the forward mode's ``2 T^2 D H^2``.
+#: ``method="auto"`` picks CROWN when ``T**2 * H**3`` is at most this (about 8.6e9 on
+#: a CPU: T = 64, H = 64 is 1.1e9; 4.4e12 on a GPU: T = 784, H = 128 is 1.3e12): one
+#: CROWN bound costs about ``2 T^2 H^3`` flops per example, the forward mode's
+#: ``4 T^2 D H^2``.
 AUTO_CROWN_WORK = 2**33
+AUTO_CROWN_WORK_GPU = 2**42
 
 #: Relative tolerance and evaluation cap of the cheaper methods' searches in the cascade
 #: of :func:`certified_radius` (they only provide a certified starting point).
@@ -140,18 +144,26 @@ _ASSUMPTIONS = (
 )
 
 
-def resolve_method(method: str, n_steps: int, hidden_size: int) -> str:
-    """The bound method ``"auto"`` stands for at this size (``AUTO_CROWN_WORK``).
+def resolve_method(
+    method: str, n_steps: int, hidden_size: int, device: torch.device | str = "cpu"
+) -> str:
+    """The bound method ``"auto"`` stands for at this size and device.
+
+    CROWN when :math:`T^2H^3` is at most :data:`AUTO_CROWN_WORK` (CPU) or
+    :data:`AUTO_CROWN_WORK_GPU` (CUDA), else forward.
 
     Examples
     --------
     >>> resolve_method("auto", 64, 64), resolve_method("auto", 784, 128)
     ('crown', 'forward')
+    >>> resolve_method("auto", 784, 128, device="cuda")
+    'crown'
     """
     check_choice("method", method, VERIFICATION_METHODS)
     if method != "auto":
         return method
-    return "crown" if n_steps**2 * hidden_size**3 <= AUTO_CROWN_WORK else "forward"
+    budget = AUTO_CROWN_WORK_GPU if torch.device(device).type == "cuda" else AUTO_CROWN_WORK
+    return "crown" if n_steps**2 * hidden_size**3 <= budget else "forward"
 
 
 # ------------------------------------------------------------------------------ records
@@ -728,7 +740,7 @@ def logit_difference_bounds(
     st = _setup(params, xs, labels, norm, data_range, noise, noise_box, h0)
     B, T, _ = st.x0.shape
     C = st.p.num_classes
-    m = resolve_method(method, T, st.p.hidden_size)
+    m = resolve_method(method, T, st.p.hidden_size, st.x0.device)
     r = _check_radius(radius, B, st.x0.device)
     idx = torch.arange(B, device=st.x0.device)
     low = _lower(st, idx, r, m, both=True)
@@ -925,7 +937,7 @@ def certified_radius(
     st = _setup(params, xs, labels, norm, data_range, noise, noise_box, h0)
     B, T, _ = st.x0.shape
     dev = st.x0.device
-    m = resolve_method(method, T, st.p.hidden_size)
+    m = resolve_method(method, T, st.p.hidden_size, dev)
     cascade = BOUND_METHODS[: BOUND_METHODS.index(m) + 1]
 
     def evaluate(method_name: str):

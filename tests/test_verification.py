@@ -601,6 +601,8 @@ def test_resolve_method_auto():
     assert resolve_method("auto", 64, 64) == "crown"
     assert resolve_method("auto", 784, 128) == "forward"
     assert resolve_method("ibp", 784, 128) == "ibp"
+    assert resolve_method("auto", 784, 128, "cuda") == "crown"
+    assert resolve_method("auto", 4000, 256, "cuda") == "forward"
 
 
 def test_records_round_trip_through_json(generator):
