@@ -19,6 +19,8 @@ Margins (THEORY.md §8)
     score_margin, input_output_jacobian, jacobian_gram, jacobian_spectral_norm,
     certified_margin, local_margin_estimate, margin_growth, margin_summary,
     format_margin_summary
+Certified radii by bound propagation (THEORY.md §8; nrnn_theory.verification)
+    logit_difference_bounds, certified_radius, LogitBounds, CertifiedRadius
 Attacks and empirical margins (THEORY.md §8, §11)
     fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
 Robustness (THEORY.md §11, claim C5)
@@ -150,10 +152,17 @@ from nrnn_theory.stability import (
     stability_report,
     step_norm_bound,
 )
+from nrnn_theory.verification import (
+    CertifiedRadius,
+    LogitBounds,
+    certified_radius,
+    logit_difference_bounds,
+)
 
 
 __all__ = [
     "Certificate",
+    "CertifiedRadius",
     "ComparisonTable",
     "ContinuousRegularizer",
     "ConventionMapping",
@@ -164,6 +173,7 @@ __all__ = [
     "HiddenStateHessian",
     "JacobianNorm",
     "LocalMarginEstimate",
+    "LogitBounds",
     "LyapunovSpectrum",
     "MarginCertificate",
     "MarginSummary",
@@ -182,6 +192,7 @@ __all__ = [
     "__version__",
     "accuracy",
     "certified_margin",
+    "certified_radius",
     "check_stability",
     "comparison_table",
     "continuous_regularizer",
@@ -207,6 +218,7 @@ __all__ = [
     "jacobian_spectral_norm",
     "kaplan_yorke_dimension",
     "local_margin_estimate",
+    "logit_difference_bounds",
     "logits",
     "lyapunov_spectrum",
     "lyapunov_spectrum_map",
