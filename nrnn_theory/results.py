@@ -852,8 +852,9 @@ class LyapunovSpectrum(Result):
         Steps discarded before accumulating.
     dt : float
         Time step used to convert per step to per unit time.
-    reortho_every : int
-        Steps between re-orthonormalizations.
+    reortho_every : int or str
+        Steps between re-orthonormalizations as requested: an integer, or
+        ``"auto"`` (adapted to the spectrum's spread).
     convention : str
         ``"clean"``, ``"sde"`` or ``"paper_code"`` for an NRNN; ``"map"`` for
         :func:`~nrnn_theory.lyapunov_spectrum_map`.
@@ -864,6 +865,12 @@ class LyapunovSpectrum(Result):
         past the transient, if requested.
     history_steps : Tensor, shape (n_records,), or None
         Steps since the transient at each record of ``history``.
+    qr : str
+        Re-orthonormalization used: ``"householder"`` or ``"cholesky"`` (CholeskyQR2).
+    n_reortho : int
+        Number of QR factorizations performed (transient included).
+    n_fallback : int
+        How many of them fell back from CholeskyQR2 to Householder.
     """
 
     exponents: Any
@@ -873,11 +880,14 @@ class LyapunovSpectrum(Result):
     n_steps: int
     transient: int
     dt: float
-    reortho_every: int
+    reortho_every: int | str
     convention: str
     noise: Any = None
     history: Any = None
     history_steps: Any = None
+    qr: str = "householder"
+    n_reortho: int = 0
+    n_fallback: int = 0
 
     @property
     def k(self) -> int:
