@@ -20,6 +20,17 @@ tangent maps are analytic (:meth:`StepKernel.jacobian`):
 
 Everything streams over time: memory is :math:`O(BHk)` whatever the sequence length
 (plus :math:`O(BTk)` if a history is requested).
+
+Cost. The frame's image :math:`\tilde J_j Q_{j-1}` is one batched matrix product per
+step (the Jacobians are formed in one fused pass, or never formed when ``k`` is small).
+Re-orthonormalizing every step makes the QR dominate at ``k = H``; since the ``R`` of
+a product is the product of the ``R`` factors, QRs are needed only often enough to
+keep the frame well conditioned. ``reortho_every="auto"`` (the default) reads the
+spread of :math:`\log R_{ii}` at each QR, i.e. the growth rate of the frame's
+condition number, and makes the next block as long as keeps that condition number at
+:math:`\varepsilon^{-1/4}` of the dtype. The QR itself is Householder (LAPACK) or
+CholeskyQR2 (matrix products; ``qr="cholesky"``), which falls back to Householder
+when its a-posteriori condition estimate exceeds :math:`0.1/\sqrt{\varepsilon}`.
 """
 
 from __future__ import annotations
