@@ -54,13 +54,15 @@ def _zeros(B, T, D=1):
 
 
 # ----------------------------------------------------------------------- V5: linear maps
+@pytest.mark.parametrize("qr", ["householder", "cholesky"])
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_linear_map_exponents_are_log_eigenvalue_moduli(generator, k):
-    # THEORY.md §10 V5: exponents of I + dt A are log|eig(I + dt A)| / dt, for every k.
+def test_linear_map_exponents_are_log_eigenvalue_moduli(generator, k, qr):
+    # THEORY.md §10 V5: exponents of I + dt A are log|eig(I + dt A)| / dt, for every k,
+    # with either QR (and the default adaptive schedule).
     dt = 0.1
     A = _real_spectrum_matrix([1.0, -0.5, -2.0, -3.5, -5.0], generator)
     p = linear_params(A, dt=dt)
-    spec = lyapunov_spectrum(p, _zeros(2, 400), k=k, transient=200, generator=generator)
+    spec = lyapunov_spectrum(p, _zeros(2, 400), k=k, transient=200, qr=qr, generator=generator)
     eig = torch.linalg.eigvals(torch.eye(5, dtype=F64) + dt * A).abs().log() / dt
     expected = torch.sort(eig, descending=True).values[:k]
     # Exponent gaps >= 1.4 per unit time: after the transient (20 time units) the frame
@@ -126,7 +128,7 @@ def test_complex_pair_sums_to_twice_the_log_modulus(generator):
 
 
 # ----------------------------------------------------------------------- V4: scalar GBM
-def _gbm_spectrum(lam, sigma, dt, B, T, generator, structure="scalar"):
+def _gbm_spectrum(lam, sigma, dt, B, T, generator, structure="scalar", qr="auto"):
     p = linear_params(torch.tensor([[lam]], dtype=F64), dt=dt)
     noise = NoiseSpec(sigma2=sigma, structure=structure)
     return lyapunov_spectrum(
@@ -134,6 +136,7 @@ def _gbm_spectrum(lam, sigma, dt, B, T, generator, structure="scalar"):
         _zeros(B, T),
         noise=noise,
         transient=0,
+        qr=qr,
         h0=torch.ones(B, 1, dtype=F64),
         generator=generator,
     )
@@ -145,6 +148,10 @@ def test_gbm_frozen_noise_exponent_matches_exact_euler_maruyama_value(generator,
     # (1, 2, 0.1)); at H = 1 both structures are the same chain.
     lam, sigma, dt = 1.0, 2.0, 0.1
     spec = _gbm_spectrum(lam, sigma, dt, 200, 500, generator, structure)
+    # A 1 x 1 "QR" is the absolute value: CholeskyQR2 gives the same run to rounding.
+    chol = _gbm_spectrum(lam, sigma, dt, 200, 500, generator.manual_seed(7), structure, "cholesky")
+    spec_again = _gbm_spectrum(lam, sigma, dt, 200, 500, generator.manual_seed(7), structure)
+    torch.testing.assert_close(chol.per_trajectory, spec_again.per_trajectory, **tol("reduction"))
     exact = em_gbm_exponent(lam, sigma, dt)
     assert abs(exact - (-1.1380)) < 5e-4
     assert abs(spec.top - exact) <= STATISTICAL_SIGMAS * float(spec.stderr[0])
@@ -214,13 +221,17 @@ def test_lorenz_rk4_jacobian_helper_matches_autodiff(generator):
     torch.testing.assert_close(jac(x), auto, **tol("elementwise"))
 
 
-def test_lorenz_sum_of_exponents_is_mean_log_det_short_run(generator):
+@pytest.mark.parametrize("qr", ["householder", "cholesky"])
+def test_lorenz_sum_of_exponents_is_mean_log_det_short_run(generator, qr):
     # Sum of all exponents = time average of log|det J| exactly (THEORY.md §9); for
     # RK4 the determinant is exp(trace * h) up to O(h^5): the trace is -(10 + 1 + 8/3).
     h = 0.01
     step, jac = lorenz_rk4(h)
     x0 = torch.tensor([[1.0, 1.0, 20.0]], dtype=F64)
-    spec = lyapunov_spectrum_map(step, jac, x0, 2000, dt=h, transient=200, generator=generator)
+    spec = lyapunov_spectrum_map(
+        step, jac, x0, 2000, dt=h, transient=200, qr=qr, generator=generator
+    )
+    assert spec.n_reortho < 2000 // 4  # the adaptive schedule lengthened the blocks
     x = x0
     logdet = []
     for i in range(2000):
