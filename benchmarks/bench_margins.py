@@ -17,9 +17,9 @@ take its largest singular value.
   an adjoint pass with one vector per iteration) is printed beside it.
 * **times**: every case in one process, in interleaved rounds, medians of per-round
   ratios (``_timing.compare``).
-* **memory**: each case once more in a fresh subprocess, its peak resident memory
-  above the baseline reached after building the inputs (``ru_maxrss``); ``--no-memory``
-  skips it.
+* **memory**: each case once in a fresh subprocess, started before this process runs
+  any case, its peak resident memory above the baseline reached after building the
+  inputs (``ru_maxrss``); ``--no-memory`` skips it.
 
 Run: ``python benchmarks/bench_margins.py`` (``--quick`` for a smoke run).
 """
@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(machine_line())
     print(f"bench_margins: T={T}, H={H}, D=1, B={B}, C={C}, float64")
+    # Memory first: a child inherits its parent's peak RSS (Linux keeps ru_maxrss across
+    # fork and exec), so the children must start before this process runs any case.
+    mem = {}
+    if not (args.quick or args.no_memory):
+        mem = {case: _memory(case, T, H, B, C, args.threads) for case in CASES}
     params, xs = _setup(T, H, B, C, seed=0)
     fns = {case: case_fn(case, params, xs) for case in CASES}
     outputs = {case: fn() for case, fn in fns.items()}  # also the warm-up
@@ -161,9 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     ref_t = cmp.times[REFERENCE]
     print(report([(case, cmp.times[case], ref_t, fl) for case in CASES]))
     ref_norm = outputs[REFERENCE][0]
-    mem = {}
-    if not (args.quick or args.no_memory):
-        mem = {case: _memory(case, T, H, B, C, args.threads) for case in CASES}
     print(f"\n{'case':<36}{'iters':>6}{'ref/case (rounds)':>19}{'max rel err':>13}{'peak MiB':>10}")
     for case in CASES:
         norm, iters = outputs[case]
