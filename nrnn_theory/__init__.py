@@ -23,21 +23,24 @@ Attacks and empirical margins (THEORY.md §8, §11)
     fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
 Robustness (THEORY.md §11, claim C5)
     white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
-    robustness_sweep, comparison_table, format_comparison_table, plot_robustness
+    robustness_sweep, comparison_table, format_comparison_table
+    (the four-panel figure: :func:`nrnn_theory.experiments.zoo_plots.plot_robustness`;
+    ``nrnn_theory.plot_robustness`` is a deprecated alias of it)
 Regularizer (THEORY.md §5-6)
     explicit_regularizer, regularizer_penalty, estimate_noise_gap,
     continuous_regularizer, regularizer_convergence
 Flatness (THEORY.md §7)
     hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
-    estimate_spectral_density, hidden_state_hessian, nrnn_loss, module_loss,
-    params_to_vector, vector_to_params
+    estimate_spectral_density, hidden_state_hessian, params_to_vector, vector_to_params
+Objectives (losses as pure functions of named tensors, for the flatness estimators)
+    nrnn_loss, module_loss
 Lyapunov spectra (THEORY.md §9)
     lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
     stability_report, format_stability_report
-Results
-    ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
+Results (each defined beside the function returning it; all in :mod:`nrnn_theory.results`)
+    ConventionMapping, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
     ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
     TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian,
@@ -102,8 +105,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "hessian_trace",
         "hidden_state_hessian",
         "hvp",
-        "module_loss",
-        "nrnn_loss",
         "params_to_vector",
         "vector_to_params",
     ),
@@ -124,6 +125,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "margin_summary",
         "score_margin",
     ),
+    "nrnn_theory.objectives": (
+        "module_loss",
+        "nrnn_loss",
+    ),
     "nrnn_theory.regularizer": (
         "continuous_regularizer",
         "estimate_noise_gap",
@@ -138,7 +143,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ConventionMapping",
         "EmpiricalMargin",
         "ExplicitRegularizer",
-        "FitHistory",
         "HessianEigenvalues",
         "HessianTrace",
         "HiddenStateHessian",
@@ -163,7 +167,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "format_comparison_table",
         "multiplicative_noise",
         "perturb",
-        "plot_robustness",
         "robustness_sweep",
         "salt_and_pepper",
         "white_noise",
@@ -176,6 +179,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "stability_report",
         "step_norm_bound",
     ),
+}
+
+#: Deprecated aliases: name -> the module whose own ``__getattr__`` resolves it (with its
+#: DeprecationWarning, on every access). Not in ``__all__``.
+_DEPRECATED: dict[str, str] = {
+    # The robustness figure is presentation, drawn by
+    # nrnn_theory.experiments.zoo_plots.plot_robustness.
+    "plot_robustness": "nrnn_theory.robustness",
 }
 
 #: public name -> the module defining it.
@@ -191,6 +202,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value  # later accesses bypass __getattr__
         return value
+    if name in _DEPRECATED:
+        return getattr(importlib.import_module(_DEPRECATED[name]), name)
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,7 @@ from torch import Tensor
 from nrnn_theory._types import NoiseSpec, NRNNParams
 
 
-__all__ = ["SQRT12", "StepKernel", "noise_dim"]
+__all__ = ["SQRT12", "StepKernel", "draw_noise", "noise_dim"]
 
 SQRT12 = math.sqrt(12.0)
 
@@ -191,9 +191,27 @@ class StepKernel:
 
     # ------------------------------------------------------------- randomness
     def draw(self, batch: int, *, dtype, device, generator: torch.Generator | None) -> Tensor:
-        """Standardized draws for one step, shape (B, r), in a fixed order."""
-        if self.mode == "paper_code":
-            zeta = torch.randn(batch, self.H, dtype=dtype, device=device, generator=generator)
-            u = torch.rand(batch, self.H, dtype=dtype, device=device, generator=generator)
-            return torch.cat([zeta, SQRT12 * (u - 0.5)], dim=-1)
-        return torch.randn(batch, self.r, dtype=dtype, device=device, generator=generator)
+        """Standardized draws for one step, shape (B, r), in a fixed order (:func:`draw_noise`)."""
+        if self.noise is None:
+            return torch.zeros(batch, 0, dtype=dtype, device=device)
+        return draw_noise(
+            self.noise, batch, self.H, dtype=dtype, device=device, generator=generator
+        )
+
+
+def draw_noise(
+    noise: NoiseSpec, batch: int, hidden_size: int, *, dtype, device, generator
+) -> Tensor:
+    """Standardized draws of ``noise`` for one step, shape (B, r), in a fixed order.
+
+    ``"paper_code"``: H normal then H uniform draws (rescaled to unit variance);
+    ``"sde"``: r normal draws. :meth:`StepKernel.draw` and
+    :func:`nrnn_theory.dynamics.sample_noise` both draw through here.
+    """
+    H = hidden_size
+    if noise.convention == "paper_code":
+        zeta = torch.randn(batch, H, dtype=dtype, device=device, generator=generator)
+        u = torch.rand(batch, H, dtype=dtype, device=device, generator=generator)
+        return torch.cat([zeta, SQRT12 * (u - 0.5)], dim=-1)
+    r = noise_dim(noise, H)
+    return torch.randn(batch, r, dtype=dtype, device=device, generator=generator)

@@ -7,7 +7,7 @@ needs) for the list of subcommands. Each subcommand lives in its own module unde
 
 Start-up is kept short: this module imports neither torch nor the package's numeric
 modules, ``nrnn --help`` and ``nrnn --version`` import no subcommand module (the
-one-line help of each is in :data:`COMMANDS`), and ``nrnn CMD ...`` builds the
+one-line help of each is in :data:`SUMMARIES`), and ``nrnn CMD ...`` builds the
 arguments of ``CMD`` alone.
 """
 

@@ -46,7 +46,7 @@ from nrnn_theory._contract import (
     is_transformed,
     resolve_generator,
 )
-from nrnn_theory._step import StepKernel, noise_dim
+from nrnn_theory._step import StepKernel, draw_noise, noise_dim
 from nrnn_theory._types import NoiseSpec, NRNNParams
 
 
@@ -329,21 +329,10 @@ def sample_noise(
     check_positive_int("hidden_size", hidden_size)
     device = torch.device("cpu") if device is None else torch.device(device)
     gen = resolve_generator(generator, device)
-    # A throwaway kernel only to reuse the one draw() implementation.
-    H = hidden_size
-    dummy = NRNNParams(
-        A=torch.zeros(H, H, dtype=dtype, device=device),
-        W=torch.zeros(H, H, dtype=dtype, device=device),
-        U=torch.zeros(H, 1, dtype=dtype, device=device),
-        b=torch.zeros(H, dtype=dtype, device=device),
-        V=torch.zeros(1, H, dtype=dtype, device=device),
-        c=torch.zeros(1, dtype=dtype, device=device),
-        dt=1.0,
-    )
-    k = StepKernel(dummy, noise)
-    if k.mode == "clean":
-        return torch.zeros(batch_size, n_steps, noise_dim(noise, H), dtype=dtype, device=device)
-    draws = [k.draw(batch_size, dtype=dtype, device=device, generator=gen) for _ in range(n_steps)]
+    draws = [
+        draw_noise(noise, batch_size, hidden_size, dtype=dtype, device=device, generator=gen)
+        for _ in range(n_steps)
+    ]
     return torch.stack(draws, dim=1)
 
 

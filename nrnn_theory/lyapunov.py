@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -56,18 +57,118 @@ from nrnn_theory._contract import (
     resolve_generator,
 )
 from nrnn_theory._linalg import benettin_condition_target, cholesky_qr2, qr_positive
+from nrnn_theory._record import Result
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import NonFiniteStateError
-from nrnn_theory.results import LyapunovSpectrum, StateJacobianNorms
 
 
 __all__ = [
+    "LyapunovSpectrum",
+    "StateJacobianNorms",
     "kaplan_yorke_dimension",
     "lyapunov_spectrum",
     "lyapunov_spectrum_map",
     "state_jacobian_norms",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class LyapunovSpectrum(Result):
+    r"""Lyapunov exponents estimated by the Benettin/QR method (THEORY.md §9).
+
+    Attributes
+    ----------
+    exponents : Tensor, shape (k,)
+        Mean over trajectories, natural log, per unit time (per step divided by
+        ``dt``), sorted in descending order.
+    exponents_per_step : Tensor, shape (k,)
+        The same per step (``exponents * dt``); the natural unit when a per-unit
+        step makes "time" ambiguous.
+    stderr : Tensor, shape (k,)
+        Standard error of ``exponents`` across trajectories (sample standard
+        deviation over ``sqrt(B)``); NaN for a single trajectory.
+    per_trajectory : Tensor, shape (B, k)
+        Finite-time exponents of each trajectory (per unit time), columns in the
+        order of ``exponents``.
+    n_steps : int
+        Steps accumulated after the transient.
+    transient : int
+        Steps discarded before accumulating.
+    dt : float
+        Time step used to convert per step to per unit time.
+    reortho_every : int or str
+        Steps between re-orthonormalizations as requested: an integer, or
+        ``"auto"`` (adapted to the spectrum's spread).
+    convention : str
+        ``"clean"``, ``"sde"`` or ``"paper_code"`` for an NRNN; ``"map"`` for
+        :func:`~nrnn_theory.lyapunov_spectrum_map`.
+    noise : NoiseSpec or None
+        Noise whose frozen path the tangent dynamics followed.
+    history : Tensor, shape (B, n_records, k), or None
+        Finite-time exponents (per unit time) after each re-orthonormalization
+        past the transient, if requested.
+    history_steps : Tensor, shape (n_records,), or None
+        Steps since the transient at each record of ``history``.
+    qr : str
+        Re-orthonormalization used: ``"householder"`` or ``"cholesky"`` (CholeskyQR2).
+    n_reortho : int
+        Number of QR factorizations performed (transient included).
+    n_fallback : int
+        How many of them fell back from CholeskyQR2 to Householder.
+    """
+
+    exponents: Tensor
+    exponents_per_step: Tensor
+    stderr: Tensor
+    per_trajectory: Tensor
+    n_steps: int
+    transient: int
+    dt: float
+    reortho_every: int | Literal["auto"]
+    convention: str
+    noise: NoiseSpec | None = None
+    history: Tensor | None = None
+    history_steps: Tensor | None = None
+    qr: Literal["householder", "cholesky"] = "householder"
+    n_reortho: int = 0
+    n_fallback: int = 0
+
+    @property
+    def k(self) -> int:
+        """Number of exponents."""
+        return int(self.exponents.shape[0])
+
+    @property
+    def top(self) -> float:
+        """The largest exponent (per unit time) as a float."""
+        return float(self.exponents[0])
+
+
+@dataclass(frozen=True)
+class StateJacobianNorms(Result):
+    r"""Norms of the state-transition Jacobians :math:`\partial h_T/\partial h_k`.
+
+    Attributes
+    ----------
+    norms : Tensor, shape (B, T + 1)
+        :math:`\|\partial h_T/\partial h_k\|` for :math:`k = 0, \dots, T`
+        (``norms[:, T] == 1``). May overflow to ``inf`` in low precision when the
+        dynamics explode; ``log_norms`` does not.
+    log_norms : Tensor, shape (B, T + 1)
+        Natural logarithms of ``norms``, accumulated without overflow.
+    norm : str
+        ``"spectral"`` or ``"frobenius"``.
+    noise : NoiseSpec or None
+        Noise of the frozen path along which the Jacobians were evaluated.
+    """
+
+    norms: Tensor
+    log_norms: Tensor
+    norm: str
+    noise: NoiseSpec | None = None
+
 
 #: Time steps whose input projection is computed at once (bounds memory whatever T is).
 _CHUNK = 128

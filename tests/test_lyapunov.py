@@ -698,7 +698,9 @@ def test_auto_schedule_block_lengths_follow_the_spread(generator):
     assert all(b <= 2 * a for a, b in zip(blocks[:-1], blocks[1:], strict=True))
     assert max(blocks) == limit and blocks[-2] == limit  # the last block ends the run
     assert ramp.reortho_every == "auto" and ramp.n_reortho == len(blocks)
-    assert ramp.to_dict()["reortho_every"] == "auto"
+    back = type(ramp).from_dict(ramp.to_dict())
+    assert back.reortho_every == "auto" and back.n_reortho == ramp.n_reortho
+    assert back.qr == ramp.qr == "householder" and back.n_fallback == 0
     # After a transient of 20 time units the exponents are the log-moduli (V5).
     spec = lyapunov_spectrum(p, _zeros(2, 600), transient=200, generator=generator)
     expected = torch.log(torch.tensor([1.1, 0.5], dtype=F64)) / dt

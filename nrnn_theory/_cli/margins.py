@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from nrnn_theory._cli._common import (
-    add_checkpoint_data_options,
+    add_checkpoint_arguments,
     add_output_options,
     emit_json,
     load_checkpoint_data,
@@ -27,9 +27,7 @@ HELP = "certified and empirical input margins of a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
-    add_checkpoint_data_options(parser)
-    parser.set_defaults(examples=200)
+    add_checkpoint_arguments(parser, examples=200)
     parser.add_argument("--norm", default="l2", choices=["l2", "linf"], help="attack norm")
     parser.add_argument(
         "--tight-factor",

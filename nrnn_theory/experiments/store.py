@@ -18,15 +18,15 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from nrnn_theory._io import atomic_write_bytes
+from nrnn_theory._record import to_jsonable
 from nrnn_theory._version import __version__
-from nrnn_theory.results import to_jsonable
 
 
 __all__ = [
@@ -76,29 +76,6 @@ def stored_float(value: Any) -> float:
             raise ValueError(f"value: expected a number or 'nan'/'inf'/'-inf', got {value!r}")
         return float(value)
     return float(value)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _canonical(data: Any) -> bytes:

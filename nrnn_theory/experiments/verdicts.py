@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from nrnn_theory.results import Result
+from nrnn_theory._record import Result
 
 
 __all__ = ["Comparison", "Verdict", "compare_directional", "compare_noninferior", "mean_ci"]

