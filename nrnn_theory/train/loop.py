@@ -954,7 +954,7 @@ def fit(
     task_spec = data.spec or None
     fingerprint = data.fingerprint() if is_writer else None  # hashes all the data
 
-    def checkpoint(epoch: int) -> None:
+    def checkpoint(epoch: int, run: _Run) -> None:  # run passed: it is deleted below
         save_checkpoint(
             run_dir / "checkpoints" / f"epoch-{epoch:04d}",
             inner,
@@ -982,7 +982,7 @@ def fit(
                 (run_dir / SUMMARY_NAME).unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
-            checkpoint(0)  # the initial state: from now on --resume always has a checkpoint
+            checkpoint(0, run)  # the initial state: from now on --resume always has a checkpoint
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
         atomic_write_text(run_dir / HISTORY_NAME, lines)  # truncated to the checkpoint's
     if run.show:
@@ -1012,7 +1012,7 @@ def fit(
         }
         history.append(entry)
         if is_writer:
-            checkpoint(epoch + 1)
+            checkpoint(epoch + 1, run)
             _append_line(run_dir / HISTORY_NAME, entry)
             for old in checkpoint_dirs(run_dir)[:-keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
