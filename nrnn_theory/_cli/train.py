@@ -32,6 +32,7 @@ from typing import Any
 from nrnn_theory._cli._common import (
     add_noise_options,
     add_output_options,
+    cli_device,
     emit_json,
     noise_from_options,
 )
@@ -310,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         is_main = ctx is None or ctx.is_main
         quiet = args.quiet or not is_main
-        device = ctx.device if ctx is not None else args.device
+        device = ctx.device if ctx is not None else cli_device(args.device)
         if args.resume is not None:
             if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
                 raise ValueError("--out: give either --out (a new run) or --resume DIR, not both")
