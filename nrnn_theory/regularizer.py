@@ -66,6 +66,7 @@ from nrnn_theory._contract import (
     check_noise,
     check_params,
     check_positive_int,
+    check_real,
     check_state,
     check_xs,
     is_transformed,
@@ -806,6 +807,7 @@ def regularizer_penalty(
     >>> pen.shape, round(float(pen), 6)
     (torch.Size([]), 0.000916)
     """
+    weight = check_real("weight", weight)  # a NaN weight would silently poison the loss
     r = explicit_regularizer(params, xs, labels, noise, h0=h0, loss=loss)
     return weight * r.predicted_gap.mean()
 
