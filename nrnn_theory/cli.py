@@ -47,6 +47,13 @@ SUMMARIES: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr too (``nrnn CMD: error: ...``), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the line breaks of the description."""
 
@@ -61,7 +68,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         are listed with their one-line help only. Default: all of them.
     """
     full = set(COMMANDS) if commands is None else set(commands)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nrnn",
         description="Noisy recurrent neural networks: train, analyse, certify, reproduce.",
     )

@@ -46,6 +46,7 @@ from torch.func import grad, jvp, vjp, vmap
 from nrnn_theory._contract import (
     check_choice,
     check_finite,
+    check_generator,
     check_noise,
     check_params,
     check_positive,
@@ -690,6 +691,7 @@ def hessian_trace(
 
 # --------------------------------------------------------------------------- Hutchinson
 def _rademacher(P: int, layout: _Layout, generator: torch.Generator | None) -> Tensor:
+    check_generator(generator)
     gdev = generator.device if generator is not None else layout.device
     z = torch.randint(0, 2, (P, layout.n), device=gdev, generator=generator)
     return (2 * z - 1).to(dtype=layout.dtype, device=layout.device)

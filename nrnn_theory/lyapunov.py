@@ -591,6 +591,12 @@ def lyapunov_spectrum(
     noise = check_noise(noise)
     xs = check_xs(params, xs)
     B, T, _ = xs.shape
+    if B == 0:
+        raise ValueError("xs: expected at least one trajectory (B >= 1), got an empty batch")
+    if xs.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"xs: expected float32 or float64 (the QR factorizations need them), got {xs.dtype}"
+        )
     H = params.hidden_size
     k = _check_k(k, H, "hidden size H")
     transient = _check_transient(transient, T, T // 10)
@@ -782,7 +788,13 @@ def kaplan_yorke_dimension(exponents: Tensor | Sequence[float] | LyapunovSpectru
     """
     if isinstance(exponents, LyapunovSpectrum):
         exponents = exponents.exponents
-    values = torch.as_tensor(exponents, dtype=torch.float64).detach().cpu()
+    try:
+        values = torch.as_tensor(exponents, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            "exponents: expected a LyapunovSpectrum, a tensor or a sequence of numbers, got "
+            f"{type(exponents).__name__}"
+        ) from None
     if values.ndim != 1 or values.numel() == 0:
         raise ValueError(
             f"exponents: expected a non-empty 1-D sequence, got shape {tuple(values.shape)}"

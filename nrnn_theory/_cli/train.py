@@ -334,7 +334,12 @@ def run(args: argparse.Namespace) -> int:
             out_dir, resume = args.resume, True
         else:
             penalty = _explicit_penalty(args)
-            data = load_task(args.task, **_task_kwargs(args))
+            try:
+                data = load_task(args.task, **_task_kwargs(args))
+            except ValueError as exc:
+                if str(exc).startswith("name:"):  # the task name itself
+                    raise ValueError(f"--task: {str(exc)[len('name: ') :]}") from None
+                raise
             config = _model_config(args, data.input_size, data.num_classes)
             model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
             settings = _fit_settings(args)

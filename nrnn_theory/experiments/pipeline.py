@@ -115,10 +115,12 @@ def _check_out(out: Path, config: dict[str, Any], resume: bool) -> None:
                 f"{stored.get('tasks')}, not {config['preset']!r} on {config['tasks']}; "
                 "resume it with the same options or choose another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not resume:
+    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        # (a reproduction writes config.json first: without it, only temporary leftovers
+        # of that write can be its own, so even --resume must not touch the folder)
         raise FileExistsError(
-            f"out: {out} exists, is not empty and is not a reproduction folder; choose "
-            "another --out (nothing was overwritten)"
+            f"out: {out} exists, is not empty and is not a reproduction folder (no "
+            "config.json); choose another --out (nothing was overwritten)"
         )
 
 
