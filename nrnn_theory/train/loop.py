@@ -448,8 +448,9 @@ def _check_out_dir(out_dir: Path, resume: bool) -> bool:
             return out_dir.exists()
         if _run_leftovers(out_dir) is None:
             raise CheckpointError(
-                f"out_dir: {out_dir} holds no checkpoint (checkpoints/epoch-NNNN) and files "
-                "that are not a training run's; nothing to resume, and nothing was deleted"
+                f"out_dir: {out_dir} is not a checkpoint or run folder: it holds no "
+                "checkpoints/epoch-NNNN and files that are not a training run's; nothing to "
+                "resume, and nothing was deleted"
             )
         return False
     found = _run_leftovers(out_dir) if out_dir.exists() else []
