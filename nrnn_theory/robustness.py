@@ -354,7 +354,8 @@ def salt_and_pepper(
         return xs.clone()  # nothing to corrupt (and no data range to take it from)
     lo = float(xs.min()) if low is None else low
     hi = float(xs.max()) if high is None else high
-    lo, hi = _check_range(lo, hi)
+    if not (low is None and high is None and lo == hi):  # constant data: salt = pepper
+        lo, hi = _check_range(lo, hi)
     u = torch.rand(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
     return _apply_sp(xs, u, alpha, lo, hi)
 

@@ -111,17 +111,15 @@ def test_train_killed_at_random_instants_resumes_bitwise(reference_train, tmp_pa
     full, seconds = reference_train
     rng = random.Random(SEED)
     run = tmp_path / "killed"
-    first = True
+    args = ["train", *TRAIN, "--out", str(run)]
     for _ in range(3):
-        args = ["train", *TRAIN, "--out", str(run)] if first else ["train", "--resume", str(run)]
-        if not first or run.exists():
-            args = ["train", "--resume", str(run)]
         code = _kill_after(args, rng.uniform(0.0, 0.8) * seconds)
-        first = False
         if code is not None:  # it finished before the kill
             assert code == 0
             break
-    resumed = _nrnn("train", "--resume", str(run))
+        # the options are needed only if it died before its first checkpoint
+        args = ["train", "--resume", str(run), *TRAIN]
+    resumed = _nrnn("train", "--resume", str(run), *TRAIN)
     assert resumed.returncode == 0, (SEED, resumed.stderr)
     _assert_same_tensors(_tensors(full), _tensors(run), f"random kills (seed {SEED})")
 
