@@ -47,6 +47,7 @@ from nrnn_theory._contract import (
     check_choice,
     check_finite,
     check_generator,
+    check_linalg_dtype,
     check_noise,
     check_params,
     check_positive,
@@ -1137,6 +1138,7 @@ def hidden_state_hessian(
     """
     params = check_params(params)
     noise = check_noise(noise)
+    check_linalg_dtype("params", params.A, "the eigendecomposition of the Hessian")
     if noise is not None and eta is None:
         raise ValueError(
             "eta: expected a frozen noise path (B, T, r) with noise (see sample_noise); got None"

@@ -47,6 +47,7 @@ from nrnn_theory._contract import (
     check_choice,
     check_eta,
     check_finite,
+    check_linalg_dtype,
     check_noise,
     check_params,
     check_positive,
@@ -593,10 +594,7 @@ def lyapunov_spectrum(
     B, T, _ = xs.shape
     if B == 0:
         raise ValueError("xs: expected at least one trajectory (B >= 1), got an empty batch")
-    if xs.dtype not in (torch.float32, torch.float64):
-        raise TypeError(
-            f"xs: expected float32 or float64 (the QR factorizations need them), got {xs.dtype}"
-        )
+    check_linalg_dtype("xs", xs, "the QR factorizations")
     H = params.hidden_size
     k = _check_k(k, H, "hidden size H")
     transient = _check_transient(transient, T, T // 10)
@@ -877,6 +875,7 @@ def state_jacobian_norms(
     params = check_params(params)
     noise = check_noise(noise)
     xs = check_xs(params, xs)
+    check_linalg_dtype("xs", xs, "the matrix norms")
     norm = check_choice("norm", norm, tuple(_NORMS))
     B, T, _ = xs.shape
     H = params.hidden_size

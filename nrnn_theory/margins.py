@@ -37,6 +37,7 @@ from nrnn_theory._contract import (
     check_choice,
     check_finite,
     check_generator,
+    check_linalg_dtype,
     check_params,
     check_positive,
     check_positive_int,
@@ -667,6 +668,7 @@ def jacobian_spectral_norm(
                 "method: 'gram' needs NRNNParams (analytic adjoint); use 'power' for a "
                 f"callable model, got {type(model).__name__}"
             )
+        check_linalg_dtype("xs", check_tensor("xs", xs), "method='gram' (eigvalsh)")
         G = jacobian_gram(model, xs)  # raises NonFiniteStateError if it overflows
         lam = torch.linalg.eigvalsh(G)[:, -1].clamp_min(0.0)
         B = G.shape[0]

@@ -733,8 +733,19 @@ EMPTY_BATCH = {  # functions that cannot give a meaningful result on no examples
     "stability_report": lambda: nt.stability_report(P, XS[:0], n_steps=5, generator=G()),
 }
 
+P16, XS16 = _P(dtype=torch.float16), XS.half()
+HALF = {  # algorithms without half-precision kernels: a TypeError naming the dtype
+    "jacobian_spectral_norm-gram": lambda: nt.jacobian_spectral_norm(P16, XS16, method="gram"),
+    "state_jacobian_norms": lambda: nt.state_jacobian_norms(P16, XS16),
+    "hidden_state_hessian": lambda: nt.hidden_state_hessian(P16, XS16, YS),
+    "lyapunov_spectrum-bf16": lambda: nt.lyapunov_spectrum(
+        _P(dtype=torch.bfloat16), XS.bfloat16(), generator=G()
+    ),
+}
+
 API_CASES = (
-    _api_cases()
+    [(f"{k}-half", c, TypeError, "expected float32 or float64") for k, c in HALF.items()]
+    + _api_cases()
     + [(c[0], c[1], c[2], c[3]) for c in SPECIFIC]
     + [
         (f"{k}-empty-batch", c, ValueError, "xs: expected at least one")
