@@ -38,6 +38,7 @@ __all__ = [
     "fresh_generator",
     "resolve_generator",
     "check_finite",
+    "check_linalg_dtype",
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
@@ -104,6 +105,16 @@ def check_finite(name: str, t: Tensor) -> None:
             f"{name}: expected finite values, got {n_bad} non-finite "
             f"entr{'y' if n_bad == 1 else 'ies'} (NaN or inf) in a tensor of shape "
             f"{_fmt_shape(t.shape)}"
+        )
+
+
+def check_linalg_dtype(name: str, t: Tensor, what: str) -> None:
+    """Require float32 or float64: ``what`` (an eigen-, QR or norm routine) has no
+    half-precision kernel."""
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"{name}: expected float32 or float64 ({what} needs them), got {t.dtype}; "
+            "convert with .float() or .double()"
         )
 
 

@@ -57,6 +57,11 @@ def noise_dim(noise: NoiseSpec, hidden_size: int) -> int:
         draw for the shared multiplicative Brownian motion), ``2H`` for ``"paper_code"``
         (a Gaussian and a uniform draw per unit).
     """
+    from nrnn_theory._contract import check_positive_int
+
+    if not isinstance(noise, NoiseSpec):
+        raise TypeError(f"noise: expected a NoiseSpec, got {type(noise).__name__}")
+    check_positive_int("hidden_size", hidden_size)
     if noise.convention == "paper_code":
         return 2 * hidden_size
     return hidden_size + 1 if noise.structure == "scalar" else hidden_size

@@ -148,6 +148,12 @@ class NRNNParams:
         if V.ndim != 2 or V.shape[1] != H:
             raise ValueError(f"V: expected shape (C, {H}) to match A, got {tuple(V.shape)}")
         check_shape("c", check_tensor("c", self.c), (V.shape[0],), f"to match V {tuple(V.shape)}")
+        if H == 0:
+            raise ValueError("A: expected at least one hidden unit (H >= 1), got shape (0, 0)")
+        if U.shape[1] == 0:
+            raise ValueError(f"U: expected at least one input per step (D >= 1), got ({H}, 0)")
+        if V.shape[0] == 0:
+            raise ValueError(f"V: expected at least one class (C >= 1), got shape (0, {H})")
         fields = {"W": W, "U": U, "b": self.b, "V": V, "c": self.c}
         if self.step is not None:
             check_shape("step", check_tensor("step", self.step), (H,), "(one step per unit)")

@@ -34,6 +34,7 @@ from nrnn_theory._contract import (
     check_positive,
     check_positive_int,
     check_real,
+    check_tensor,
     is_transformed,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient, resolve_labels
@@ -138,6 +139,9 @@ def perturbation_norm(delta: Tensor, norm: Norm = "l2") -> Tensor:
     (tensor([5.]), tensor([4.]))
     """
     check_choice("norm", norm, NORMS)
+    delta = check_tensor("delta", delta)
+    if delta.ndim < 1:
+        raise ValueError("delta: expected a batch of perturbations (B, ...), got a 0-dim tensor")
     flat = delta.flatten(1)
     if norm == "l2":
         return flat.norm(dim=1)

@@ -47,6 +47,13 @@ SUMMARIES: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr too (``nrnn CMD: error: ...``), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the line breaks of the description."""
 
@@ -61,11 +68,16 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         are listed with their one-line help only. Default: all of them.
     """
     full = set(COMMANDS) if commands is None else set(commands)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nrnn",
         description="Noisy recurrent neural networks: train, analyse, certify, reproduce.",
     )
     parser.add_argument("--version", action="version", version=f"nrnn_theory {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of its one-line message",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         if name not in full:
@@ -81,6 +93,18 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+#: Exception types that mean bad input, a bad file or a diverging computation, not a
+#: bug: ``CheckpointError`` and ``NonFiniteStateError`` are ``ValueError``\ s; ``OSError``
+#: covers ``PermissionError``, ``NotADirectoryError``, ``FileExistsError``, ...
+_EXPECTED = (ValueError, TypeError, OSError, ImportError, FloatingPointError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (an ``OSError`` keeps its path)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -100,11 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.debug:
+        return int(args._run(args) or 0)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        print(f"nrnn {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"nrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as exc:  # bad input, files, checkpoints, non-finite states
+        print(f"nrnn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        print(
+            f"nrnn {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(run nrnn --debug ... for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ from torch.func import grad, jvp, vjp, vmap
 from nrnn_theory._contract import (
     check_choice,
     check_finite,
+    check_generator,
+    check_linalg_dtype,
     check_noise,
     check_params,
     check_positive,
@@ -690,6 +692,7 @@ def hessian_trace(
 
 # --------------------------------------------------------------------------- Hutchinson
 def _rademacher(P: int, layout: _Layout, generator: torch.Generator | None) -> Tensor:
+    check_generator(generator)
     gdev = generator.device if generator is not None else layout.device
     z = torch.randint(0, 2, (P, layout.n), device=gdev, generator=generator)
     return (2 * z - 1).to(dtype=layout.dtype, device=layout.device)
@@ -1135,6 +1138,7 @@ def hidden_state_hessian(
     """
     params = check_params(params)
     noise = check_noise(noise)
+    check_linalg_dtype("params", params.A, "the eigendecomposition of the Hessian")
     if noise is not None and eta is None:
         raise ValueError(
             "eta: expected a frozen noise path (B, T, r) with noise (see sample_noise); got None"

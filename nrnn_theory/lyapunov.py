@@ -47,6 +47,7 @@ from nrnn_theory._contract import (
     check_choice,
     check_eta,
     check_finite,
+    check_linalg_dtype,
     check_noise,
     check_params,
     check_positive,
@@ -591,6 +592,9 @@ def lyapunov_spectrum(
     noise = check_noise(noise)
     xs = check_xs(params, xs)
     B, T, _ = xs.shape
+    if B == 0:
+        raise ValueError("xs: expected at least one trajectory (B >= 1), got an empty batch")
+    check_linalg_dtype("xs", xs, "the QR factorizations")
     H = params.hidden_size
     k = _check_k(k, H, "hidden size H")
     transient = _check_transient(transient, T, T // 10)
@@ -782,7 +786,13 @@ def kaplan_yorke_dimension(exponents: Tensor | Sequence[float] | LyapunovSpectru
     """
     if isinstance(exponents, LyapunovSpectrum):
         exponents = exponents.exponents
-    values = torch.as_tensor(exponents, dtype=torch.float64).detach().cpu()
+    try:
+        values = torch.as_tensor(exponents, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            "exponents: expected a LyapunovSpectrum, a tensor or a sequence of numbers, got "
+            f"{type(exponents).__name__}"
+        ) from None
     if values.ndim != 1 or values.numel() == 0:
         raise ValueError(
             f"exponents: expected a non-empty 1-D sequence, got shape {tuple(values.shape)}"
@@ -865,6 +875,7 @@ def state_jacobian_norms(
     params = check_params(params)
     noise = check_noise(noise)
     xs = check_xs(params, xs)
+    check_linalg_dtype("xs", xs, "the matrix norms")
     norm = check_choice("norm", norm, tuple(_NORMS))
     B, T, _ = xs.shape
     H = params.hidden_size

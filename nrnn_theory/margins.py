@@ -35,6 +35,9 @@ from torch import Tensor
 
 from nrnn_theory._contract import (
     check_choice,
+    check_finite,
+    check_generator,
+    check_linalg_dtype,
     check_params,
     check_positive,
     check_positive_int,
@@ -46,6 +49,7 @@ from nrnn_theory._record import Result
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NRNNParams
 from nrnn_theory.attacks import EmpiricalMargin
+from nrnn_theory.dynamics import NonFiniteStateError
 from nrnn_theory.stability import OneSided, step_norm_terms
 
 
@@ -83,7 +87,8 @@ class JacobianNorm(Result):
     residual : Tensor, shape (B,)
         :math:`\|JJ^\top u - \lambda u\|_2` at the final unit iterate ``u``, with
         :math:`\lambda` its Rayleigh quotient (an eigenvalue of :math:`JJ^\top` lies
-        within it). Zero for ``method="gram"``.
+        within it; ``inf`` where it exceeds the dtype's range, which happens only once
+        :math:`\|J\|_2^2` does). Zero for ``method="gram"``.
     converged : Tensor, shape (B,), bool
         Whether the relative change of :math:`\lambda` fell below ``rtol``.
     n_iter : int
@@ -254,6 +259,7 @@ def score_margin(scores: Tensor, labels: Tensor | None = None) -> Tensor:
         raise ValueError(
             f"scores: expected logits of shape (B, C) with C >= 2, got {tuple(scores.shape)}"
         )
+    check_finite("scores", scores)
     y = resolve_labels(labels, scores)
     return _score_margin(scores, y)
 
@@ -295,10 +301,29 @@ class _Linearization:
                 qs.append(s * (1.0 - act * act))
             self.qs = torch.stack(qs, dim=1)  # (B, T, H): s * tanh'(z_k)
             self.scores = h @ params.V.mT + params.c
+            if not bool(torch.isfinite(self.scores).all()):
+                raise NonFiniteStateError(self._overflow_message(k, xs, h0))
             eye = torch.eye(H, dtype=xs.dtype, device=xs.device)
             M1 = eye + s.unsqueeze(1) * (params.alpha * params.A) if k.has_linear else eye
             self.R_adj = torch.cat([M1, params.W], dim=0)  # (2H, H): [lam, g] @ R_adj
             self.R_tan = torch.cat([M1.mT, params.W.mT], dim=1)  # (H, 2H): delta @ R_tan
+
+    def _overflow_message(self, k: StepKernel, xs: Tensor, h0: Tensor | None) -> str:
+        """Where the clean trajectory first leaves the finite numbers (recomputed)."""
+        h = xs.new_zeros(xs.shape[0], self.params.hidden_size) if h0 is None else h0
+        for step, ux in enumerate(k.project(xs).unbind(1)):
+            f, _ = k.drift(h, ux)
+            h = h + k.s * f
+            if not bool(torch.isfinite(h).all()):
+                return (
+                    f"the hidden state became non-finite (NaN or inf) at step {step} of "
+                    f"{self.T} (0-based): the model overflows {xs.dtype}; reduce dt or the "
+                    "weights, or use float64"
+                )
+        return (
+            f"the scores V h_T + c are not finite although the states are: the readout "
+            f"overflows {xs.dtype}; use float64 or smaller weights"
+        )
 
     def jvp(self, v: Tensor) -> Tensor:
         """:math:`J v` for tangents ``v`` (B, T, D); returns (B, C)."""
@@ -352,6 +377,15 @@ class _Linearization:
         return 0.5 * (G + G.mT)
 
 
+def _require_finite(func: str, what: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise NonFiniteStateError(
+            f"{func}: {what} is not finite: it overflows {t.dtype} although the states "
+            "are finite; "
+            + ("use float64 or smaller weights" if t.dtype != torch.float64 else "smaller weights")
+        )
+
+
 def _linearize(params: object, xs: object, h0: object) -> _Linearization:
     params = check_params(params)
     xs = check_inputs(params, xs)
@@ -399,7 +433,9 @@ def input_output_jacobian(params: NRNNParams, xs: Tensor, *, h0: Tensor | None =
     lin = _linearize(params, xs, h0)
     B, C = lin.scores.shape
     eye = torch.eye(C, dtype=lin.scores.dtype, device=lin.scores.device)
-    return lin.vjp(eye.expand(B, C, C)).reshape(B, C, -1)
+    J = lin.vjp(eye.expand(B, C, C)).reshape(B, C, -1)
+    _require_finite("input_output_jacobian", "the Jacobian", J)
+    return J
 
 
 def jacobian_gram(params: NRNNParams, xs: Tensor, *, h0: Tensor | None = None) -> Tensor:
@@ -432,41 +468,75 @@ def jacobian_gram(params: NRNNParams, xs: Tensor, *, h0: Tensor | None = None) -
     tensor([[[0.3125, 0.3125],
              [0.3125, 0.3125]]])
     """
-    return _linearize(params, xs, h0).gram()
+    G = _linearize(params, xs, h0).gram()
+    _require_finite("jacobian_gram", "J J^T", G)
+    return G
 
 
 # --------------------------------------------------------------------- spectral norm
 JacobianNormMethod = Literal["power", "gram"]
 
 
+def _row_norm(t: Tensor) -> Tensor:
+    """Euclidean norm of each example (dim 0) without overflowing the squares: the rows
+    are scaled by their largest entry first (``torch.linalg.vector_norm`` squares them
+    in the dtype, so a float32 row with entries ~1e20 has norm inf there)."""
+    flat = t.flatten(1)
+    m = flat.abs().amax(dim=1)
+    scaled = flat / m.clamp_min(torch.finfo(t.dtype).tiny).unsqueeze(1)
+    return torch.linalg.vector_norm(scaled, dim=1) * m
+
+
 def _power_iteration(
-    matvec: Callable[[Tensor], Tensor],
+    jt: Callable[[Tensor], Tensor],
+    j: Callable[[Tensor], Tensor],
     u: Tensor,
     max_iter: int,
     rtol: float,
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Power iteration for the top eigenvalue of a batch of PSD operators on (B, C)."""
-    u = u / u.norm(dim=1, keepdim=True)
-    lam = torch.full_like(u[:, 0], float("nan"))
-    converged = torch.zeros_like(lam, dtype=torch.bool)
-    residual = torch.full_like(lam, float("inf"))
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    r"""Power iteration for :math:`\|J\|_2` on a batch, alternating :math:`J^\top` and
+    :math:`J` with the iterate rescaled to unit norm after each (so nothing is squared:
+    the norm is found wherever it is representable in the dtype).
+
+    With :math:`v = J^\top u`, :math:`s = \|v\|` and :math:`w = J v/s`, the Rayleigh
+    quotient of :math:`JJ^\top` at :math:`u` is :math:`\lambda = s^2` and its residual
+    :math:`\|JJ^\top u - \lambda u\| = s\,\|w - s u\|`. Returns ``(sigma, residual,
+    converged, n)``; raises ``NonFiniteStateError`` naming the step where a
+    product is not finite (the Jacobian overflows the dtype).
+    """
+    B = u.shape[0]
+    tiny = torch.finfo(u.dtype).tiny
+    u = u / _row_norm(u).unsqueeze(1)
+    sigma = torch.full_like(u[:, 0], float("nan"))
+    converged = torch.zeros_like(sigma, dtype=torch.bool)
+    residual = torch.full_like(sigma, float("inf"))
     n = 0
+
+    def expand(x: Tensor, like: Tensor) -> Tensor:
+        return x.reshape(B, *([1] * (like.dim() - 1)))
+
     for n in range(1, max_iter + 1):  # noqa: B007 - n is reported
-        w = matvec(u)
-        new = (u * w).sum(dim=1)
-        residual = (w - new.unsqueeze(1) * u).norm(dim=1)
-        wn = w.norm(dim=1)
-        # J J^T u = 0: u is in the null space; lam = 0 is then the exact top value only
+        v = jt(u)
+        s = _row_norm(v)
+        w = j(v / expand(s.clamp_min(tiny), v))
+        t = _row_norm(w)
+        if not bool(torch.isfinite(s).all() and torch.isfinite(t).all()):
+            what = "J^T u" if not bool(torch.isfinite(s).all()) else "J v"
+            raise NonFiniteStateError(
+                f"jacobian_spectral_norm: the product {what} is not finite at power-iteration "
+                f"step {n}: the Jacobian (or the model's states) overflows {u.dtype}; use "
+                "float64 inputs and parameters, or a model whose outputs stay finite"
+            )
+        residual = s * _row_norm(w - s.unsqueeze(1) * u)  # inf only if s^2 overflows
+        # J^T u = 0: u is in the null space; sigma = 0 is then the exact top value only
         # if J = 0, which the next random direction cannot distinguish; report 0.
-        change = (new - lam).abs()
-        converged = (change <= rtol * new.abs()) | (wn == 0)
-        lam = new
-        u = torch.where(
-            (wn > 0).unsqueeze(1), w / wn.clamp_min(torch.finfo(w.dtype).tiny).unsqueeze(1), u
-        )
+        change = (1 - (sigma / s.clamp_min(tiny)).square()).abs()  # of lambda = s^2
+        converged = (change <= rtol) | (s == 0)
+        sigma = s
+        u = torch.where((t > 0).unsqueeze(1), w / t.clamp_min(tiny).unsqueeze(1), u)
         if bool(converged.all()):
             break
-    return lam.clamp_min(0.0), residual, converged, n
+    return sigma, residual, converged, n
 
 
 def _power_norm(
@@ -477,25 +547,28 @@ def _power_norm(
     if isinstance(lin_or_model, _Linearization):
         lin = lin_or_model
 
-        def matvec(u: Tensor) -> Tensor:
-            return lin.jvp(lin.vjp(u.unsqueeze(1)).squeeze(1))
+        def jt(u: Tensor) -> Tensor:
+            return lin.vjp(u.unsqueeze(1)).squeeze(1)
+
+        def j(v: Tensor) -> Tensor:
+            return lin.jvp(v).reshape(B, C)
 
     else:
-        matvec = _autograd_gram_matvec(lin_or_model, xs)
+        jt, j = _autograd_products(lin_or_model, xs)
 
-    lam, residual, converged, n = _power_iteration(matvec, u0, max_iter, rtol)
+    sigma, residual, converged, n = _power_iteration(jt, j, u0, max_iter, rtol)
     return JacobianNorm(
-        norm=lam.sqrt(), residual=residual, converged=converged, n_iter=n, method="power"
+        norm=sigma, residual=residual, converged=converged, n_iter=n, method="power"
     )
 
 
 JACOBIAN_NORM_METHODS: tuple[str, ...] = ("power", "gram")
 
 
-def _autograd_gram_matvec(
+def _autograd_products(
     model: Callable[[Tensor], Tensor], xs: Tensor
-) -> Callable[[Tensor], Tensor]:
-    r"""``u -> J J^T u`` for a callable model, by reverse mode only.
+) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    r"""``u -> J^T u`` and ``v -> J v`` for a callable model, by reverse mode only.
 
     One forward pass and one differentiable backward pass build
     :math:`g(u') = J^\top u'`, linear in a dummy cotangent :math:`u'`. Then
@@ -510,13 +583,17 @@ def _autograd_gram_matvec(
         dummy = torch.zeros_like(scores, requires_grad=True)
         (g,) = torch.autograd.grad(scores, x, dummy, create_graph=True)
 
-    def matvec(u: Tensor) -> Tensor:
+    def jt(u: Tensor) -> Tensor:
         with torch.enable_grad():
             (v,) = torch.autograd.grad(scores, x, u, retain_graph=True)
-            (w,) = torch.autograd.grad(g, dummy, v, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(u) if w is None else w.detach()
+        return v.detach()
 
-    return matvec
+    def j(v: Tensor) -> Tensor:
+        with torch.enable_grad():
+            (w,) = torch.autograd.grad(g, dummy, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(scores) if w is None else w.detach()
+
+    return jt, j
 
 
 def jacobian_spectral_norm(
@@ -584,13 +661,15 @@ def jacobian_spectral_norm(
     check_choice("method", method, JACOBIAN_NORM_METHODS)
     check_positive_int("max_iter", max_iter)
     rtol = check_positive("rtol", rtol)
+    check_generator(generator, xs.device if isinstance(xs, Tensor) else None)
     if method == "gram":
         if not isinstance(model, NRNNParams):
             raise ValueError(
                 "method: 'gram' needs NRNNParams (analytic adjoint); use 'power' for a "
                 f"callable model, got {type(model).__name__}"
             )
-        G = jacobian_gram(model, xs)
+        check_linalg_dtype("xs", check_tensor("xs", xs), "method='gram' (eigvalsh)")
+        G = jacobian_gram(model, xs)  # raises NonFiniteStateError if it overflows
         lam = torch.linalg.eigvalsh(G)[:, -1].clamp_min(0.0)
         B = G.shape[0]
         return JacobianNorm(
@@ -654,6 +733,7 @@ def local_margin_estimate(
         scores = lin.scores
         y = resolve_labels(labels, scores)
         G = lin.gram()
+        _require_finite("local_margin_estimate", "J J^T", G)
         diag = torch.diagonal(G, dim1=1, dim2=2)
         Gyy = diag.gather(1, y.unsqueeze(1))
         Gyj = G.gather(1, y.view(-1, 1, 1).expand(-1, 1, G.shape[2])).squeeze(1)
@@ -662,6 +742,11 @@ def local_margin_estimate(
         fn = as_model(model)
         xs = check_inputs(model, xs).detach()
         scores = evaluate(fn, xs)
+        if not bool(torch.isfinite(scores).all()):
+            raise NonFiniteStateError(
+                "local_margin_estimate: the model's scores are not finite (NaN or inf) on "
+                f"{int((~torch.isfinite(scores).all(dim=1)).sum())} of {len(scores)} inputs"
+            )
         y = resolve_labels(labels, scores)
         C = scores.shape[1]
         with torch.enable_grad():
@@ -718,10 +803,14 @@ def margin_growth(rho: float, n_steps: int) -> float:
     >>> margin_growth(1.0, 4), margin_growth(0.0, 3), round(margin_growth(0.5, 2), 6)
     (2.0, 1.0, 1.118034)
     """
+    if isinstance(rho, bool) or not isinstance(rho, int | float):
+        raise TypeError(f"rho: expected a real number, got {type(rho).__name__}")
     rho = float(rho)
     n_steps = check_positive_int("n_steps", n_steps)
-    if rho < 0:
-        raise ValueError(f"rho: expected a number >= 0, got {rho}")
+    if math.isnan(rho) or rho < 0:
+        raise ValueError(f"rho: expected a number >= 0 (or inf), got {rho}")
+    if math.isinf(rho):
+        return math.inf
     if rho == 0.0:
         return 1.0
     if rho == 1.0:

@@ -129,6 +129,8 @@ def nrnn_loss(
     noise = check_noise(noise)
     xs = check_xs(params, xs)
     B, T, _ = xs.shape
+    if B == 0:
+        raise ValueError("xs: expected at least one example (B >= 1), got an empty batch")
     labels = check_labels(labels, B, params.num_classes, xs.device)
     if noise is not None and eta is None:
         raise ValueError(

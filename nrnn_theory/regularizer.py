@@ -66,6 +66,7 @@ from nrnn_theory._contract import (
     check_noise,
     check_params,
     check_positive_int,
+    check_real,
     check_state,
     check_xs,
     is_transformed,
@@ -806,6 +807,9 @@ def regularizer_penalty(
     >>> pen.shape, round(float(pen), 6)
     (torch.Size([]), 0.000916)
     """
+    weight = check_real("weight", weight)  # a NaN weight would silently poison the loss
+    if isinstance(xs, torch.Tensor) and xs.ndim == 3 and xs.shape[0] == 0:
+        raise ValueError("xs: expected at least one example (B >= 1), got an empty batch")
     r = explicit_regularizer(params, xs, labels, noise, h0=h0, loss=loss)
     return weight * r.predicted_gap.mean()
 
@@ -945,6 +949,8 @@ def estimate_noise_gap(
     params, xs, labels, noise, h0, loss_fn = _prepare(params, xs, labels, noise, h0, loss)
     n_pairs = check_positive_int("n_pairs", n_pairs, minimum=2)
     B, M, _ = xs.shape
+    if B == 0:
+        raise ValueError("xs: expected at least one example (B >= 1), got an empty batch")
     H = params.hidden_size
     with torch.no_grad():
         exact = explicit_regularizer(params, xs, labels, noise, h0=h0, loss=loss)

@@ -221,10 +221,10 @@ def _check_strength(name: str, value: object, upper: float | None = None) -> flo
     return v
 
 
-def _check_range(low: object, high: object) -> tuple[float, float]:
+def _check_range(low: object, high: object, name: str = "data_range") -> tuple[float, float]:
     lo, hi = check_real("low", low), check_real("high", high)
     if not lo < hi:
-        raise ValueError(f"data_range: expected low < high, got ({lo}, {hi})")
+        raise ValueError(f"{name}: expected low < high, got ({lo}, {hi})")
     return lo, hi
 
 
@@ -250,7 +250,7 @@ def _gaussian_perturbation(apply, xs, sigma, bounds, generator) -> Tensor:
     sigma = _check_strength("sigma", sigma)
     n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
     out = apply(xs, n, sigma)
-    return out if bounds is None else out.clamp(*_check_range(*bounds))
+    return out if bounds is None else out.clamp(*_check_range(*bounds, name="bounds"))
 
 
 def white_noise(
@@ -350,9 +350,12 @@ def salt_and_pepper(
     """
     xs = check_tensor("xs", xs)
     alpha = _check_strength("alpha", alpha, upper=1.0)
+    if xs.numel() == 0 and (low is None or high is None):
+        return xs.clone()  # nothing to corrupt (and no data range to take it from)
     lo = float(xs.min()) if low is None else low
     hi = float(xs.max()) if high is None else high
-    lo, hi = _check_range(lo, hi)
+    if not (low is None and high is None and lo == hi):  # constant data: salt = pepper
+        lo, hi = _check_range(lo, hi)
     u = torch.rand(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
     return _apply_sp(xs, u, alpha, lo, hi)
 
@@ -468,7 +471,7 @@ def perturb(
     check_choice("name", name, tuple(PERTURBATIONS))
     spec = PERTURBATIONS[name]
     xs = check_tensor("xs", xs)
-    strength = _check_strength(spec.symbol, strength, spec.upper)
+    strength = _check_strength(f"strength ({spec.symbol})", strength, spec.upper)
     needs_range = (
         name == "salt_and_pepper" or bool(clip) or (spec.kind == "attack" and clip is None)
     )
@@ -589,6 +592,8 @@ def accuracy(
     """
     fn = as_model(model)
     xs = check_inputs(model, xs)
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
     scores = evaluate(fn, xs, batch_size=batch_size)
     y = check_labels(labels, *scores.shape, scores.device)
     return float((scores.argmax(dim=1) == y).double().mean())
@@ -816,8 +821,13 @@ def _as_sweeps(sweeps) -> list[RobustnessSweep]:
         for key, s in sweeps.items():
             s = _check_sweep(s, key)
             out.append(s if s.name == str(key) else dataclasses.replace(s, name=str(key)))
-    else:
+    elif isinstance(sweeps, Sequence) and not isinstance(sweeps, str):
         out = [_check_sweep(s, i) for i, s in enumerate(sweeps)]
+    else:
+        raise TypeError(
+            "sweeps: expected a RobustnessSweep, a sequence of them or a mapping name -> "
+            f"sweep, got {type(sweeps).__name__}"
+        )
     if not out:
         raise ValueError("sweeps: expected at least one RobustnessSweep, got none")
     return out

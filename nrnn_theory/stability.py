@@ -485,6 +485,7 @@ def one_sided_constant(params: NRNNParams, method: OneSided = "auto") -> float:
     True
     """
     params = check_params(params)
+    check_choice("method", method, ONE_SIDED_METHODS)
     m = _Model(params)
     return _ONE_SIDED[_resolve_one_sided(method, m.H)](m)
 

@@ -23,7 +23,24 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("thorough", max_examples=500, deadline=None)
+# Fresh random examples on every run (the ci profile's fixed ones can hide failures);
+# tests/test_property_random.py runs every property test under it in the slow tier.
+settings.register_profile(
+    "random",
+    max_examples=50,
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile("dev")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every hypothesis test ``property`` (``-m property`` selects them)."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
 
 
 @pytest.fixture

@@ -240,7 +240,7 @@ def test_certify_errors(runs, tmp_path, capsys):
     # A checkpoint whose tensor file was altered after writing.
     bad = tmp_path / "bad"
     shutil.copytree(runs / "nrnn", bad)
-    (tensors,) = bad.glob("checkpoints/*/tensors.safetensors")
+    tensors = sorted(bad.glob("checkpoints/*/tensors.safetensors"))[-1]  # the latest
     data = bytearray(tensors.read_bytes())
     data[-1] ^= 0xFF
     tensors.write_bytes(bytes(data))

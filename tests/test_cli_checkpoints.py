@@ -59,9 +59,14 @@ def test_robustness_table_and_figure(runs, tmp_path, capsys, single_thread):
     families = {name for name, _ in table["columns"]}
     assert {"clean", "white_noise", "multiplicative_noise", "salt_and_pepper"} <= families
     assert any(name.startswith("pgd") for name in families)
-    assert fig.exists() and fig.with_suffix(".pdf").exists()
-    # Text mode prints one row per model.
-    assert main(argv[:-1]) == 0
+    assert fig.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rob.png"]  # exactly the file named
+    # An existing --plot file is refused before any work, and left as it was.
+    before = fig.read_bytes()
+    assert main(argv[:-1]) == 2
+    assert "--plot" in capsys.readouterr().err and fig.read_bytes() == before
+    # Text mode prints one row per model; --force replaces the figure.
+    assert main([*argv[:-1], "--force"]) == 0
     text = capsys.readouterr().out
     assert "nrnn" in text and "lstm" in text
 

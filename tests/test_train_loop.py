@@ -133,7 +133,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
     part = _model()
     h_part = fit(part, tiny, epochs=3, out_dir=tmp_path / "part", stop_after_steps=12, **kw)
     assert h_part.interrupted and h_part.epochs == 1  # 8 steps per epoch: died in epoch 2
-    assert [p.name for p in (tmp_path / "part" / "checkpoints").iterdir()] == ["epoch-0001"]
+    assert sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir()) == [
+        "epoch-0000",  # the initial state, written before anything else
+        "epoch-0001",
+    ]
     resumed = _model(seed=99)  # the weights come from the checkpoint, not the init
     h_res = fit(resumed, tiny, epochs=3, out_dir=tmp_path / "part", resume=True, **kw)
     assert _same(_weights(resumed), _weights(full))
@@ -144,6 +147,75 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
     # extending a finished run continues from its last epoch
     h_more = fit(resumed, tiny, epochs=4, out_dir=tmp_path / "part", resume=True, **kw)
     assert h_more.epochs == 4 and h_more.records[-1]["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("stop", [3, 8])  # in the first epoch; at its last step
+def test_killed_before_the_first_epoch_checkpoint_resumes_bitwise(tiny, tmp_path, stop):
+    """Issue 19: a run stopped before its first epoch ends resumes from the initial
+    checkpoint (epoch-0000) to the weights of an uninterrupted run."""
+    kw = dict(batch_size=40, lr=1e-2, seed=5, device="cpu", quiet=True)
+    full = _model()
+    h_full = fit(full, tiny, epochs=2, out_dir=tmp_path / "full", **kw)
+    h_part = fit(_model(), tiny, epochs=2, out_dir=tmp_path / "part", stop_after_steps=stop, **kw)
+    assert h_part.interrupted and h_part.epochs == 0
+    assert (tmp_path / "part" / "history.jsonl").read_text() == ""
+    resumed = _model(seed=99)
+    h_res = fit(resumed, tiny, epochs=2, out_dir=tmp_path / "part", resume=True, **kw)
+    assert _same(_weights(resumed), _weights(full))
+    assert _without_time(h_res.records) == _without_time(h_full.records)
+
+
+def test_a_folder_with_history_but_no_checkpoint_restarts_from_scratch(tiny, tmp_path):
+    """Only fit's own files (history, temporary leftovers) are there: resume=True starts
+    the run again from the given model, with the history truncated to match."""
+    kw = dict(batch_size=100, lr=1e-2, seed=1, device="cpu", quiet=True)
+    full = _model()
+    h_full = fit(full, tiny, epochs=1, out_dir=tmp_path / "full", **kw)
+    run = tmp_path / "run"
+    (run / "checkpoints" / ".epoch-0001.tmp-abc").mkdir(parents=True)  # killed mid-write
+    (run / "history.jsonl").write_text('{"epoch": 1, "stale": true}\n')
+    (run / ".history.jsonl.x1.tmp").write_text("half")
+    restarted = _model()
+    h = fit(restarted, tiny, epochs=1, out_dir=run, resume=True, **kw)
+    assert _same(_weights(restarted), _weights(full))
+    assert _without_time(h.records) == _without_time(h_full.records)
+    lines = (run / "history.jsonl").read_text().splitlines()
+    assert _without_time(json.loads(x) for x in lines) == _without_time(h_full.records)
+    assert sorted(p.name for p in run.rglob("*") if p.name.startswith(".")) == []
+    # resume=True on a folder that does not exist yet simply starts the run
+    fresh = _model()
+    fit(fresh, tiny, epochs=1, out_dir=tmp_path / "new", resume=True, **kw)
+    assert _same(_weights(fresh), _weights(full))
+    # ... but a folder with someone else's files is never touched
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "history.jsonl").write_text("x")
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(CheckpointError, match="nothing was deleted"):
+        fit(_model(), tiny, epochs=1, out_dir=tmp_path / "mine", resume=True, **kw)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["history.jsonl", "notes.txt"]
+
+
+def test_a_diverging_run_raises_and_keeps_its_last_finite_checkpoint(tiny, tmp_path):
+    """A loss that turns non-finite stops training with TrainingDivergedError naming the
+    epoch; nothing non-finite is checkpointed, and resuming diverges the same way."""
+    from nrnn_theory.train.loop import TrainingDivergedError
+
+    calls = {"n": 0}
+
+    def penalty(model, xs, ys):  # finite for the first epoch (3 batches), then NaN
+        calls["n"] += 1
+        return model.V.sum() * (0.0 if calls["n"] <= 3 else float("nan"))
+
+    kw = dict(batch_size=100, lr=1e-2, device="cpu", quiet=True, penalty=penalty)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 2") as info:
+        fit(_model(), tiny, epochs=3, out_dir=run, **kw)
+    assert info.value.epoch == 2 and info.value.step == 3  # the 4th step is not taken
+    ck = load_checkpoint(run)
+    assert ck.epoch == 1 and all(bool(torch.isfinite(v).all()) for v in ck.model.parameters())
+    calls["n"] = 3  # the penalty is a function of the step: resumed at step 3
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 2"):
+        fit(_model(), tiny, epochs=3, out_dir=run, resume=True, **kw)
 
 
 def test_resume_refuses_a_different_run(tiny, digits, tmp_path):
@@ -198,14 +270,14 @@ def _bad_calls(tiny, tmp_path):
         (dict(optimizer="lbfgs"), ValueError, "optimizer: expected one of 'adam'"),
         (dict(model=torch.nn.Linear(1, 10)), TypeError, "model: expected one of"),
         (
-            dict(data=five, resume=True, out_dir=tmp_path / "empty"),
-            CheckpointError,
-            "does not exist",
+            dict(data=five, resume=True, out_dir=tmp_path / "afile"),
+            FileExistsError,
+            "exists and is not a directory",
         ),
         (
             dict(resume=True, out_dir=tmp_path / "notckpt"),
             CheckpointError,
-            "not a checkpoint directory",
+            "files that are not a training run's",
         ),
         (dict(out_dir=tmp_path / "existing"), FileExistsError, "refusing to overwrite"),
     ]
@@ -214,6 +286,7 @@ def _bad_calls(tiny, tmp_path):
 def test_bad_input_fails_before_any_training(tiny, tmp_path):
     (tmp_path / "notckpt").mkdir()
     (tmp_path / "notckpt" / "data.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
     fit(_model(), tiny, epochs=1, lr=1e-2, device="cpu", quiet=True, out_dir=tmp_path / "existing")
     files_before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for overrides, exc, pattern in _bad_calls(tiny, tmp_path):

@@ -16,6 +16,7 @@ __all__ = [
     "add_checkpoint_data_options",
     "add_noise_options",
     "add_output_options",
+    "cli_device",
     "emit_json",
     "load_checkpoint_data",
     "noise_from_options",
@@ -64,6 +65,16 @@ def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def cli_device(device: str):
+    """``--device`` as a ``torch.device``; a ``ValueError`` naming ``--device`` if bad."""
+    from nrnn_theory.train.loop import resolve_device
+
+    try:
+        return resolve_device(device)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--{exc}") from None
+
+
 def load_checkpoint_data(paths, args):
     """Load checkpoints and the evaluation data they are checked against.
 
@@ -72,13 +83,13 @@ def load_checkpoint_data(paths, args):
     the task's dimension and predict its number of classes, else a ``ValueError``
     names the checkpoint.
     """
-    import torch
 
     from nrnn_theory.train import load_checkpoint, load_task
 
     if args.examples is not None and args.examples < 1:
         raise ValueError(f"--examples: expected an integer >= 1, got {args.examples}")
-    ckpts = [load_checkpoint(p, map_location=args.device) for p in paths]
+    device = cli_device(args.device)
+    ckpts = [load_checkpoint(p, map_location=device) for p in paths]
     task_args = dict(ckpts[0].task or {})
     if args.task is not None and args.task != task_args.get("name"):
         task_args = {"name": args.task}
@@ -102,7 +113,6 @@ def load_checkpoint_data(paths, args):
                 f"{n_cls} classes"
             )
     dtype = next(ckpts[0].model.parameters()).dtype
-    device = torch.device(args.device)
     return ckpts, task, xs.to(device=device, dtype=dtype), ys.to(device)
 
 

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     from nrnn_theory import NoiseSpec, NRNNParams, paper_code_to_sde, readout, rollout
 
+    if args.hidden < 1:
+        raise ValueError(f"--hidden: expected an integer >= 1, got {args.hidden}")
+    if args.examples < 1:
+        raise ValueError(f"--examples: expected an integer >= 1, got {args.examples}")
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)
     xs, ys = _digit_sequences(args.examples)

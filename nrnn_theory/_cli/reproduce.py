@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from nrnn_theory._cli._common import cli_device
     from nrnn_theory.experiments.pipeline import reproduce
 
     if args.threads < 0:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         data_root=args.data_root,
-        device=args.device,
+        device=cli_device(args.device),
         progress=not args.quiet,
         log=(lambda _msg: None) if args.quiet else print,
     )

@@ -54,7 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--draws", type=int, default=5, help="random draws per noise strength")
     parser.add_argument("--attack-steps", type=int, default=20, help="PGD steps")
-    parser.add_argument("--plot", default=None, help="write the four-panel figure here (.png)")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        help="write the four-panel figure to exactly this file (.png or .pdf, by its suffix)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the --plot file if it exists"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     add_output_options(parser)
 
@@ -62,7 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from nrnn_theory.experiments.zoo_plots import plot_robustness
     from nrnn_theory.robustness import (
         PERTURBATIONS,
         comparison_table,
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             f"got {', '.join(unknown)}"
         )
     grids = {p: getattr(args, f"{p}_grid") for p in perturbations}
+    plot = None if args.plot is None else _plot_target(args.plot, force=args.force)
     ckpts, task, xs, ys = load_checkpoint_data(args.checkpoints, args)
     names = _unique_names(args.checkpoints)
     sweeps = {}
@@ -98,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
         )
     table = comparison_table(sweeps)
     figure = None
-    if args.plot:
-        figure = [str(p) for p in plot_robustness(sweeps, args.plot, title=f"task {task.name}")]
+    if plot is not None:
+        figure = [str(_write_plot(sweeps, plot, task.name, force=args.force))]
     if args.json:
         emit_json(
             {
@@ -117,6 +124,40 @@ def run(args: argparse.Namespace) -> int:
     if figure:
         print("figure: " + ", ".join(figure))
     return 0
+
+
+def _plot_target(path: str, *, force: bool) -> Path:
+    """Check ``--plot`` before any work: a .png/.pdf name in an existing folder, not an
+    existing file unless ``--force``."""
+    target = Path(path)
+    if target.suffix.lower() not in (".png", ".pdf"):
+        raise ValueError(f"--plot: expected a file name ending in .png or .pdf, got {path!r}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"--plot: the folder {str(target.parent)!r} does not exist")
+    if target.is_dir():
+        raise IsADirectoryError(f"--plot: {path!r} is a folder")
+    if target.exists() and not force:
+        raise FileExistsError(
+            f"--plot: {path!r} exists; refusing to overwrite it (pass --force to replace it)"
+        )
+    return target
+
+
+def _write_plot(sweeps, target: Path, task_name: str, *, force: bool) -> Path:
+    """Draw the figure and write exactly ``target`` (atomically), no sibling file."""
+    import tempfile
+
+    from nrnn_theory._io import atomic_write_bytes
+    from nrnn_theory.experiments.zoo_plots import plot_robustness
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".nrnn-plot-") as tmp:
+        pdf, png = plot_robustness(sweeps, Path(tmp) / "figure", title=f"task {task_name}")
+        data = (pdf if target.suffix.lower() == ".pdf" else png).read_bytes()
+    if target.exists() and not force:  # created while the sweep ran
+        raise FileExistsError(
+            f"--plot: {str(target)!r} exists; refusing to overwrite it (pass --force)"
+        )
+    return atomic_write_bytes(target, data)
 
 
 def _unique_names(paths) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 from nrnn_theory._cli._common import (
     add_noise_options,
     add_output_options,
+    cli_device,
     emit_json,
     noise_from_options,
 )
@@ -177,7 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint (model, data and settings "
-        "are read from it; --epochs, --device, --quiet and --json may be given)",
+        "are read from it; --epochs, --device, --quiet and --json may be given); a DIR "
+        "without a checkpoint yet (a run killed at its start) is started with the "
+        "options given",
     )
     out.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept")
     add_output_options(parser)
@@ -299,7 +302,7 @@ def _fit_settings(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from nrnn_theory.train.checkpoint import load_checkpoint
+    from nrnn_theory.train.checkpoint import latest_checkpoint, load_checkpoint
     from nrnn_theory.train.data import load_task
     from nrnn_theory.train.distributed import init_from_env, teardown
     from nrnn_theory.train.loop import FitSettings, fit
@@ -310,8 +313,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         is_main = ctx is None or ctx.is_main
         quiet = args.quiet or not is_main
-        device = ctx.device if ctx is not None else args.device
-        if args.resume is not None:
+        device = ctx.device if ctx is not None else cli_device(args.device)
+        fresh = (
+            args.resume is not None
+            and latest_checkpoint(args.resume) is None
+            and not os.path.exists(os.path.join(args.resume, "checkpoint.json"))
+        )
+        if args.resume is not None and not fresh:
             if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
                 raise ValueError("--out: give either --out (a new run) or --resume DIR, not both")
             ckpt = load_checkpoint(args.resume)
@@ -333,11 +341,19 @@ def run(args: argparse.Namespace) -> int:
             out_dir, resume = args.resume, True
         else:
             penalty = _explicit_penalty(args)
-            data = load_task(args.task, **_task_kwargs(args))
+            try:
+                data = load_task(args.task, **_task_kwargs(args))
+            except ValueError as exc:
+                if str(exc).startswith("name:"):  # the task name itself
+                    raise ValueError(f"--task: {str(exc)[len('name: ') :]}") from None
+                raise
             config = _model_config(args, data.input_size, data.num_classes)
             model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
             settings = _fit_settings(args)
-            out_dir, resume = args.out, False
+            # --resume DIR without a checkpoint yet (a run killed at its start, or a new
+            # folder): the run starts from the options given; fit clears only its own
+            # leftovers there and refuses a folder holding anything else
+            out_dir, resume = (args.resume, True) if fresh else (args.out, False)
         history = fit(
             model,
             data,

@@ -279,7 +279,7 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
 
     xl = x64[: preset.lyap_trajectories]
     k = min(preset.lyap_k, params.hidden_size)
-    clean = lyapunov_spectrum(params, xl, k=k, transient=0)
+    clean = lyapunov_spectrum(params, xl, k=k, transient=0, generator=gen)  # seeded frame
     noisy = lyapunov_spectrum(params, xl, k=k, transient=0, noise=noise, generator=gen)
     arrays["lyapunov_clean"] = clean.exponents.cpu().numpy()
     arrays["lyapunov_noisy"] = noisy.exponents.cpu().numpy()

@@ -115,16 +115,36 @@ def _check_out(out: Path, config: dict[str, Any], resume: bool) -> None:
                 f"{stored.get('tasks')}, not {config['preset']!r} on {config['tasks']}; "
                 "resume it with the same options or choose another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not resume:
+    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        # (a reproduction writes config.json first: without it, only temporary leftovers
+        # of that write can be its own, so even --resume must not touch the folder)
         raise FileExistsError(
-            f"out: {out} exists, is not empty and is not a reproduction folder; choose "
-            "another --out (nothing was overwritten)"
+            f"out: {out} exists, is not empty and is not a reproduction folder (no "
+            "config.json); choose another --out (nothing was overwritten)"
         )
 
 
 def _member_entries(task: str, model: str, seed: int) -> tuple[str, str]:
     base = f"{task}/{model}/seed{seed}"
     return f"{base}/train", f"{base}/analysis"
+
+
+def _diverged_entry(task: str, model: str, seed: int) -> str:
+    """The store entry recording that a member's training diverged."""
+    return f"{task}/{model}/seed{seed}/diverged"
+
+
+def _diverged_members(store: ResultStore, preset: Preset) -> list[str]:
+    """``"task/model/seed N (epoch E)"`` for every member whose training diverged."""
+    found = []
+    for task in preset.tasks:
+        for model in preset.models:
+            for seed in preset.seeds:
+                name = _diverged_entry(task, model, seed)
+                if store.status(name) == "ok":
+                    epoch = store.load(name).data.get("epoch")
+                    found.append(f"{task}/{model}/seed {seed} (epoch {epoch})")
+    return found
 
 
 def load_zoo_records(store: ResultStore, task: str, preset: Preset):
@@ -242,7 +262,7 @@ def run_zoo(
     from nrnn_theory.experiments.model_analysis import analyse_member
     from nrnn_theory.experiments.zoo import train_member
     from nrnn_theory.train import load_task
-    from nrnn_theory.train.loop import resolve_device
+    from nrnn_theory.train.loop import TrainingDivergedError, resolve_device
 
     out = Path(out)
     store = ResultStore(out / "results")
@@ -252,18 +272,30 @@ def run_zoo(
         t0 = time.perf_counter()
         data = load_task(task, seed=0, root=data_root)
         jobs = [(m, s) for m in preset.models for s in preset.seeds]
-        done = 0
+        done = diverged = 0
         for model_name, seed in progress_bar(
             jobs, total=len(jobs), desc=f"zoo {task}", progress=progress
         ):
             train_name, analysis_name = _member_entries(task, model_name, seed)
-            if store.status(analysis_name) == "ok":
+            diverged_name = _diverged_entry(task, model_name, seed)
+            if store.status(analysis_name) == "ok" or store.status(diverged_name) == "ok":
                 done += 1
                 continue
             run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
-            model, history = train_member(
-                ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=str(dev)
-            )
+            try:
+                model, history = train_member(
+                    ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=str(dev)
+                )
+            except TrainingDivergedError as exc:
+                # deterministic: a resume would diverge again, so it is a result, stored
+                store.save(
+                    diverged_name,
+                    {"status": "diverged", "epoch": exc.epoch, "step": exc.step, "error": str(exc)},
+                    config={"member": model_name, "seed": seed, "preset": preset.name},
+                )
+                diverged += 1
+                log(f"zoo {task}: {model_name} seed {seed} diverged: {exc}")
+                continue
             store.save(
                 train_name,
                 history.to_dict(),
@@ -278,7 +310,8 @@ def run_zoo(
             )
         seconds[f"zoo {task}"] = time.perf_counter() - t0
         took = seconds[f"zoo {task}"]
-        log(f"zoo {task}: {len(jobs)} trained models ({done} reused) in {took:.0f} s")
+        failed = f", {diverged} diverged" if diverged else ""
+        log(f"zoo {task}: {len(jobs)} trained models ({done} reused{failed}) in {took:.0f} s")
     return seconds
 
 
@@ -394,6 +427,9 @@ def write_report(
         "package": f"nrnn_theory {__version__} (git {git_revision() or 'unknown'})",
         "torch": f"{torch.__version__} on {device}",
     }
+    diverged = _diverged_members(store, preset)
+    if diverged:  # reported, not silently missing from the tables
+        meta["diverged in training (not analysed)"] = "; ".join(diverged)
     if seconds:
         meta["stage times (s)"] = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
     report = build_report(store, preset, meta=meta, figure_names=figure_names)

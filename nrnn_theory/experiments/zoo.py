@@ -266,9 +266,15 @@ def train_member(
     """Train (or resume training of) one zoo member; returns ``(model, history)``.
 
     ``run_dir`` holds the checkpoints; if it already has some, training resumes from
-    the newest one (finished epochs are not redone).
+    the newest one (finished epochs are not redone). A folder left without a
+    checkpoint by a run killed at its start is started again from scratch.
+
+    Raises
+    ------
+    TrainingDivergedError
+        The member's training diverged (deterministically: resuming diverges again).
     """
-    from nrnn_theory.train import FitSettings, build_model, fit, latest_checkpoint
+    from nrnn_theory.train import FitSettings, build_model, fit
 
     run_dir = Path(run_dir)
     config = member_config(member, preset, data)
@@ -280,7 +286,7 @@ def train_member(
         penalty = explicit_regularizer_penalty(
             reference_noise(), weight=member.explicit_reg, max_examples=preset.reg_examples
         )
-    resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
+    resume = run_dir.exists()  # fit resumes a checkpoint or restarts its own leftovers
     settings = FitSettings(
         epochs=preset.epochs,
         batch_size=preset.batch_size,

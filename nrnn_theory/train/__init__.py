@@ -14,7 +14,7 @@ Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
-    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory
+    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory, TrainingDivergedError
 Penalties (:mod:`~nrnn_theory.train.penalties`)
     explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
@@ -47,7 +47,14 @@ from nrnn_theory.train.data import (
     split_indices,
 )
 from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
-from nrnn_theory.train.loop import OPTIMIZERS, FitHistory, FitSettings, evaluate, fit
+from nrnn_theory.train.loop import (
+    OPTIMIZERS,
+    FitHistory,
+    FitSettings,
+    TrainingDivergedError,
+    evaluate,
+    fit,
+)
 from nrnn_theory.train.models import (
     MODELS,
     AntisymmetricRNN,
@@ -82,6 +89,7 @@ __all__ = [
     "LipschitzRNN",
     "NoisyRNN",
     "TaskData",
+    "TrainingDivergedError",
     "build_model",
     "bundled_ucr_problems",
     "evaluate",

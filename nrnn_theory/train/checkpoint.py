@@ -345,6 +345,127 @@ def _resolve(path: Path) -> Path:
     )
 
 
+#: Keys of ``checkpoint.json`` read on load: key -> (accepted types, required).
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "tensors": ((dict,), True),
+    "model": ((dict,), True),
+    "epoch": ((int,), True),
+    "step": ((int,), False),
+    "history": ((list,), False),
+    "generators": ((list,), False),
+    "optimizer": ((dict, type(None)), False),
+    "fit": ((dict, type(None)), False),
+    "task": ((dict, type(None)), False),
+    "seed": ((int, type(None)), False),
+    "extra": ((dict, type(None)), False),
+}
+_TENSOR_FIELDS: dict[str, type] = {"file": str, "sha256": str, "keys": list}
+
+#: safetensors dtype names -> torch dtypes (those a checkpoint can hold).
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not a checkpoint's
+
+
+def _type_error(json_path: Path, key: str, expected: str, value: Any) -> CheckpointError:
+    return CheckpointError(
+        f"{json_path}: key {key!r}: expected {expected}, got {type(value).__name__} {value!r:.80}"
+    )
+
+
+def _check_fields(meta: dict[str, Any], json_path: Path) -> None:
+    """Every key the loader reads is present and of the right type, else a
+    ``CheckpointError`` naming the file and the key."""
+    for key, (types, required) in _FIELDS.items():
+        if key not in meta:
+            if required:
+                raise CheckpointError(f"{json_path}: required key {key!r} is missing")
+            continue
+        value = meta[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise _type_error(json_path, key, names, value)
+    for key, kind in _TENSOR_FIELDS.items():
+        if key not in meta["tensors"]:
+            raise CheckpointError(f"{json_path}: required key 'tensors.{key}' is missing")
+        if not isinstance(meta["tensors"][key], kind):
+            raise _type_error(json_path, f"tensors.{key}", kind.__name__, meta["tensors"][key])
+    for key in ("keys", "generators"):
+        items = meta["tensors"]["keys"] if key == "keys" else meta.get("generators", [])
+        if not all(isinstance(k, str) for k in items):
+            where = "tensors.keys" if key == "keys" else "generators"
+            raise _type_error(json_path, where, "a list of strings", items)
+    missing = [g for g in meta.get("generators", []) if f"rng.{g}" not in meta["tensors"]["keys"]]
+    if missing:
+        raise CheckpointError(
+            f"{json_path}: key 'generators' names {missing}, whose states (rng.<name>) are "
+            "not among tensors.keys"
+        )
+
+
+def _tensor_path(ckpt_dir: Path, name: str, json_path: Path) -> Path:
+    """The tensor file named in the JSON, which must lie inside the checkpoint folder:
+    a plain relative name, no ``..``, no link leading outside (resolved and compared)."""
+    rel = Path(name)
+    if name == "" or rel.is_absolute() or rel.drive or ".." in rel.parts:
+        raise CheckpointError(
+            f"{json_path}: key 'tensors.file': expected a file name inside the checkpoint "
+            f"folder, got {name!r}; refusing to read a file outside it"
+        )
+    target = ckpt_dir / rel
+    root = ckpt_dir.resolve()
+    resolved = target.resolve()
+    if resolved == root or root not in resolved.parents:
+        raise CheckpointError(
+            f"{json_path}: key 'tensors.file': {name!r} leads outside the checkpoint folder "
+            f"(to {resolved}); refusing to read it"
+        )
+    if not resolved.is_file():
+        raise CheckpointError(f"{ckpt_dir}: tensor file {name} is missing")
+    return resolved
+
+
+def _safetensors_header(path: Path) -> dict[str, tuple[torch.dtype | None, tuple[int, ...]]]:
+    """The dtype and shape of every tensor, from the header alone (8-byte little-endian
+    length, then JSON); anything else (a pickle, a truncated file) is a CheckpointError."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or n > min(size - 8, _MAX_HEADER):
+                raise CheckpointError(
+                    f"{path}: not a safetensors file (header length {n} for a file of "
+                    f"{size} bytes); refusing to read it"
+                )
+            header = json.loads(f.read(n))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a mapping)")
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise CheckpointError(f"{path}: tensor {key!r} has no valid shape in the header")
+        out[key] = (_ST_DTYPES.get(info.get("dtype")), tuple(shape))
+    return out
+
+
 def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """Locate and verify a checkpoint; return its directory and its JSON metadata.
 
@@ -375,9 +496,8 @@ def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"{json_path}: the digest does not match the contents: the file was modified "
             "after it was written (or is damaged); refusing to load it"
         )
-    tensor_file = ckpt_dir / meta["tensors"]["file"]
-    if not tensor_file.is_file():
-        raise CheckpointError(f"{ckpt_dir}: tensor file {tensor_file.name} is missing")
+    _check_fields(meta, json_path)
+    tensor_file = _tensor_path(ckpt_dir, meta["tensors"]["file"], json_path)
     if _sha256_file(tensor_file) != meta["tensors"]["sha256"]:
         raise CheckpointError(
             f"{tensor_file}: its SHA-256 does not match the one recorded in {JSON_NAME}: the "
@@ -423,37 +543,52 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
     ckpt_dir, meta = read_checkpoint_meta(path)
     device = torch.device(map_location)
-    try:
-        tensors = load_file(str(ckpt_dir / meta["tensors"]["file"]), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{ckpt_dir}: unreadable tensor file ({exc})") from None
-    if sorted(tensors) != meta["tensors"]["keys"]:
+    tensor_file = _tensor_path(ckpt_dir, meta["tensors"]["file"], ckpt_dir / JSON_NAME)
+    header = _safetensors_header(tensor_file)
+    if sorted(header) != sorted(meta["tensors"]["keys"]):
         raise CheckpointError(f"{ckpt_dir}: tensor keys differ from those recorded in {JSON_NAME}")
+    # The configuration's shapes, checked against the header before any memory is
+    # spent: the model is first built on the meta device (no storage).
     try:
-        model = build_model(dict(meta["model"]), generator=torch.Generator().manual_seed(0))
-    except (TypeError, ValueError) as exc:
+        with torch.device("meta"):
+            shapes = build_model(dict(meta["model"]), generator=torch.Generator()).state_dict()
+    except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{ckpt_dir}: invalid model configuration: {exc}") from None
-    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    for name, value in expected.items():
-        if name in state and (state[name].shape != value.shape or state[name].dtype != value.dtype):
+    stored = {k[len("model.") :]: v for k, v in header.items() if k.startswith("model.")}
+    for name, value in shapes.items():
+        if name in stored and stored[name] != (value.dtype, tuple(value.shape)):
+            dtype, shape = stored[name]
             raise CheckpointError(
-                f"{ckpt_dir}: weight {name!r} has shape {tuple(state[name].shape)} and dtype "
-                f"{state[name].dtype}, but the configuration implies {tuple(value.shape)} and "
-                f"{value.dtype}"
+                f"{ckpt_dir}: weight {name!r} has shape {shape} and dtype {dtype}, but the "
+                f"configuration implies {tuple(value.shape)} and {value.dtype}"
             )
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    missing, unexpected = sorted(set(shapes) - set(stored)), sorted(set(stored) - set(shapes))
     if missing or unexpected:
         raise CheckpointError(
             f"{ckpt_dir}: weights do not match the model configuration: missing {missing}, "
             f"unexpected {unexpected}"
         )
+    try:
+        tensors = load_file(str(tensor_file), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{ckpt_dir}: unreadable tensor file ({exc})") from None
+    try:
+        model = build_model(dict(meta["model"]), generator=torch.Generator().manual_seed(0))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{ckpt_dir}: invalid model configuration: {exc}") from None
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state)
     model.to(device).eval()
     optimizer_state = None
     if meta.get("optimizer") is not None:
         opt_tensors = {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}
-        optimizer_state = _join_optimizer(meta["optimizer"], opt_tensors)
+        try:
+            optimizer_state = _join_optimizer(meta["optimizer"], opt_tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{ckpt_dir / JSON_NAME}: key 'optimizer' is malformed ({type(exc).__name__}: "
+                f"{exc})"
+            ) from None
     generators = {name: tensors[f"rng.{name}"] for name in meta.get("generators", [])}
     return Checkpoint(
         path=ckpt_dir,

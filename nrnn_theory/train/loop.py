@@ -49,7 +49,7 @@ from nrnn_theory._contract import (
 )
 from nrnn_theory._io import atomic_write_text
 from nrnn_theory._record import Result
-from nrnn_theory.dynamics import sample_noise
+from nrnn_theory.dynamics import NonFiniteStateError, sample_noise
 from nrnn_theory.train.checkpoint import (
     CheckpointError,
     checkpoint_dirs,
@@ -65,6 +65,7 @@ __all__ = [
     "OPTIMIZERS",
     "FitHistory",
     "FitSettings",
+    "TrainingDivergedError",
     "evaluate",
     "fit",
     "lr_at_epoch",
@@ -131,6 +132,27 @@ class FitHistory(Result):
 
 
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
+class TrainingDivergedError(NonFiniteStateError):
+    """Training diverged: the loss or the hidden state became NaN or infinite.
+
+    Raised by :func:`fit` before the epoch is checkpointed, so the run folder keeps its
+    last finite checkpoint. Training is deterministic, so resuming such a run diverges
+    again at the same step; the reproduction records the member as diverged.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch (from 1) that diverged.
+    step : int
+        Optimizer steps completed when it was detected.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
 
 
 def _adam(params, lr, weight_decay, momentum):
@@ -373,21 +395,71 @@ def _validate_data(model: nn.Module, data: TaskData) -> None:
             )
 
 
-def _check_out_dir(out_dir: Path, resume: bool) -> None:
+#: Names ``fit`` writes in a run folder; leftovers of an interrupted write start with
+#: a dot (``_io``'s temporary names).
+_RUN_FILES = (HISTORY_NAME, SUMMARY_NAME, "checkpoints")
+
+
+def _is_leftover(path: Path) -> bool:
+    """A temporary file or folder of an interrupted atomic write (``_io``)."""
+    return path.name.startswith(".") and (".tmp" in path.name)
+
+
+def _run_leftovers(out_dir: Path) -> list[Path] | None:
+    """What a run folder without a checkpoint holds, if it is all ``fit``'s own files.
+
+    Returns the paths to delete before starting the run from scratch (its history, its
+    summary, temporary leftovers of interrupted writes), or ``None`` when the folder
+    holds anything else (which is never deleted).
+    """
+    found: list[Path] = []
+    for p in out_dir.iterdir():
+        if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
+            inner = list(p.iterdir())
+            if not all(_is_leftover(q) for q in inner):
+                return None
+            found += inner
+        elif (p.name in _RUN_FILES and p.is_file() and not p.is_symlink()) or _is_leftover(p):
+            found.append(p)
+        else:
+            return None
+    return found
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _check_out_dir(out_dir: Path, resume: bool) -> bool:
+    """Check the run folder; returns True when there is a checkpoint to resume from.
+
+    With ``resume``, a folder without a checkpoint (a run stopped before its first
+    one was written, or a new folder) starts from scratch; its own leftovers (history,
+    temporary files) are removed only then, once every other check has passed.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"out_dir: {out_dir} exists and is not a directory")
     if resume:
-        if not out_dir.is_dir():
-            raise CheckpointError(f"out_dir: {out_dir} does not exist; nothing to resume")
-        if not checkpoint_dirs(out_dir):
+        if not out_dir.exists() or checkpoint_dirs(out_dir):
+            return out_dir.exists()
+        if _run_leftovers(out_dir) is None:
             raise CheckpointError(
-                f"out_dir: {out_dir} is not a checkpoint directory (no checkpoints/epoch-NNNN "
-                "inside); nothing to resume"
+                f"out_dir: {out_dir} is not a checkpoint or run folder: it holds no "
+                "checkpoints/epoch-NNNN and files that are not a training run's; nothing to "
+                "resume, and nothing was deleted"
             )
-        return
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        return False
+    found = _run_leftovers(out_dir) if out_dir.exists() else []
+    if found is None or not all(_is_leftover(p) for p in found):  # temporary files only
         raise FileExistsError(
             f"out_dir: {out_dir} exists and is not empty; refusing to overwrite it. Resume it "
             "(resume=True, nrnn train --resume DIR) or choose a new directory"
         )
+    return False
 
 
 def _settings_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -633,12 +705,28 @@ class _Run:
                 continue  # a shard would be empty on some rank: every rank skips it
             x = self.data.inputs("train", local).to(device=dev, dtype=self.dtype, non_blocking=True)
             y = self.data.labels("train", local).to(dev, non_blocking=True)
-            logits = self.model(x, **self._noise_kwargs(bidx, local, x.shape[1]))
+            try:
+                logits = self.model(x, **self._noise_kwargs(bidx, local, x.shape[1]))
+            except NonFiniteStateError as exc:
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch + 1} at step {self.step + 1}: {exc}",
+                    epoch=epoch + 1,
+                    step=self.step,
+                ) from exc
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             loss = batch_loss * (world / B)
             if self.penalty is not None:
                 pen = self.penalty(self.inner, x, y)
                 loss = loss + pen * (len(local) * world / B)
+            if world == 1 and not bool(torch.isfinite(loss.detach())):
+                # before the step, so the weights stay finite (under DDP the epoch's
+                # all-reduced loss is checked instead: a rank alone must not stop)
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch + 1} at step {self.step + 1}: the "
+                    "loss is not finite; the last finite checkpoint is kept",
+                    epoch=epoch + 1,
+                    step=self.step,
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -665,6 +753,14 @@ class _Run:
         total_loss, total_correct, total_seen, total_penalty = _all_reduce(
             [float(loss_sum), float(correct), float(seen), float(penalty_sum)], dev, world
         )
+        if not (math.isfinite(total_loss) and math.isfinite(total_penalty)):
+            what = "loss" if not math.isfinite(total_loss) else "penalty"
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1} (by step {self.step}): the training "
+                f"{what} is not finite; the last finite checkpoint is kept",
+                epoch=epoch + 1,
+                step=self.step,
+            )
         metrics: dict[str, float | None] = {
             "train_loss": _clean(total_loss / max(total_seen, 1)),
             "train_accuracy": total_correct / max(total_seen, 1),
@@ -736,11 +832,16 @@ def fit(
         training starts.
     out_dir : str or Path, optional
         Run directory: ``history.jsonl`` (one JSON record per epoch), checkpoints in
-        ``checkpoints/epoch-NNNN`` after every epoch and ``summary.json`` at the end.
-        It must not exist or be empty, unless ``resume``.
+        ``checkpoints/epoch-NNNN`` of the initial state (``epoch-0000``, written before
+        anything else) and after every epoch, and ``summary.json`` at the end. It must
+        not exist or be empty, unless ``resume``.
     resume : bool
-        Continue the run in ``out_dir`` from its latest checkpoint. The model
-        configuration, data and settings (except ``epochs``) must match the checkpoint.
+        Continue the run in ``out_dir`` from its latest checkpoint; the model
+        configuration, data and settings (except ``epochs``) must match it. A run killed
+        at any instant resumes to bitwise the same weights (CPU). A folder without a
+        checkpoint (new, or a run stopped before its first checkpoint) starts from
+        scratch with ``model`` as given: its history and temporary leftovers are
+        removed, and a folder holding anything else is refused.
     keep_checkpoints : int
         Number of most recent checkpoints kept in ``out_dir``.
     quiet : bool
@@ -761,10 +862,12 @@ def fit(
         Invalid settings, a data/model mismatch, NaN inputs or labels out of range;
         raised before anything is trained or written.
     FileExistsError
-        ``out_dir`` holds something and ``resume`` is False.
+        ``out_dir`` holds something and ``resume`` is False, or is a file.
     CheckpointError
-        ``resume`` with an ``out_dir`` that is not a checkpoint directory, or a
+        ``resume`` with an ``out_dir`` holding files that are not a run's, or a
         checkpoint that does not match the model, data or settings.
+    TrainingDivergedError
+        The loss or the state became non-finite (the epoch is not checkpointed).
 
     Examples
     --------
@@ -798,8 +901,9 @@ def fit(
     rank, world = _dist_info()
     dev = resolve_device(device)
     run_dir = None if out_dir is None else Path(out_dir)
+    has_checkpoint = False
     if run_dir is not None:
-        _check_out_dir(run_dir, resume)
+        has_checkpoint = _check_out_dir(run_dir, resume)
     if world > 1:
         import torch.distributed as dist
 
@@ -809,7 +913,7 @@ def fit(
     config = model_config(inner)
 
     # ------------------------------------------------------------- state set-up
-    ckpt = None if not resume else _resume_checkpoint(run_dir, inner, data, record)
+    ckpt = None if not has_checkpoint else _resume_checkpoint(run_dir, inner, data, record)
     inner.to(dev)
     dtype = _model_dtype(inner)
     ddp_model: nn.Module = inner
@@ -848,13 +952,40 @@ def fit(
         history = list(ckpt.history)
         start_epoch, run.step = ckpt.epoch, ckpt.step
     is_writer = rank == 0 and run_dir is not None
-    if is_writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
-        atomic_write_text(run_dir / HISTORY_NAME, lines)
-
     task_spec = data.spec or None
     fingerprint = data.fingerprint() if is_writer else None  # hashes all the data
+
+    def checkpoint(epoch: int, run: _Run) -> None:  # run passed: it is deleted below
+        save_checkpoint(
+            run_dir / "checkpoints" / f"epoch-{epoch:04d}",
+            inner,
+            epoch=epoch,
+            step=run.step,
+            optimizer=opt,
+            generators={"shuffle": run.shuffle_gen, "noise": run.noise_gen},
+            task=task_spec,
+            data_fingerprint=fingerprint,
+            fit=record,
+            seed=cfg.seed,
+            history=history,
+        )
+
+    if is_writer:
+        # Only fit's own files are removed: a fresh start clears the history and the
+        # leftovers of a run stopped before its first checkpoint (checked above); a
+        # resumed one the temporary files of an interrupted write and a stale summary.
+        if ckpt is None:
+            _remove((_run_leftovers(run_dir) or []) if run_dir.exists() else [])
+        else:
+            _remove([p for p in run_dir.iterdir() if _is_leftover(p)])
+            _remove([p for p in (run_dir / "checkpoints").iterdir() if _is_leftover(p)])
+            if start_epoch < cfg.epochs:
+                (run_dir / SUMMARY_NAME).unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            checkpoint(0, run)  # the initial state: from now on --resume always has a checkpoint
+        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
+        atomic_write_text(run_dir / HISTORY_NAME, lines)  # truncated to the checkpoint's
     if run.show:
         print(
             f"training {type(inner).__name__} on {data.describe()}; device {dev}"
@@ -882,19 +1013,7 @@ def fit(
         }
         history.append(entry)
         if is_writer:
-            save_checkpoint(
-                run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
-                inner,
-                epoch=epoch + 1,
-                step=run.step,
-                optimizer=opt,
-                generators={"shuffle": run.shuffle_gen, "noise": run.noise_gen},
-                task=task_spec,
-                data_fingerprint=fingerprint,
-                fit=record,
-                seed=cfg.seed,
-                history=history,
-            )
+            checkpoint(epoch + 1, run)
             _append_line(run_dir / HISTORY_NAME, entry)
             for old in checkpoint_dirs(run_dir)[:-keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
