@@ -36,6 +36,13 @@ Lyapunov spectra (THEORY.md §9)
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
     stability_report, format_stability_report
+Reachable sets and slope sectors (THEORY.md §9)
+    reachable_set, reachable_sector, global_sector, sector_from_preactivation_boxes,
+    tanh_slope_range, ReachableSet, SlopeSector
+LMI certificates in the best quadratic metric (THEORY.md §9)
+    check_stability_lmi, finite_horizon_certificate, minimal_stabilizing_noise_lmi,
+    quadratic_condition, solve_lmi, verify_lmi, QuadraticCondition, LMISolution,
+    LMIVerification
 Results
     ConventionMapping, FitHistory, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
@@ -98,6 +105,15 @@ from nrnn_theory.margins import (
     margin_summary,
     score_margin,
 )
+from nrnn_theory.reachability import (
+    ReachableSet,
+    SlopeSector,
+    global_sector,
+    reachable_sector,
+    reachable_set,
+    sector_from_preactivation_boxes,
+    tanh_slope_range,
+)
 from nrnn_theory.regularizer import (
     continuous_regularizer,
     estimate_noise_gap,
@@ -142,6 +158,17 @@ from nrnn_theory.robustness import (
     salt_and_pepper,
     white_noise,
 )
+from nrnn_theory.sdp_certificates import (
+    LMISolution,
+    LMIVerification,
+    QuadraticCondition,
+    check_stability_lmi,
+    finite_horizon_certificate,
+    minimal_stabilizing_noise_lmi,
+    quadratic_condition,
+    solve_lmi,
+    verify_lmi,
+)
 from nrnn_theory.stability import (
     check_stability,
     format_stability_report,
@@ -164,6 +191,8 @@ __all__ = [
     "HessianTrace",
     "HiddenStateHessian",
     "JacobianNorm",
+    "LMISolution",
+    "LMIVerification",
     "LocalMarginEstimate",
     "LyapunovSpectrum",
     "MarginCertificate",
@@ -172,9 +201,12 @@ __all__ = [
     "NoiseGapEstimate",
     "NoiseSpec",
     "NonFiniteStateError",
+    "QuadraticCondition",
+    "ReachableSet",
     "RegularizerConvergence",
     "RobustnessCurve",
     "RobustnessSweep",
+    "SlopeSector",
     "SpectralDensity",
     "StabilityReport",
     "StabilizingNoise",
@@ -184,6 +216,7 @@ __all__ = [
     "accuracy",
     "certified_margin",
     "check_stability",
+    "check_stability_lmi",
     "comparison_table",
     "continuous_regularizer",
     "deepfool",
@@ -194,9 +227,11 @@ __all__ = [
     "estimate_spectral_density",
     "explicit_regularizer",
     "fgsm",
+    "finite_horizon_certificate",
     "format_comparison_table",
     "format_margin_summary",
     "format_stability_report",
+    "global_sector",
     "hessian",
     "hessian_eigenvalues",
     "hessian_trace",
@@ -215,6 +250,7 @@ __all__ = [
     "margin_summary",
     "minimal_perturbation",
     "minimal_stabilizing_noise",
+    "minimal_stabilizing_noise_lmi",
     "module_loss",
     "multiplicative_noise",
     "noise_covariance",
@@ -228,6 +264,9 @@ __all__ = [
     "perturbation_norm",
     "pgd",
     "plot_robustness",
+    "quadratic_condition",
+    "reachable_sector",
+    "reachable_set",
     "readout",
     "regularizer_convergence",
     "regularizer_penalty",
@@ -237,12 +276,16 @@ __all__ = [
     "sample_noise",
     "score_margin",
     "sde_to_paper_code",
+    "sector_from_preactivation_boxes",
+    "solve_lmi",
     "stability_report",
     "state_jacobian",
     "state_jacobian_norms",
     "step",
     "step_moments",
     "step_norm_bound",
+    "tanh_slope_range",
     "vector_to_params",
+    "verify_lmi",
     "white_noise",
 ]

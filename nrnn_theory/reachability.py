@@ -93,9 +93,12 @@ class ReachableSet(Result):
     invariant_from : int or None
         First step whose state box lies in the invariant box.
     ode_invariant : bool
-        Whether the invariant box is also forward invariant for the ODE
-        :math:`\dot h = \alpha A h + \tanh(Wh + Ux + b)` (checked face by face) and
-        contains the initial box, so the ODE's states stay in it for all time.
+        Whether a box forward invariant for the ODE
+        :math:`\dot h = \alpha A h + \tanh(Wh + Ux + b)` (Nagumo's condition, checked
+        face by face) and containing the initial box was found: the hull of every state
+        box and the invariant box, possibly enlarged about its centre (x1.5, x2, x4).
+    ode_lo, ode_hi, ode_pre_lo, ode_pre_hi : Tensor, shape (H,), or None
+        That box and its pre-activation box (``None`` when not found).
     method : str
         ``"symbolic"`` or ``"interval"``.
     """
@@ -113,6 +116,10 @@ class ReachableSet(Result):
     invariant_from: int | None
     ode_invariant: bool
     method: str
+    ode_lo: Tensor | None = None
+    ode_hi: Tensor | None = None
+    ode_pre_lo: Tensor | None = None
+    ode_pre_hi: Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -447,13 +454,20 @@ def reachable_set(
     state_lo, state_hi = torch.stack(s_lo), torch.stack(s_hi)
     pre_lo, pre_hi = torch.stack(z_lo_all), torch.stack(z_hi_all)
     inv = (None, None, None, None, None)
-    ode_ok = False
+    ode = (None, None, None, None)
     if invariant:
         X = (x_lo.min(0).values, x_hi.max(0).values)
         inv = _invariant_box(m, state_lo, state_hi, X, max_invariant_iter, window, method)
         if inv[0] is not None:
-            inside = bool(((inv[0] <= h_lo) & (h_hi <= inv[1])).all())
-            ode_ok = inside and _ode_invariant(m, inv[0], inv[1], X)
+            lo = torch.minimum(state_lo.min(0).values, inv[0])
+            hi = torch.maximum(state_hi.max(0).values, inv[1])
+            c, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
+            for grow in (1.0, 1.5, 2.0, 4.0):
+                b_lo, b_hi = c - grow * r, c + grow * r
+                if _ode_invariant(m, b_lo, b_hi, X):
+                    z = m.pre(c, grow * r, 0.5 * (X[0] + X[1]), 0.5 * (X[1] - X[0]))
+                    ode = (b_lo, b_hi, z[0], z[1])
+                    break
     return ReachableSet(
         state_lo=state_lo,
         state_hi=state_hi,
@@ -466,8 +480,12 @@ def reachable_set(
         invariant_pre_lo=inv[2],
         invariant_pre_hi=inv[3],
         invariant_from=inv[4],
-        ode_invariant=ode_ok,
+        ode_invariant=ode[0] is not None,
         method=method,
+        ode_lo=ode[0],
+        ode_hi=ode[1],
+        ode_pre_lo=ode[2],
+        ode_pre_hi=ode[3],
     )
 
 
@@ -499,7 +517,7 @@ class _Powers:
 
 
 def _window(m: _Map, pw: _Powers, lo: Tensor, hi: Tensor, xc: Tensor, xr: Tensor):
-    """Symbolic propagation for len(xc) steps from the state box [lo, hi].
+    r"""Symbolic propagation for len(xc) steps from the state box [lo, hi].
 
     With :math:`t_i` the tanh boxes, :math:`h_n = M^n h_0 + \sum_{i<n} M^{n-1-i}S t_i`;
     the sums use the precomputed powers (O(n H^2) per step). Returns the state boxes
@@ -654,7 +672,7 @@ def reachable_sector(
                 "and none was found (ReachableSet.ode_invariant is False); use the global "
                 "sector or dynamics 'map'"
             )
-        lo, hi = tanh_slope_range(reach.invariant_pre_lo, reach.invariant_pre_hi)
+        lo, hi = tanh_slope_range(reach.ode_pre_lo, reach.ode_pre_hi)
         return SlopeSector(
             lo=lo,
             hi=hi,
