@@ -59,6 +59,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps discarded before accumulating exponents (unset: the library default)",
     )
+    parser.add_argument(
+        "--metric",
+        default="identity",
+        choices=["identity", "diagonal", "sdp"],
+        help="quadratic metric of the LMI certificates (sdp: full P by semidefinite "
+        "programming; identity: today's Euclidean norm)",
+    )
+    parser.add_argument(
+        "--input-box",
+        default=None,
+        help="LO,HI: the input set of the reachable-set sector (default: the range of the "
+        "task's training inputs, [0,1] for digits/MNIST)",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="steps of the reachable set and of the finite-horizon bound (default: the "
+        "sequence length of the task)",
+    )
     add_noise_override_options(parser, "certify and measure")
     add_output_options(parser)
 
@@ -98,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         transient=args.transient,
         generator=torch.Generator(device=xs.device).manual_seed(args.seed),
     )
+    lmi = _lmi_rows(args, params, task, xs, report)
     if args.json:
         emit_json(
             {
@@ -113,13 +134,75 @@ def run(args: argparse.Namespace) -> int:
                 "noise": noises[0] if noises else None,
                 "noise_source": source if noises else None,
                 "report": report,
+                "lmi": lmi,
             }
         )
         return 0
+    print(lmi["conclusion"])
     print(
         f"{ck.path} ({ck.config.get('model')}); exponents measured on {len(xs)} "
         f"{args.split} inputs of {task.name}; noise from the {source}"
         + ("" if noises else ": none")
     )
     print(format_stability_report(report, details=True))
+    print("")
+    print(f"LMI certificates, metric {lmi['metric']}, {lmi['input_set']}:")
+    for cert in lmi["certificates"]:
+        print(
+            f"  {cert.condition:<20} bound {cert.bound: .4g}  holds {'yes' if cert.holds else 'no'}"
+            f"  cond(P) {cert.metric_condition_number:.3g}  [{cert.solver_status}]"
+        )
     return 0
+
+
+def _lmi_rows(args, params, task, xs, report) -> dict:
+    """The LMI certificates on the reachable sector, and the one-line conclusion."""
+    import math
+
+    import torch
+
+    from nrnn_theory.reachability import reachable_set
+    from nrnn_theory.sdp_certificates import check_stability_lmi, finite_horizon_certificate
+
+    metric = "full" if args.metric == "sdp" else args.metric
+    if args.input_box is not None:
+        try:
+            lo, hi = (float(v) for v in args.input_box.split(","))
+        except ValueError:
+            raise ValueError(f"--input-box: expected LO,HI, got {args.input_box!r}") from None
+        if not lo <= hi:
+            raise ValueError(f"--input-box: expected LO <= HI, got {args.input_box!r}")
+    else:
+        train = task.inputs("train")
+        lo, hi = float(train.min()), float(train.max())
+    horizon = args.horizon if args.horizon is not None else int(xs.shape[1])
+    if horizon < 1:
+        raise ValueError(f"--horizon: expected an integer >= 1, got {horizon}")
+    with torch.no_grad():
+        reach = reachable_set(params, (lo, hi), horizon)
+    certs = [
+        check_stability_lmi(params, condition="lmi_discrete", metric=metric),
+        check_stability_lmi(params, condition="lmi_discrete", metric=metric, sector=reach),
+        finite_horizon_certificate(params, reach, metric=metric),
+    ]
+    box = f"inputs in [{lo:g},{hi:g}]"
+    measured = report.spectra[0].top
+    best = min(certs[:2], key=lambda c: c.bound)
+    if best.holds and best.quantities.get("rho") is not None:
+        words = f"certified contracting at rate <= {best.bound:.4g} on {box}"
+        if certs[1] is best and certs[1].input_set and "first" in (certs[1].assumptions[-2]):
+            words += f" for {horizon} steps"
+    else:
+        fh = certs[2].bound
+        b = min(best.bound, fh) if math.isfinite(fh) else best.bound
+        words = (
+            f"not certified; best certified bound {b:.4g} (finite horizon {horizon}: "
+            f"{fh:.4g}) on {box}, measured top exponent {measured:.4g}"
+        )
+    return {
+        "conclusion": words,
+        "metric": metric,
+        "input_set": box,
+        "horizon": horizon,
+        "certificates": certs,
+    }
