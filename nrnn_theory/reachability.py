@@ -15,7 +15,8 @@ This module computes, for the clean map
 
 * per-step boxes containing every reachable state :math:`h_k` and pre-activation
   :math:`z_k` (:func:`reachable_set`), by interval arithmetic, either naively (one
-  box per step) or with the linear part composed exactly (``"symbolic"``);
+  box per step), with the linear part composed exactly (``"symbolic"``), or by
+  zonotopes with tanh relaxed by parallel lines (``"zonotope"``, the default);
 * an **invariant box** where one exists: a box :math:`B` with :math:`F(B, X)\subseteq B`
   containing the state box of some step, so every later state stays in it; and whether
   the same box is forward invariant for the ODE :math:`\dot h = f(h, x)` (Nagumo's
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 #: Propagation methods of :func:`reachable_set`.
-REACH_METHODS: tuple[str, ...] = ("symbolic", "interval")
+REACH_METHODS: tuple[str, ...] = ("zonotope", "symbolic", "interval")
 
 #: Relative outward widening per step that covers float64 rounding of the box arithmetic.
 _ROUND = 1e-12
@@ -86,7 +87,7 @@ class ReachableSet(Result):
         A box containing every state from step ``invariant_from`` on (``None`` if
         none was found): the union of :math:`B, F(B), \dots, F^{K-1}(B)` for a box
         :math:`B` with :math:`F^K(B, X)\subseteq B` (``K = window`` for
-        ``"symbolic"``, 1 for ``"interval"``), inputs in the hull of the per-step
+        ``"zonotope"`` and ``"symbolic"``, 1 for ``"interval"``), inputs in the hull of the per-step
         input boxes.
     invariant_pre_lo, invariant_pre_hi : Tensor, shape (H,), or None
         Box of the pre-activations of those states.
@@ -96,11 +97,11 @@ class ReachableSet(Result):
         Whether a box forward invariant for the ODE
         :math:`\dot h = \alpha A h + \tanh(Wh + Ux + b)` (Nagumo's condition, checked
         face by face) and containing the initial box was found: the hull of every state
-        box and the invariant box, possibly enlarged about its centre (x1.5, x2, x4).
+        box and the invariant box, possibly enlarged about its centre (x1.5, x2, ..., x16).
     ode_lo, ode_hi, ode_pre_lo, ode_pre_hi : Tensor, shape (H,), or None
         That box and its pre-activation box (``None`` when not found).
     method : str
-        ``"symbolic"`` or ``"interval"``.
+        ``"zonotope"``, ``"symbolic"`` or ``"interval"``.
     """
 
     state_lo: Tensor
@@ -364,7 +365,7 @@ def reachable_set(
     horizon: int,
     *,
     initial_box: tuple | None = None,
-    method: Literal["symbolic", "interval"] = "symbolic",
+    method: Literal["zonotope", "symbolic", "interval"] = "zonotope",
     window: int = 64,
     invariant: bool = True,
     max_invariant_iter: int = 50,
@@ -381,7 +382,12 @@ def reachable_set(
               \qquad t_i\in[\tanh l_i, \tanh u_i],
 
     exactly for the last ``window`` steps (:math:`|M^n|\le|M|^n` entrywise, so its boxes
-    are never wider), then re-boxes.
+    are never wider), then re-boxes. ``"zonotope"`` (the default) also relaxes tanh by
+    parallel lines, :math:`\tanh z \in az + \beta\pm\gamma`, and keeps every state
+    an affine function of the initial state, the inputs and the relaxation errors (the
+    oldest generators boxed beyond ``window`` steps' worth), which keeps the correlation
+    that a negative feedback through tanh creates; its boxes are intersected with the
+    ``"symbolic"`` ones, so they are never wider.
 
     Parameters
     ----------
@@ -393,10 +399,11 @@ def reachable_set(
     initial_box : (lo, hi), optional
         Box of initial states (floats or (H,) tensors); default :math:`h_0 = 0`, the
         package's initial state.
-    method : {"symbolic", "interval"}
+    method : {"zonotope", "symbolic", "interval"}
     window : int
-        Steps composed exactly by ``"symbolic"`` before re-boxing. Cost
-        :math:`O(T\cdot\mathrm{window}\cdot H^2)`.
+        Steps composed exactly by ``"symbolic"`` before re-boxing, and steps' worth of
+        zonotope generators (:math:`\mathrm{window}\,(H + D)`) kept. Cost
+        :math:`O(T\cdot\mathrm{window}\cdot H^2(H + D))` for the zonotope.
     invariant : bool
         Also search an invariant set (inputs in the hull of the per-step boxes):
         starting from the last state box :math:`B`, propagate ``K`` steps and stop if
@@ -453,6 +460,12 @@ def reachable_set(
         _symbolic(m, h_lo, h_hi, xc, xr, window, s_lo, s_hi, z_lo_all, z_hi_all)
     state_lo, state_hi = torch.stack(s_lo), torch.stack(s_hi)
     pre_lo, pre_hi = torch.stack(z_lo_all), torch.stack(z_hi_all)
+    if method == "zonotope":
+        # Both contain every reachable point: keep the intersection.
+        (zs_lo, zs_hi), (zz_lo, zz_hi) = _zonotope(m, h_lo, h_hi, xc, xr, window * (H + D))
+        state_lo[1:] = torch.maximum(state_lo[1:], zs_lo)
+        state_hi[1:] = torch.minimum(state_hi[1:], zs_hi)
+        pre_lo, pre_hi = torch.maximum(pre_lo, zz_lo), torch.minimum(pre_hi, zz_hi)
     inv = (None, None, None, None, None)
     ode = (None, None, None, None)
     if invariant:
@@ -462,7 +475,7 @@ def reachable_set(
             lo = torch.minimum(state_lo.min(0).values, inv[0])
             hi = torch.maximum(state_hi.max(0).values, inv[1])
             c, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-            for grow in (1.0, 1.5, 2.0, 4.0):
+            for grow in (1.0, 1.5, 2.0, 4.0, 8.0, 16.0):
                 b_lo, b_hi = c - grow * r, c + grow * r
                 if _ode_invariant(m, b_lo, b_hi, X):
                     z = m.pre(c, grow * r, 0.5 * (X[0] + X[1]), 0.5 * (X[1] - X[0]))
@@ -566,6 +579,79 @@ def _symbolic(m: _Map, h_lo, h_hi, xc, xr, window, s_lo, s_hi, z_lo_all, z_hi_al
         lo, hi = sl[-1], sh[-1]
 
 
+def _tanh_parallel(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Parallel linear bounds of tanh on boxes: :math:`\tanh z \in az + \beta \pm \gamma`.
+
+    The slope :math:`a` is the chord's (:math:`\tanh'` at a degenerate box); the offsets
+    are the exact extremes of :math:`\phi(z) = \tanh z - az` on :math:`[l, u]`, attained
+    at an end or where :math:`\tanh' = a`, i.e. :math:`z = \pm\,\mathrm{artanh}\sqrt{1-a}`,
+    widened for rounding.
+    """
+    width = hi - lo
+    tl, th = torch.tanh(lo), torch.tanh(hi)
+    safe = torch.where(width > 0, width, torch.ones_like(width))
+    a = torch.where(width > 0, (th - tl) / safe, _sech2(lo))
+    a = a.clamp(0.0, 1.0)
+    zs = torch.atanh(torch.sqrt((1.0 - a).clamp(0.0, 1.0)).clamp(max=1.0 - 1e-16))
+    cands = torch.stack([lo, hi, zs.clamp(lo, hi), (-zs).clamp(lo, hi)])
+    phi = torch.tanh(cands) - a * cands
+    pmin, pmax = phi.min(0).values, phi.max(0).values
+    pad = _ROUND * (torch.maximum(lo.abs(), hi.abs()) + 1.0) + 1e-300
+    pmin, pmax = pmin - pad, pmax + pad
+    return a, 0.5 * (pmax + pmin), 0.5 * (pmax - pmin)
+
+
+def _zonotope(m: _Map, lo: Tensor, hi: Tensor, xc: Tensor, xr: Tensor, max_gens: int):
+    r"""Zonotope propagation :math:`h_k = c_k + G_k e`, :math:`e \in [-1, 1]^{m}`.
+
+    Each step relaxes tanh by parallel bounds (:func:`_tanh_parallel`), so
+    :math:`h_{k+1} = Mc + S(a\odot z_c + \beta) + [(M + S\,\mathrm{diag}(a)W)G,\
+    S\,\mathrm{diag}(a)U\,\mathrm{diag}(x_r),\ S\,\mathrm{diag}(\gamma)]\,(e, e_x, e_t)`:
+    the linear dependence of the state on the initial state, the inputs and the
+    earlier relaxation errors is kept exactly (this keeps the correlation of a
+    negative feedback through tanh that boxes lose). When there are more than
+    ``max_gens`` generators, the oldest are replaced by their interval hull (H
+    diagonal generators). Rounding is covered by a diagonal generator of a relative
+    :math:`10^{-12}` of the magnitude of every term, per step. Returns the state boxes
+    of steps 1..n and the pre-activation boxes of steps 0..n-1, as pairs of (n, H).
+    """
+    H = m.H
+    c = 0.5 * (lo + hi)
+    G = torch.diag(0.5 * (hi - lo))
+    aU, aM, aS = m.U.abs(), m.M.abs(), m.s.abs()
+    states_lo, states_hi, pres_lo, pres_hi = [], [], [], []
+    for n in range(xc.shape[0]):
+        zc = m.W @ c + m.U @ xc[n] + m.b
+        WG = m.W @ G
+        zr = WG.abs().sum(1) + aU @ xr[n]
+        zl, zh = _widen(zc - zr, zc + zr)
+        pres_lo.append(zl)
+        pres_hi.append(zh)
+        a, beta, gamma = _tanh_parallel(zl, zh)
+        sa = m.s * a
+        c_new = m.M @ c + m.s * (a * zc + beta)
+        # The relaxation error S gamma and the rounding allowance share one diagonal.
+        mag = aM @ (c.abs() + G.abs().sum(1)) + aS * (a * (zc.abs() + zr) + beta.abs() + gamma)
+        err = aS * gamma + _ROUND * mag + 1e-300
+        G_new = torch.cat(
+            [m.M @ G + sa[:, None] * WG, (sa[:, None] * m.U) * xr[n], torch.diag(err)], dim=1
+        )
+        G_new = G_new[:, G_new.abs().amax(0) > 1e-300]
+        if G_new.shape[1] > max_gens:
+            k = G_new.shape[1] - max_gens + H  # box the oldest k generators
+            old = G_new[:, :k].abs().sum(1)
+            G_new = torch.cat([torch.diag(old * (1.0 + _ROUND)), G_new[:, k:]], dim=1)
+        c, G = c_new, G_new
+        r = G.abs().sum(1)
+        slo, shi = _widen(c - r, c + r)
+        states_lo.append(slo)
+        states_hi.append(shi)
+    return (
+        (torch.stack(states_lo), torch.stack(states_hi)),
+        (torch.stack(pres_lo), torch.stack(pres_hi)),
+    )
+
+
 def _invariant_box(m: _Map, state_lo, state_hi, X, max_iter, steps, method):
     """Search B with F^K(B, X) inside B (K = ``steps``), from the last state box.
 
@@ -573,15 +659,19 @@ def _invariant_box(m: _Map, state_lo, state_hi, X, max_iter, steps, method):
     F^j(B), j < K, whose pre-activation hull is returned.
     """
     x_lo, x_hi = X
-    K = steps if method == "symbolic" else 1
+    K = (min(steps, 16) if method == "zonotope" else steps) if method != "interval" else 1
     xc = (0.5 * (x_lo + x_hi)).expand(K, -1)
     xr = (0.5 * (x_hi - x_lo)).expand(K, -1)
     T = state_lo.shape[0] - 1
     lo, hi = state_lo[T].clone(), state_hi[T].clone()
-    pw = _Powers(m, K) if method == "symbolic" else None
+    pw = _Powers(m, K) if method != "interval" else None
     for _ in range(max_iter):
-        if method == "symbolic":
+        if method != "interval":
             (sl, sh), (zl, zh) = _window(m, pw, lo, hi, xc, xr)
+            if method == "zonotope":
+                (al, ah), (bl, bh) = _zonotope(m, lo, hi, xc, xr, K * (m.H + x_lo.shape[0]))
+                sl, sh = torch.maximum(sl, al), torch.minimum(sh, ah)
+                zl, zh = torch.maximum(zl, bl), torch.minimum(zh, bh)
         else:
             (n_lo, n_hi), (z1, z2) = m.step(0.5 * (lo + hi), 0.5 * (hi - lo), xc[0], xr[0])
             (sl, sh), (zl, zh) = (n_lo[None], n_hi[None]), (z1[None], z2[None])

@@ -59,7 +59,7 @@ def _states_and_pre(p, xs, h0=None):
     return hs, z
 
 
-@pytest.mark.parametrize("method", ["symbolic", "interval"])
+@pytest.mark.parametrize("method", ["zonotope", "symbolic", "interval"])
 def test_boxes_contain_simulated_trajectories(generator, method):
     p = _contracting(4, 2, generator)
     T = 25
@@ -80,6 +80,71 @@ def test_symbolic_boxes_inside_interval_boxes(generator):
     assert bool((a.pre_lo >= b.pre_lo - slack).all() and (a.pre_hi <= b.pre_hi + slack).all())
     assert bool((a.state_lo >= b.state_lo - slack).all())
     assert float((a.pre_hi - a.pre_lo).sum()) < float((b.pre_hi - b.pre_lo).sum())
+
+
+def _feedback(H=4, a=0.05, w=3.0, u=0.05, seed=0):
+    """A = a I (expanding alone), W = -w I + small: a strong negative feedback through tanh."""
+    g = torch.Generator().manual_seed(seed)
+    return random_params(H, 1, 3, generator=g, dt=0.1).replace(
+        A=a * torch.eye(H, dtype=F64),
+        W=-w * torch.eye(H, dtype=F64) + 0.01 * torch.randn(H, H, generator=g, dtype=F64),
+        U=u * torch.ones(H, 1, dtype=F64),
+        b=torch.zeros(H, dtype=F64),
+    )
+
+
+def test_zonotope_keeps_the_feedback_that_boxes_lose(generator):
+    # h' = h + dt (a h + tanh(-w h + u x)): the true pre-activations stay within
+    # ~ |u| of 0, while any box method treats h and tanh(-w h) as independent and grows
+    # by about 1 + dt w per step. Oracle: simulated ranges (10^4 sequences, vertices).
+    p = _feedback()
+    T = 30
+    zon = reachable_set(p, (0.0, 1.0), T, method="zonotope", window=T)
+    sym = reachable_set(p, (0.0, 1.0), T, method="symbolic", window=T)
+    xs = _inputs(generator, 10_000, T, 1)
+    hs, z = _states_and_pre(p, xs)
+    assert bool((z >= zon.pre_lo).all() and (z <= zon.pre_hi).all())
+    assert bool((hs >= zon.state_lo[1:]).all() and (hs <= zon.state_hi[1:]).all())
+    sim = (z.amax(0) - z.amin(0)).mean()
+    width_zon = (zon.pre_hi - zon.pre_lo).mean()
+    width_sym = (sym.pre_hi - sym.pre_lo).mean()
+    assert float(width_zon) <= 1.2 * float(sim)  # close to the simulated range
+    assert float(width_sym) >= 10 * float(width_zon)
+    # Never wider than the symbolic boxes (intersected with them), and invariant.
+    assert bool((zon.pre_lo >= sym.pre_lo).all() and (zon.pre_hi <= sym.pre_hi).all())
+    assert zon.invariant_lo is not None and sym.invariant_lo is None
+    later = _states_and_pre(p, _inputs(generator, 2000, 4 * T, 1))[0][:, zon.invariant_from :]
+    assert bool((later >= zon.invariant_lo).all() and (later <= zon.invariant_hi).all())
+
+
+@settings(max_examples=8)
+@given(seeds, st.integers(1, 5), st.integers(1, 3), st.sampled_from([2, 8]))
+def test_zonotope_contains_trajectories_with_generator_reduction(seed, H, D, window):
+    # window * (H + D) generators at most: the oldest are boxed, still sound.
+    g = torch.Generator().manual_seed(seed)
+    p = random_params(H, D, 3, generator=g, scale=1.5, dt=0.1, per_unit_step=True)
+    T = 20
+    reach = reachable_set(p, (-1.0, 1.0), T, method="zonotope", window=window, invariant=False)
+    xs = _inputs(g, 3000, T, D, -1.0, 1.0)
+    hs, z = _states_and_pre(p, xs)
+    assert bool((z >= reach.pre_lo).all() and (z <= reach.pre_hi).all())
+    assert bool((hs >= reach.state_lo[1:]).all() and (hs <= reach.state_hi[1:]).all())
+
+
+def test_tanh_parallel_bounds_match_dense_grid():
+    # Oracle: a dense grid of tanh(z) - a z on each box lies within beta +- gamma, and
+    # the bounds are tight (attained up to the grid spacing).
+    from nrnn_theory import reachability
+
+    lo = torch.tensor([-3.0, -0.5, 0.2, -4.0, 1.0], dtype=F64)
+    hi = torch.tensor([2.0, 0.5, 3.0, -1.0, 1.0], dtype=F64)
+    a, beta, gamma = reachability._tanh_parallel(lo, hi)
+    for i in range(5):
+        z = np.linspace(float(lo[i]), float(hi[i]), 20001)
+        phi = np.tanh(z) - float(a[i]) * z
+        assert phi.max() <= float(beta[i] + gamma[i]) and phi.min() >= float(beta[i] - gamma[i])
+        assert float(beta[i] + gamma[i]) - phi.max() <= 1e-8
+        assert phi.min() - float(beta[i] - gamma[i]) <= 1e-8
 
 
 def test_invariant_box_contains_all_later_states(generator):
@@ -179,7 +244,7 @@ def test_bad_inputs(generator):
     with pytest.raises(ValueError, match="input_box: expected bounds of shape"):
         reachable_set(p, (torch.zeros(3), torch.ones(3)), 5)
     with pytest.raises(ValueError, match="method: expected one of"):
-        reachable_set(p, (0.0, 1.0), 5, method="zonotope")
+        reachable_set(p, (0.0, 1.0), 5, method="polytope")
     with pytest.raises(ValueError, match="horizon: expected an integer >= 1"):
         reachable_set(p, (0.0, 1.0), 0)
     with pytest.raises(ValueError, match="z_lo: expected z_lo <= z_hi"):
