@@ -26,6 +26,7 @@ from nrnn_theory import (
     quadratic_condition,
     reachable_set,
     rollout,
+    sector_from_preactivation_boxes,
     solve_lmi,
     state_jacobian_norms,
     verify_lmi,
@@ -301,6 +302,50 @@ def test_finite_horizon_bound_dominates_measured_exponents(generator):
     assert cert.quantities["log_norm_bound"] >= float(norms.log_norms[:, 0].max())
     glob = check_stability(p, condition="discrete", one_sided="exact")
     assert cert.bound <= glob.bound + 1e-9  # the identity metric alone does this well
+
+
+def _trajectory(p, xs):
+    """Pre-activations (T, H) and step Jacobians (T, H, H) of the clean trajectory from 0."""
+    hs = rollout(p, xs[None], return_states=True)[0]
+    h_prev = torch.cat([torch.zeros(1, p.hidden_size, dtype=F64), hs[:-1]])
+    z = h_prev @ p.W.mT + xs @ p.U.mT + p.b
+    J = torch.eye(p.hidden_size, dtype=F64) + p.drift_step[:, None] * (
+        p.alpha * p.A + (1 - torch.tanh(z) ** 2)[:, :, None] * p.W
+    )
+    return z, J
+
+
+def test_zero_width_sector_gives_the_jacobian_norm():
+    # A sector of width ~1e-12 (one known slope per unit) needs huge multipliers; the
+    # centred LMI and the scaled verification still certify ||J||_2 itself.
+    p, g = _model(4, 4, shift=-0.3)
+    z, J = _trajectory(p, torch.rand(6, 2, generator=g, dtype=F64))
+    for k in (0, 5):
+        cond = quadratic_condition(
+            p, dynamics="map", sector=sector_from_preactivation_boxes(z[k], z[k])
+        )
+        sol = solve_lmi(cond, metric="identity", solver="descent", tol=TOL)
+        truth = math.log(float(torch.linalg.matrix_norm(J[k], ord=2))) / p.dt
+        assert sol.verified and truth - 1e-9 <= sol.rate <= truth + TOL * (1 + abs(truth))
+        assert float(sol.multipliers.max()) > 1e3  # the regime the scaling is for
+
+
+def test_finite_horizon_on_one_sequence_brackets_the_measured_exponent():
+    # Zero-width input box: the reachable set is the trajectory itself. Oracles: the
+    # measured finite-time exponent (below) and the product of the exact per-step
+    # norms (above, the identity candidate); the optimized metric does no worse.
+    p, g = _model(8, 4, shift=-0.3)
+    T = 12
+    xs = torch.rand(T, 2, generator=g, dtype=F64)
+    reach = reachable_set(p, (xs, xs), T, invariant=False)
+    measured = float(state_jacobian_norms(p, xs[None]).log_norms[0, 0]) / (T * p.dt)
+    _, J = _trajectory(p, xs)
+    product = float(torch.linalg.matrix_norm(J, ord=2).log().sum()) / (T * p.dt)
+    ident = finite_horizon_certificate(p, reach, metric="identity", tol=TOL)
+    full = finite_horizon_certificate(p, reach, metric="full", tol=TOL)
+    assert measured <= full.bound + 1e-9 and measured <= ident.bound + 1e-9
+    assert ident.bound <= product + TOL * (1 + abs(product))
+    assert full.bound <= ident.bound + 1e-12
 
 
 # ----------------------------------------------------------------------- errors
