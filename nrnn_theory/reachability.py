@@ -720,6 +720,7 @@ def reachable_sector(
     *,
     dynamics: Literal["map", "ode"] = "map",
     per_step: bool = False,
+    tail: bool = False,
 ) -> SlopeSector:
     r"""Slope sectors of tanh over a reachable set.
 
@@ -734,6 +735,11 @@ def reachable_sector(
         ODE invariant (``reach.ode_invariant``), else a ``ValueError``.
     per_step : bool
         ``"map"`` only: one sector per step (shape (T, H)), for finite-horizon bounds.
+    tail : bool
+        ``"map"`` only: the sector over the invariant box alone, which holds from step
+        ``reach.invariant_from`` on (the transient before it is left out): enough for
+        asymptotic statements such as Lyapunov exponents, whose limit ignores any
+        finite transient. ``ValueError`` if no invariant box was found.
 
     Returns
     -------
@@ -770,6 +776,24 @@ def reachable_sector(
             valid_for="map+ode",
             horizon=None,
             input_set=words,
+        )
+    if tail:
+        if per_step:
+            raise ValueError("tail: expected per_step False (the tail sector is one box)")
+        if reach.invariant_from is None:
+            raise ValueError(
+                "reach: tail=True needs an invariant box, and none was found "
+                "(ReachableSet.invariant_from is None)"
+            )
+        k = reach.invariant_from
+        lo, hi = tanh_slope_range(reach.invariant_pre_lo, reach.invariant_pre_hi)
+        return SlopeSector(
+            lo=lo,
+            hi=hi,
+            source=f"{reach.method} invariant box, from step {k} on (transient left out)",
+            valid_for="map",
+            horizon=None,
+            input_set=f"{words}, from step {k} on",
         )
     lo, hi = tanh_slope_range(reach.pre_lo, reach.pre_hi)  # (T, H)
     if per_step:

@@ -160,6 +160,13 @@ def test_invariant_box_contains_all_later_states(generator):
     z_later = z[:, k:]
     assert bool((z_later >= reach.invariant_pre_lo).all())
     assert bool((z_later <= reach.invariant_pre_hi).all())
+    # The tail sector holds for the slopes from step k on, and is inside the full one.
+    tail = reachable_sector(reach, tail=True)
+    full = reachable_sector(reach)
+    d = 1 - torch.tanh(z_later) ** 2
+    assert bool((d >= tail.lo - 1e-12).all() and (d <= tail.hi + 1e-12).all())
+    assert bool((tail.lo >= full.lo).all() and (tail.hi <= full.hi).all())
+    assert f"from step {k} on" in tail.input_set
 
 
 def test_ode_invariant_box_holds_for_the_ode(generator):
@@ -252,3 +259,5 @@ def test_bad_inputs(generator):
     reach = reachable_set(p, (0.0, 1.0), 5, invariant=False)
     with pytest.raises(ValueError, match="ODE needs a forward-invariant box"):
         reachable_sector(reach, dynamics="ode")
+    with pytest.raises(ValueError, match="tail=True needs an invariant box"):
+        reachable_sector(reach, tail=True)
