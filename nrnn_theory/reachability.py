@@ -46,8 +46,8 @@ from nrnn_theory._contract import (
     check_positive_int,
     check_tensor,
 )
+from nrnn_theory._record import Result
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.results import Result
 
 
 __all__ = [

@@ -84,6 +84,7 @@ from nrnn_theory._contract import (
     check_real,
     check_tensor,
 )
+from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.reachability import (
     ReachableSet,
@@ -91,7 +92,7 @@ from nrnn_theory.reachability import (
     global_sector,
     reachable_sector,
 )
-from nrnn_theory.results import Certificate, Result, StabilizingNoise
+from nrnn_theory.stability import Certificate, StabilizingNoise
 
 
 __all__ = [
