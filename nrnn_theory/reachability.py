@@ -129,6 +129,7 @@ class ReachableSet(Result):
 
     @property
     def hidden_size(self) -> int:
+        """Number of hidden units H."""
         return int(self.pre_lo.shape[1])
 
     def describe(self) -> str:
@@ -175,6 +176,7 @@ class SlopeSector(Result):
 
     @property
     def is_global(self) -> bool:
+        """Whether this is the global sector [0, 1] (valid for any states and inputs)."""
         return self.source == "global"
 
 
@@ -229,6 +231,16 @@ def tanh_slope_range(z_lo: Tensor, z_hi: Tensor) -> tuple[Tensor, Tensor]:
 
 def global_sector(hidden_size: int) -> SlopeSector:
     r"""The sector :math:`[0, 1]` of every unit: valid for any states and inputs.
+
+    Parameters
+    ----------
+    hidden_size : int
+        Number of hidden units H.
+
+    Returns
+    -------
+    SlopeSector
+        ``lo`` zeros and ``hi`` ones, shape (H,), float64.
 
     Examples
     --------

@@ -186,24 +186,49 @@ class QuadraticCondition(Result):
 
     @property
     def hidden_size(self) -> int:
+        """Number of hidden units H."""
         return int(self.aA.shape[0])
 
     @property
     def random_step(self) -> bool:
+        """Whether the step is random (``step_lo``/``step_hi`` bound it), as in ``paper_code``."""
         return self.step_lo is not None
 
     @property
     def n_multipliers(self) -> int:
+        """Number of diagonal S-procedure multipliers (H, or 2H with a random step)."""
         return 2 * self.hidden_size if self.random_step else self.hidden_size
 
     def rate_from_r(self, r: float) -> float:
-        """The rate per unit time of the LMI parameter ``r``."""
+        """The rate per unit time of the LMI parameter ``r``.
+
+        Parameters
+        ----------
+        r : float
+            LMI parameter: :math:`2c` for ``"generator"``, :math:`e^{2c\Delta t}` for a map.
+
+        Returns
+        -------
+        float
+            The rate :math:`c` (``-inf`` for a map with ``r <= 0``).
+        """
         if self.form == "generator":
             return 0.5 * r
         return math.log(r) / (2.0 * self.dt) if r > 0 else -math.inf
 
     def r_from_rate(self, rate: float) -> float:
-        """The LMI parameter ``r`` of a rate per unit time."""
+        """The LMI parameter ``r`` of a rate per unit time.
+
+        Parameters
+        ----------
+        rate : float
+            Rate :math:`c` per unit time.
+
+        Returns
+        -------
+        float
+            :math:`2c` for ``"generator"``, :math:`e^{2c\Delta t}` for a map.
+        """
         if self.form == "generator":
             return 2.0 * rate
         return math.exp(2.0 * rate * self.dt)
@@ -1505,6 +1530,25 @@ def minimal_stabilizing_noise_lmi(
     * ``"mean_square"``: noise never helps (THEORY.md §9(e)): for every :math:`P`,
       :math:`s^2N(P) \succeq 0`, so :math:`c_{ms}(s) \ge c_{ms}(0)`; the level is 0 if
       the noise-free rate is already below :math:`\kappa`, else none exists.
+
+    Parameters
+    ----------
+    params : NRNNParams
+    structure : {"scalar", "diagonal"}
+        Structure of the multiplicative ``"sde"`` noise of level :math:`s =
+        \epsilon\sigma_2`: one Brownian motion for all units, or one per unit.
+    target_rate : float
+        The exponent :math:`\kappa` to certify (0: plain stability).
+    mode : {"almost_sure", "mean_square"}
+        Almost-sure (metric Mao bound) or mean-square stability.
+    metric : {"identity", "diagonal", "full"}
+        Quadratic metric of the LMIs.
+    solver : {"auto", "clarabel", "scs", "descent"}
+        As in :func:`solve_lmi`.
+    max_level : float
+        Largest level searched (``"diagonal"`` only).
+    n_grid : int
+        Levels of the grid search (``"diagonal"`` only).
 
     Returns
     -------
