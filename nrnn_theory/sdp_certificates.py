@@ -38,7 +38,7 @@ outside the solver** (:func:`verify_lmi`): :math:`P \succ 0`, multipliers
 :math:`\ge 0`, and the largest eigenvalue of the LMI matrix at the reported rate,
 congruence-scaled by powers of two, below a rounding allowance :math:`-\tau`
 (:class:`LMIVerification`). If it fails the certificate does not hold. The matrix is
-built in centred coordinates (:func:`_lmi_matrix`: slope :math:`c\pm\rho`,
+built in centred coordinates (``_lmi_matrix``: slope :math:`c\pm\rho`,
 :math:`v = CW\Delta + w`), the same LMI after a change of variables, which stays
 accurate in narrow sectors.
 
@@ -53,7 +53,7 @@ quasi-convex in :math:`(P, \Lambda)` (convex in :math:`\Lambda` for a fixed :mat
 :math:`H = 64`. The ``"descent"`` solver instead minimizes the smoothed value
 :math:`\tau\log\sum_j e^{w_j/\tau}` of the generalized eigenvalues :math:`w_j` by
 L-BFGS over :math:`P = LL^\top` (or :math:`\log` of a diagonal) and
-:math:`\log\lambda`, with analytic gradients (envelope theorem, :class:`_Value`, about
+:math:`\log\lambda`, with analytic gradients (envelope theorem, ``_Value``, about
 one :math:`H\times H` eigendecomposition and a few products per evaluation), lowering
 :math:`\tau` by 10 per stage until the bias :math:`\tau\log H` is a quarter of the
 rate tolerance. It starts from the best of the identity metric, a Lyapunov metric of the
