@@ -200,7 +200,7 @@ class QuadraticCondition(Result):
         return 2 * self.hidden_size if self.random_step else self.hidden_size
 
     def rate_from_r(self, r: float) -> float:
-        """The rate per unit time of the LMI parameter ``r``.
+        r"""The rate per unit time of the LMI parameter ``r``.
 
         Parameters
         ----------
@@ -217,7 +217,7 @@ class QuadraticCondition(Result):
         return math.log(r) / (2.0 * self.dt) if r > 0 else -math.inf
 
     def r_from_rate(self, rate: float) -> float:
-        """The LMI parameter ``r`` of a rate per unit time.
+        r"""The LMI parameter ``r`` of a rate per unit time.
 
         Parameters
         ----------
