@@ -70,6 +70,8 @@ api_modules = [
     "nrnn_theory.flatness",
     "nrnn_theory.lyapunov",
     "nrnn_theory.stability",
+    "nrnn_theory.reachability",
+    "nrnn_theory.sdp_certificates",
     "nrnn_theory.margins",
     "nrnn_theory.verification",
     "nrnn_theory.attacks",

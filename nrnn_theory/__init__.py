@@ -41,6 +41,13 @@ Lyapunov spectra (THEORY.md §9)
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
     stability_report, format_stability_report
+Reachable sets and slope sectors (THEORY.md §9; nrnn_theory.reachability)
+    reachable_set, reachable_sector, global_sector, sector_from_preactivation_boxes,
+    tanh_slope_range, ReachableSet, SlopeSector
+LMI certificates in the best quadratic metric (THEORY.md §9; nrnn_theory.sdp_certificates)
+    check_stability_lmi, finite_horizon_certificate, minimal_stabilizing_noise_lmi,
+    quadratic_condition, solve_lmi, verify_lmi, QuadraticCondition, LMISolution,
+    LMIVerification
 Results (each defined beside the function returning it; all in :mod:`nrnn_theory.results`)
     ConventionMapping, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
@@ -131,6 +138,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "module_loss",
         "nrnn_loss",
     ),
+    "nrnn_theory.reachability": (
+        "ReachableSet",
+        "SlopeSector",
+        "global_sector",
+        "reachable_sector",
+        "reachable_set",
+        "sector_from_preactivation_boxes",
+        "tanh_slope_range",
+    ),
     "nrnn_theory.regularizer": (
         "continuous_regularizer",
         "estimate_noise_gap",
@@ -172,6 +188,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "robustness_sweep",
         "salt_and_pepper",
         "white_noise",
+    ),
+    "nrnn_theory.sdp_certificates": (
+        "LMISolution",
+        "LMIVerification",
+        "QuadraticCondition",
+        "check_stability_lmi",
+        "finite_horizon_certificate",
+        "minimal_stabilizing_noise_lmi",
+        "quadratic_condition",
+        "solve_lmi",
+        "verify_lmi",
     ),
     "nrnn_theory.stability": (
         "check_stability",

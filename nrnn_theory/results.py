@@ -24,6 +24,7 @@ from nrnn_theory.flatness import (
 )
 from nrnn_theory.lyapunov import LyapunovSpectrum, StateJacobianNorms
 from nrnn_theory.margins import JacobianNorm, LocalMarginEstimate, MarginCertificate, MarginSummary
+from nrnn_theory.reachability import ReachableSet, SlopeSector
 from nrnn_theory.regularizer import (
     ContinuousRegularizer,
     ExplicitRegularizer,
@@ -31,6 +32,7 @@ from nrnn_theory.regularizer import (
     RegularizerConvergence,
 )
 from nrnn_theory.robustness import ComparisonTable, RobustnessCurve, RobustnessSweep
+from nrnn_theory.sdp_certificates import LMISolution, LMIVerification, QuadraticCondition
 from nrnn_theory.stability import Certificate, StabilityReport, StabilizingNoise
 
 
@@ -45,15 +47,20 @@ __all__ = [
     "HessianTrace",
     "HiddenStateHessian",
     "JacobianNorm",
+    "LMISolution",
+    "LMIVerification",
     "LocalMarginEstimate",
     "LyapunovSpectrum",
     "MarginCertificate",
     "MarginSummary",
     "NoiseGapEstimate",
+    "QuadraticCondition",
+    "ReachableSet",
     "RegularizerConvergence",
     "Result",
     "RobustnessCurve",
     "RobustnessSweep",
+    "SlopeSector",
     "SpectralDensity",
     "StabilityReport",
     "StabilizingNoise",

@@ -102,6 +102,18 @@ class Certificate(Result):
         ``"clean"``, ``"sde"`` or ``"paper_code"``.
     dtype : str
         Precision of the computation (always ``"float64"``).
+    metric : str or None
+        Quadratic metric :math:`\|\Delta\|_P` of an LMI certificate
+        (``"identity"``, ``"diagonal"``, ``"full"``); ``None`` for the norm-based ones.
+    metric_matrix : Tensor, shape (H, H), or None
+        The metric :math:`P \succ 0` (float64) in which the bound holds.
+    metric_condition_number : float or None
+        :math:`\kappa(P) = \lambda_{\max}(P)/\lambda_{\min}(P)`; Euclidean distances
+        obey :math:`|\Delta_t| \le \sqrt{\kappa(P)}\,e^{\text{bound}\cdot t}|\Delta_0|`.
+    solver_status : str or None
+        Solver, its status and tolerances, and the float64 re-verification outcome.
+    input_set : str or None
+        The inputs (and initial states) the certificate holds for, in words.
     """
 
     holds: bool
@@ -114,6 +126,11 @@ class Certificate(Result):
     noise: NoiseSpec | None = None
     convention: str = "clean"
     dtype: str = "float64"
+    metric: str | None = None
+    metric_matrix: Tensor | None = None
+    metric_condition_number: float | None = None
+    solver_status: str | None = None
+    input_set: str | None = None
 
 
 @dataclass(frozen=True)

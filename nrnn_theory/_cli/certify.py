@@ -10,6 +10,14 @@ measured top Lyapunov exponents of the model driven by the evaluation inputs (fr
 zero), without noise and along one frozen noise path per input. Last, the smallest
 scalar and diagonal multiplicative noise certifying almost-sure stability.
 
+Then the LMI certificates (THEORY.md §9 in the best quadratic metric, --metric) of the
+clean model's map, on the global slope sector [0, 1] and on the sector of the reachable
+set over the input box (--input-box, default the range of the training inputs) for
+--horizon steps (default the sequence length), and the certified bound on the
+finite-time exponent over that input set. The first line of the output is a one-line
+conclusion: "certified contracting at rate <= c on inputs in [lo,hi]", or "not
+certified; best certified bound c ..., measured top exponent l".
+
 Certificates and exponents are computed in float64. The seed fixes the initial
 tangent frames and the noise paths.
 
@@ -18,6 +26,7 @@ Examples:
   nrnn certify runs/nrnn-digits
   nrnn certify runs/lip-digits --convention sde --mult 1.5 --noise-structure scalar
   nrnn certify runs/nrnn-digits --one-sided midpoint --exponents 4 --json
+  nrnn certify runs/nrnn-digits --metric sdp --input-box 0,1 --horizon 64
 """
 
 from __future__ import annotations
@@ -57,6 +66,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps discarded before accumulating exponents (unset: the library default)",
     )
+    parser.add_argument(
+        "--metric",
+        default="identity",
+        choices=["identity", "diagonal", "sdp"],
+        help="quadratic metric of the LMI certificates (sdp: full P by semidefinite "
+        "programming; identity: today's Euclidean norm)",
+    )
+    parser.add_argument(
+        "--input-box",
+        default=None,
+        help="LO,HI: the input set of the reachable-set sector (default: the range of the "
+        "task's training inputs, [0,1] for digits/MNIST)",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="steps of the reachable set and of the finite-horizon bound (default: the "
+        "sequence length of the task)",
+    )
     add_noise_options(parser, default=None)
     add_output_options(parser)
 
@@ -70,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     override = noise_from_options(args)
     if args.exponents < 1:
         raise ValueError(f"--exponents: expected an integer >= 1, got {args.exponents}")
+    box = _input_box(args)
+    if args.horizon is not None and args.horizon < 1:
+        raise ValueError(f"--horizon: expected an integer >= 1, got {args.horizon}")
     (ck,), task, xs, _ = load_checkpoint_data([args.checkpoint], args)
     try:
         params = params_from_module(ck.model, dtype=torch.float64)
@@ -96,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         transient=args.transient,
         generator=torch.Generator(device=xs.device).manual_seed(args.seed),
     )
+    lmi = _lmi_rows(args, box, params, task, xs, report)
     if args.json:
         emit_json(
             {
@@ -111,13 +144,110 @@ def run(args: argparse.Namespace) -> int:
                 "noise": noises[0] if noises else None,
                 "noise_source": source if noises else None,
                 "report": report,
+                "lmi": lmi,
             }
         )
         return 0
+    print(lmi["conclusion"])
     print(
         f"{ck.path} ({ck.config.get('model')}); exponents measured on {len(xs)} "
         f"{args.split} inputs of {task.name}; noise from the {source}"
         + ("" if noises else ": none")
     )
     print(format_stability_report(report, details=True))
+    print("")
+    print(
+        f"LMI certificates, metric {lmi['metric']}, {lmi['input_set']} "
+        f"({lmi['input_box_source']}), horizon {lmi['horizon']}:"
+    )
+    for cert in lmi["certificates"]:
+        print(
+            f"  {cert.condition:<20} bound {cert.bound: .4g}  holds {'yes' if cert.holds else 'no'}"
+            f"  cond(P) {cert.metric_condition_number:.3g}  [{cert.solver_status}]"
+        )
     return 0
+
+
+def _input_box(args) -> tuple[float, float] | None:
+    """--input-box as (lo, hi), or None for the default."""
+    import math
+
+    if args.input_box is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in args.input_box.split(","))
+    except ValueError:
+        raise ValueError(f"--input-box: expected LO,HI, got {args.input_box!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"--input-box: expected finite LO <= HI, got {args.input_box!r}")
+    return lo, hi
+
+
+def _lmi_rows(args, box, params, task, xs, report) -> dict:
+    """The LMI certificates on the global and reachable sectors, and the conclusion."""
+    import torch
+
+    from nrnn_theory.reachability import reachable_sector, reachable_set
+    from nrnn_theory.sdp_certificates import check_stability_lmi, finite_horizon_certificate
+
+    metric = "full" if args.metric == "sdp" else args.metric
+    if box is not None:
+        lo, hi = box
+        source = "command line"
+    else:
+        train = task.inputs("train")
+        lo, hi = float(train.min()), float(train.max())
+        source = f"range of the training inputs of {task.name}"
+    horizon = args.horizon if args.horizon is not None else int(xs.shape[1])
+    with torch.no_grad():
+        reach = reachable_set(params, (lo, hi), horizon)
+    sector = reachable_sector(reach, dynamics="map")
+    certs = [
+        check_stability_lmi(params, condition="lmi_discrete", metric=metric),
+        check_stability_lmi(params, condition="lmi_discrete", metric=metric, sector=sector),
+        finite_horizon_certificate(params, reach, metric=metric),
+    ]
+    box = f"inputs in [{lo:g},{hi:g}]"
+    measured = float(report.spectra[0].top)
+    words, certified, best_bound = conclusion(certs, sector.horizon, box, horizon, measured)
+    return {
+        "conclusion": words,
+        "certified": certified,
+        "best_bound": best_bound,
+        "measured_top_exponent": measured,
+        "metric": metric,
+        "input_set": box,
+        "input_box": [lo, hi],
+        "input_box_source": source,
+        "horizon": horizon,
+        "sector_horizon": sector.horizon,
+        "certificates": certs,
+    }
+
+
+def conclusion(certs, sector_horizon, box, horizon, measured) -> tuple[str, bool, float]:
+    """The one-line conclusion from [global, reachable, finite-horizon] certificates.
+
+    Returns ``(words, certified, best_bound)``: certified when the global-sector or the
+    reachable-sector map certificate holds (the latter "for ``horizon`` steps" when its
+    sector covers only those); otherwise the smallest bound of the three, the
+    finite-horizon one, and the measured top exponent.
+    """
+    import math
+
+    glob, reach, finite = certs
+    best = min((glob, reach), key=lambda c: c.bound)
+    if best.holds:
+        words = f"certified contracting at rate <= {best.bound:.4g} on {box}"
+        if best is reach and sector_horizon is not None:
+            words += f" for {sector_horizon} steps"
+        elif best is glob:
+            words += " (the global sector: it holds for any input)"
+        return words, True, float(best.bound)
+    fh = finite.bound
+    b = min(best.bound, fh) if math.isfinite(fh) else best.bound
+    words = (
+        f"not certified; best certified bound {b:.4g} (finite horizon {horizon}: "
+        f"{fh:.4g}) on {box}, measured top exponent {measured:.4g}"
+    )
+    return words, False, float(b)
