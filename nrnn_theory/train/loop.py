@@ -382,7 +382,8 @@ def fit(
         :func:`~nrnn_theory.train.explicit_regularizer_penalty`) is recorded by that
         JSON record in the checkpoints (``Checkpoint.fit["penalty"]``), otherwise by
         its name; one with a ``check_model(model)`` method has it called before
-        training starts.
+        training starts, and one whose ``uses_generator`` is true is called as
+        ``penalty(model, xs, ys, generator=g)`` with the training-noise generator.
     out_dir : str or Path, optional
         Run directory: ``history.jsonl`` (one JSON record per epoch), checkpoints in
         ``checkpoints/epoch-NNNN`` after every epoch and ``summary.json`` at the end.
@@ -601,7 +602,10 @@ def fit(
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             loss = batch_loss * (world / B)
             if penalty is not None:
-                pen = penalty(inner, x, y)
+                if getattr(penalty, "uses_generator", False):  # e.g. a sampled estimate
+                    pen = penalty(inner, x, y, generator=noise_gen)
+                else:
+                    pen = penalty(inner, x, y)
                 loss = loss + pen * (len(local) * world / B)
             opt.zero_grad(set_to_none=True)
             loss.backward()
