@@ -129,6 +129,7 @@ class _Workspace:
         kw = {"dtype": dtype, "device": device}
         self.key = (plan.H, plan.has_linear, plan.keeps_r, plan.keeps_draws, plan.r, T, B)
         self.key += (slots, keep_h, dtype, str(device))
+        self.differentiable = slots == T and keep_h  # the pool keeps one of each kind
         self.h = torch.empty(T + 1 if keep_h else 2, B, H, **kw)
         self.fa = torch.empty(2 if plan.has_linear else 1, slots, B, H, **kw)  # [f; a]
         self.r = torch.empty(slots, B, H, **kw) if plan.keeps_r else None
@@ -157,7 +158,7 @@ class _Pool:
         key += (slots, keep_h, dtype, str(device))
         if torch.device(device).type == "cpu":
             with self._lock:
-                ws = self._free.pop(slots == T, None)
+                ws = self._free.pop(slots == T and keep_h, None)
             if ws is not None and ws.key == key:
                 return ws
         return _Workspace(plan, T, B, slots, keep_h, dtype, device)
@@ -165,7 +166,7 @@ class _Pool:
     def give(self, ws: _Workspace) -> None:
         if ws.h.device.type == "cpu":
             with self._lock:
-                self._free[ws.fa.shape[1] == ws.h.shape[0] - 1] = ws
+                self._free[ws.differentiable] = ws
 
 
 _POOL = _Pool()
@@ -203,7 +204,6 @@ def _consts(plan: _Plan, dtype, device) -> dict[str, Tensor]:
 
     return {
         "g_add": c(plan.g_add),
-        "g_mult": c(plan.g_mult),
         "c0": c(plan.c0),
         "half": c(0.5),
         "root12": c(SQRT12),
