@@ -3,7 +3,7 @@ a results store.
 
 Usage: ``python analysis/theory_regularizer_law.py [--preset quick|standard|full] [--smoke]
 [--seed N] [--out DIR]``. The computation lives in
-:mod:`nrnn_theory.experiments.studies`.
+:mod:`nrnn_theory.experiments.study_regularizer_law`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Usage: ``python analysis/theory_stabilization.py [--preset quick|standard|full] [--smoke]
 [--seed N] [--out DIR]``. The computation lives in
-:mod:`nrnn_theory.experiments.studies`.
+:mod:`nrnn_theory.experiments.study_stabilization`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Figure of the theory-only study ``continuum``: reads ``DIR/theory/continuum``, writes
 ``DIR/figures/theory_continuum.{pdf,png}``.
 
-Usage: ``python figures/fig_continuum.py [--out DIR] [--smoke]``. The plotting lives in
+Usage: ``python figures/fig_continuum.py [--out DIR]``. The plotting lives in
 :mod:`nrnn_theory.experiments.study_plots`.
 """
 

@@ -1,7 +1,7 @@
 """Figure of the theory-only study ``regularizer_law``: reads ``DIR/theory/regularizer_law``, writes
 ``DIR/figures/theory_regularizer_law.{pdf,png}``.
 
-Usage: ``python figures/fig_regularizer_law.py [--out DIR] [--smoke]``. The plotting lives in
+Usage: ``python figures/fig_regularizer_law.py [--out DIR]``. The plotting lives in
 :mod:`nrnn_theory.experiments.study_plots`.
 """
 

@@ -1,7 +1,7 @@
 """Figure of the theory-only study ``stabilization``: reads ``DIR/theory/stabilization``, writes
 ``DIR/figures/theory_stabilization.{pdf,png}``.
 
-Usage: ``python figures/fig_stabilization.py [--out DIR] [--smoke]``. The plotting lives in
+Usage: ``python figures/fig_stabilization.py [--out DIR]``. The plotting lives in
 :mod:`nrnn_theory.experiments.study_plots`.
 """
 

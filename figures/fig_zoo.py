@@ -21,7 +21,6 @@ from nrnn_theory.experiments.store import ResultStore
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reproduction", help="folder of a reproduction")
-    parser.add_argument("--smoke", action="store_true", help="accepted for uniformity")
     args = parser.parse_args(argv)
     out = Path(args.out)
     names = draw_zoo_figures(ResultStore(out / "results"), stored_preset(out), out / "figures")

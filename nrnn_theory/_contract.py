@@ -223,24 +223,25 @@ def check_xs(params, xs: object, name: str = "xs") -> Tensor:
     return xs
 
 
+def _check_like_params(params, value: object, name: str, shape, what: str) -> Tensor:
+    """A finite tensor of ``shape`` with the dtype and device of ``params``."""
+    t = check_tensor(name, value)
+    check_shape(name, t, shape, what)
+    check_same_dtype_device(name, t, "params", params.A)
+    check_finite(name, t)
+    return t
+
+
 def check_state(params, h: object, name: str, batch: int | None) -> Tensor:
     """Require hidden states ``(B, H)`` matching ``params``."""
-    h = check_tensor(name, h)
     H = params.hidden_size
-    check_shape(name, h, (batch, H), f"(B, H) with H = {H} from A")
-    check_same_dtype_device(name, h, "params", params.A)
-    check_finite(name, h)
-    return h
+    return _check_like_params(params, h, name, (batch, H), f"(B, H) with H = {H} from A")
 
 
 def check_input(params, x: object, batch: int, name: str = "x") -> Tensor:
     """Require one input step ``(B, D)`` matching ``params``."""
-    x = check_tensor(name, x)
-    D = params.input_size
-    check_shape(name, x, (batch, D), f"(B, D) to match h and U {tuple(params.U.shape)}")
-    check_same_dtype_device(name, x, "params", params.A)
-    check_finite(name, x)
-    return x
+    what = f"(B, D) to match h and U {tuple(params.U.shape)}"
+    return _check_like_params(params, x, name, (batch, params.input_size), what)
 
 
 def check_eta(params, noise, eta: object, lead: tuple[int, ...]) -> Tensor | None:

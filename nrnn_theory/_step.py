@@ -36,13 +36,27 @@ from torch import Tensor
 from nrnn_theory._types import NoiseSpec, NRNNParams
 
 
-__all__ = ["SQRT12", "StepKernel", "noise_dim"]
+__all__ = ["SQRT12", "StepKernel", "draw_noise", "noise_dim"]
 
 SQRT12 = math.sqrt(12.0)
 
 
 def noise_dim(noise: NoiseSpec, hidden_size: int) -> int:
-    """Number ``r`` of standardized draws per step and example (module docstring)."""
+    """Number ``r`` of standardized draws per step and example (module docstring).
+
+    Parameters
+    ----------
+    noise : NoiseSpec
+    hidden_size : int
+        ``H``.
+
+    Returns
+    -------
+    int
+        ``H`` for ``"diagonal"`` ``"sde"`` noise, ``H + 1`` for ``"scalar"`` (one extra
+        draw for the shared multiplicative Brownian motion), ``2H`` for ``"paper_code"``
+        (a Gaussian and a uniform draw per unit).
+    """
     if noise.convention == "paper_code":
         return 2 * hidden_size
     return hidden_size + 1 if noise.structure == "scalar" else hidden_size
@@ -204,9 +218,27 @@ class StepKernel:
 
     # ------------------------------------------------------------- randomness
     def draw(self, batch: int, *, dtype, device, generator: torch.Generator | None) -> Tensor:
-        """Standardized draws for one step, shape (B, r), in a fixed order."""
-        if self.mode == "paper_code":
-            zeta = torch.randn(batch, self.H, dtype=dtype, device=device, generator=generator)
-            u = torch.rand(batch, self.H, dtype=dtype, device=device, generator=generator)
-            return torch.cat([zeta, SQRT12 * (u - 0.5)], dim=-1)
-        return torch.randn(batch, self.r, dtype=dtype, device=device, generator=generator)
+        """Standardized draws for one step, shape (B, r), in a fixed order (:func:`draw_noise`)."""
+        if self.noise is None:
+            return torch.zeros(batch, 0, dtype=dtype, device=device)
+        return draw_noise(
+            self.noise, batch, self.H, dtype=dtype, device=device, generator=generator
+        )
+
+
+def draw_noise(
+    noise: NoiseSpec, batch: int, hidden_size: int, *, dtype, device, generator
+) -> Tensor:
+    """Standardized draws of ``noise`` for one step, shape (B, r), in a fixed order.
+
+    ``"paper_code"``: H normal then H uniform draws (rescaled to unit variance);
+    ``"sde"``: r normal draws. :meth:`StepKernel.draw` and
+    :func:`nrnn_theory.dynamics.sample_noise` both draw through here.
+    """
+    H = hidden_size
+    if noise.convention == "paper_code":
+        zeta = torch.randn(batch, H, dtype=dtype, device=device, generator=generator)
+        u = torch.rand(batch, H, dtype=dtype, device=device, generator=generator)
+        return torch.cat([zeta, SQRT12 * (u - 0.5)], dim=-1)
+    r = noise_dim(noise, H)
+    return torch.randn(batch, r, dtype=dtype, device=device, generator=generator)

@@ -215,6 +215,29 @@ class NRNNParams:
         and likewise :math:`W` from :math:`M_W, \gamma_W`. Differentiable in every
         tensor argument.
 
+        Parameters
+        ----------
+        M_A, M_W : Tensor, shape (H, H)
+            The free matrices of :math:`A` and :math:`W`.
+        U : Tensor, shape (H, D)
+        b : Tensor, shape (H,)
+        V : Tensor, shape (C, H)
+        c : Tensor, shape (C,)
+        beta : float
+            Weight of the skew-symmetric part, in [0, 1].
+        gamma_A, gamma_W : float
+            Diagonal shifts :math:`\gamma_A, \gamma_W`.
+        dt : float
+            Time step :math:`\Delta t > 0`.
+        alpha : float
+            Weight of the linear term (default 1).
+        step : Tensor, shape (H,), optional
+            Per-unit step (default: ``dt`` for every unit).
+
+        Returns
+        -------
+        NRNNParams
+
         Examples
         --------
         >>> M = torch.zeros(2, 2)
@@ -244,7 +267,17 @@ class NRNNParams:
 
     # ------------------------------------------------------------- conversion
     def to(self, *args, **kwargs) -> NRNNParams:
-        """A copy with every tensor moved/cast by ``Tensor.to(*args, **kwargs)``."""
+        """A copy with every tensor moved/cast by ``Tensor.to(*args, **kwargs)``.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Passed to every tensor's ``Tensor.to`` (a dtype, a device, or both).
+
+        Returns
+        -------
+        NRNNParams
+        """
         changes = {
             f.name: getattr(self, f.name).to(*args, **kwargs)
             for f in dataclasses.fields(self)
@@ -262,7 +295,17 @@ class NRNNParams:
         return dataclasses.replace(self, **changes)
 
     def replace(self, **changes) -> NRNNParams:
-        """A validated copy with some fields replaced."""
+        """A validated copy with some fields replaced.
+
+        Parameters
+        ----------
+        **changes
+            New values of fields, by name (``dt=...``, ``W=...``); the copy is validated.
+
+        Returns
+        -------
+        NRNNParams
+        """
         return dataclasses.replace(self, **changes)
 
     # ---------------------------------------------------------- serialization
@@ -392,7 +435,20 @@ class NoiseSpec:
 
     @classmethod
     def paper_code(cls, add: float = 0.0, mult: float = 0.0) -> NoiseSpec:
-        """The authors' ``add_noise = a``, ``mult_noise = mu`` (with ``epsilon = 1``)."""
+        r"""The authors' ``add_noise = a``, ``mult_noise = mu`` (with ``epsilon = 1``).
+
+        Parameters
+        ----------
+        add : float
+            The additive level :math:`a \ge 0` (the authors' ``add_noise``).
+        mult : float
+            The multiplicative level :math:`\mu \ge 0` (the authors' ``mult_noise``).
+
+        Returns
+        -------
+        NoiseSpec
+            With ``convention="paper_code"``, ``sigma1 = add``, ``sigma2 = mult``.
+        """
         return cls(epsilon=1.0, sigma1=add, sigma2=mult, convention="paper_code")
 
     @property
@@ -411,7 +467,17 @@ class NoiseSpec:
         return self.additive == 0.0 and self.multiplicative == 0.0
 
     def scaled(self, epsilon: float) -> NoiseSpec:
-        """The same noise with a different overall scale ``epsilon``."""
+        """The same noise with a different overall scale ``epsilon``.
+
+        Parameters
+        ----------
+        epsilon : float
+            The new scale, >= 0.
+
+        Returns
+        -------
+        NoiseSpec
+        """
         return dataclasses.replace(self, epsilon=epsilon)
 
     def to_dict(self) -> dict[str, Any]:
@@ -439,6 +505,15 @@ class NoiseSpec:
         Missing fields take the constructor's defaults; an unknown key or another
         schema version raises ``ValueError`` naming it, and values are validated as
         by the constructor.
+
+        Parameters
+        ----------
+        data : Mapping or None
+            The output of :meth:`to_dict`, or ``None``.
+
+        Returns
+        -------
+        NoiseSpec or None
         """
         if data is None:
             return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,20 +37,61 @@ from nrnn_theory._contract import (
     is_transformed,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient, resolve_labels
+from nrnn_theory._record import Result
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.results import EmpiricalMargin
 
 
 __all__ = [
     "ATTACK_LOSSES",
     "MINIMAL_METHODS",
     "NORMS",
+    "EmpiricalMargin",
     "deepfool",
     "fgsm",
     "minimal_perturbation",
     "perturbation_norm",
     "pgd",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class EmpiricalMargin(Result):
+    r"""Smallest perturbation an attack found that changes the prediction, per example.
+
+    Every finite ``distance`` belongs to a verified adversarial input
+    (``perturbed``), so it is an upper bound on the true margin; a certified radius
+    must never exceed it (THEORY.md §8).
+
+    Attributes
+    ----------
+    distance : Tensor, shape (B,)
+        Norm (``norm``) of ``perturbed - xs``; ``inf`` where no attack succeeded and
+        0 where the label is already not the prediction.
+    success : Tensor, shape (B,), bool
+    perturbed : Tensor, shape (B, T, D)
+        The adversarial inputs (the clean inputs where ``success`` is False).
+    labels : Tensor, shape (B,)
+        The classes the attack moved away from.
+    lower : Tensor, shape (B,)
+        Largest radius at which the bisection's attack failed: a bracket, **not** a
+        certified bound (0 when no bisection ran).
+    norm : str
+        ``"l2"`` or ``"linf"``, over all T*D input values.
+    method : str
+    bounds : tuple of float or None
+        Box the perturbed inputs were clipped to, if any.
+    """
+
+    distance: Tensor
+    success: Tensor
+    perturbed: Tensor
+    labels: Tensor
+    lower: Tensor
+    norm: str
+    method: str
+    bounds: tuple[float, float] | None
+
 
 Norm = Literal["l2", "linf"]
 NORMS: tuple[str, ...] = ("l2", "linf")
@@ -78,6 +120,17 @@ ATTACK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def perturbation_norm(delta: Tensor, norm: Norm = "l2") -> Tensor:
     r"""Norm of each perturbation over all its T*D values, shape (B,).
 
+    Parameters
+    ----------
+    delta : Tensor, shape (B, T, D)
+        Perturbations, one per example.
+    norm : {"l2", "linf"}
+        Euclidean norm or largest absolute value.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+
     Examples
     --------
     >>> d = torch.tensor([[[3.0], [-4.0]]])
@@ -91,8 +144,11 @@ def perturbation_norm(delta: Tensor, norm: Norm = "l2") -> Tensor:
     return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
 
 
-def _unit_direction(g: Tensor, norm: str) -> Tensor:
-    """Steepest-ascent direction of unit norm for a gradient (B, T, D)."""
+def unit_direction(g: Tensor, norm: str) -> Tensor:
+    """Steepest-ascent direction of unit norm for a gradient (B, T, D).
+
+    Package-internal (not in ``__all__``): shared with :mod:`nrnn_theory.robustness`.
+    """
     if norm == "linf":
         return g.sign()
     n = g.flatten(1).norm(dim=1).view(-1, 1, 1)
@@ -200,7 +256,7 @@ def fgsm(
     e = _check_eps(eps, xs)
     lossf = ATTACK_LOSSES[loss]
     _, g = input_gradient(fn, xs, lambda s: lossf(s, y))
-    return _clip(xs + e * _unit_direction(g, norm), bounds)
+    return _clip(xs + e * unit_direction(g, norm), bounds)
 
 
 def _random_start(xs: Tensor, eps: Tensor, norm: str, generator) -> Tensor:
@@ -214,8 +270,12 @@ def _random_start(xs: Tensor, eps: Tensor, norm: str, generator) -> Tensor:
     return z / n * eps * r.pow(1.0 / dim)
 
 
-def _pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generator, init=None):
-    """PGD core on validated inputs. Returns (x_adv, fooled (B,)).
+def run_pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generator, init=None):
+    """PGD core on validated inputs. Returns (x_adv, fooled (B,), last iterate).
+
+    Package-internal (not in ``__all__``): the loop behind :func:`pgd`,
+    :func:`minimal_perturbation` and the attack perturbations of
+    :mod:`nrnn_theory.robustness`.
 
     ``init`` (B, T, D), if given, is the starting perturbation (projected onto the
     ball) instead of zero or a random start.
@@ -233,7 +293,7 @@ def _pgd(fn, xs, y, eps, norm, steps, step, lossf, random_start, bounds, generat
         newly = (scores.argmax(dim=1) != y) & ~fooled
         best[newly] = x[newly]
         fooled |= newly
-        delta = _project(delta + step * _unit_direction(g, norm), eps, norm)
+        delta = _project(delta + step * unit_direction(g, norm), eps, norm)
         x = _clip(xs + delta, bounds)
         delta = x - xs
     scores = evaluate(fn, x)
@@ -309,7 +369,7 @@ def pgd(
     bounds = _check_bounds(bounds)
     fn, xs, y, _ = _prepare(model, xs, labels)
     e = _check_eps(eps, xs)
-    adv, _, _ = _pgd(
+    adv, _, _ = run_pgd(
         fn, xs, y, e, norm, steps, rel * e, ATTACK_LOSSES[loss], random_start, bounds, generator
     )
     return adv
@@ -606,7 +666,7 @@ def minimal_perturbation(
             prev * (e / torch.where(d_prev > 0, d_prev, 1.0)),
             _random_start(x_sub, e, norm, generator),
         )
-        adv, fooled, last = _pgd(
+        adv, fooled, last = run_pgd(
             fn, x_sub, y[idx], e, norm, pgd_steps, step, lossf, True, bounds, generator, init
         )
         warm[idx] = last - x_sub

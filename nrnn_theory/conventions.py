@@ -12,13 +12,52 @@ Lyapunov exponents and cannot change their sign.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from nrnn_theory._contract import check_positive
+from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec
-from nrnn_theory.results import ConventionMapping
 
 
-__all__ = ["paper_code_to_sde", "sde_to_paper_code"]
+__all__ = [
+    "ConventionMapping",
+    "paper_code_to_sde",
+    "sde_to_paper_code",
+]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class ConventionMapping(Result):
+    r"""How a ``"paper_code"`` noise corresponds to an Euler-Maruyama (``"sde"``) one.
+
+    Attributes
+    ----------
+    source, target : NoiseSpec
+        The ``"paper_code"`` spec and the ``"sde"`` spec matching its additive part
+        exactly in law (:math:`\epsilon\sigma_1 = a/\sqrt{\Delta t}`).
+    dt : float
+        Time step used by the mapping.
+    drift_scale : float
+        :math:`1 - \mu/2`: the mean of the multiplicative factor. The noisy
+        ``"paper_code"`` chain moves with mean step :math:`(1-\mu/2)\,d`.
+    drift_variance : float
+        :math:`\mu^2/12`: the variance of the multiplicative factor; one step's
+        covariance gains :math:`\tfrac{\mu^2}{12}\mathrm{diag}(d\odot f)^2`, i.e.
+        :math:`\tfrac{\mu^2\Delta t}{12}\mathrm{diag}(f)^2` per unit time.
+    exact : bool
+        True when :math:`\mu = 0`: the two conventions then agree in law.
+    note : str
+        What is not reproduced, in words.
+    """
+
+    source: NoiseSpec
+    target: NoiseSpec
+    dt: float
+    drift_scale: float
+    drift_variance: float
+    exact: bool
+    note: str
 
 
 def _check_spec(noise: object, convention: str) -> NoiseSpec:
@@ -81,6 +120,18 @@ def sde_to_paper_code(noise: NoiseSpec, dt: float) -> ConventionMapping:
     r"""The ``"paper_code"`` noise equal in law to an additive ``"sde"`` noise.
 
     .. math:: a = \epsilon\sigma_1\sqrt{\Delta t},\qquad \mu = 0
+
+    Parameters
+    ----------
+    noise : NoiseSpec
+        An additive ``"sde"`` noise (``sigma2 = 0``).
+    dt : float
+        The time step :math:`\Delta t > 0` of the chain.
+
+    Returns
+    -------
+    ConventionMapping
+        ``target`` is the ``"paper_code"`` noise; ``exact`` is ``True``.
 
     Raises
     ------

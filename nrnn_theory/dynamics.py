@@ -47,7 +47,7 @@ from nrnn_theory._contract import (
     resolve_generator,
 )
 from nrnn_theory._recurrence import run
-from nrnn_theory._step import StepKernel, noise_dim
+from nrnn_theory._step import StepKernel, draw_noise, noise_dim
 from nrnn_theory._types import NoiseSpec, NRNNParams
 
 
@@ -110,6 +110,24 @@ def diffusion(params: NRNNParams, h: Tensor, noise: NoiseSpec) -> Tensor:
     Only defined for ``convention="sde"``; the ``"paper_code"`` step has no diffusion
     coefficient of this form (see :func:`noise_matrix`).
 
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        States at which to evaluate :math:`\sigma`.
+    noise : NoiseSpec
+        With ``convention="sde"``; its ``epsilon`` is not applied.
+
+    Returns
+    -------
+    Tensor, shape (B, H, r)
+        ``r = H`` (``"diagonal"``) or ``H + 1`` (``"scalar"``).
+
+    Raises
+    ------
+    ValueError
+        For a ``"paper_code"`` noise or ``noise=None``.
+
     Examples
     --------
     >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.zeros(2, 1),
@@ -141,6 +159,21 @@ def noise_matrix(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec) -> 
     (or ``params.step``). ``"paper_code"``: :math:`G = [\,aI \mid
     \tfrac{\mu}{\sqrt{12}}\mathrm{diag}(d\odot f)\,]` and :math:`s = (1-\mu/2)\,d`
     (THEORY.md §3, §6). ``G G^T`` is the step's noise covariance.
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        The state :math:`h_k`.
+    x : Tensor, shape (B, D)
+        The input :math:`x_k` of the step.
+    noise : NoiseSpec
+        The noise and its convention.
+
+    Returns
+    -------
+    Tensor, shape (B, H, r)
+        ``r`` is :func:`noise_dim`.
     """
     params = check_params(params)
     noise = check_noise(noise)
@@ -160,6 +193,20 @@ def noise_covariance(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec)
 
     ``"sde"``: :math:`\epsilon^2\Delta t\,\sigma\sigma^\top`. ``"paper_code"``:
     :math:`a^2 I + \tfrac{\mu^2}{12}\mathrm{diag}(d\odot f)^2` (THEORY.md §3).
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        The state :math:`h_k`.
+    x : Tensor, shape (B, D)
+        The input :math:`x_k` of the step.
+    noise : NoiseSpec
+        The noise and its convention.
+
+    Returns
+    -------
+    Tensor, shape (B, H, H)
     """
     G = noise_matrix(params, h, x, noise)
     return G @ G.mT
@@ -173,6 +220,21 @@ def step_moments(
     Mean :math:`h + s\odot f(h, x)` with :math:`s = \Delta t` (``"sde"``) or
     :math:`(1-\mu/2)\,d` (``"paper_code"``); covariance :func:`noise_covariance`.
     This is the oracle of THEORY.md §10 V3.
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        The state :math:`h_k`.
+    x : Tensor, shape (B, D)
+        The input :math:`x_k` of the step.
+    noise : NoiseSpec
+        The noise and its convention.
+
+    Returns
+    -------
+    mean : Tensor, shape (B, H)
+    cov : Tensor, shape (B, H, H)
     """
     params = check_params(params)
     noise = check_noise(noise)
@@ -255,6 +317,23 @@ def state_jacobian(
     ``"paper_code"`` :math:`s_{\mathrm{eff}} = d\odot m`. ``eta=None`` with a
     ``noise`` is the reference chain :math:`\eta = 0` of THEORY.md §6.
 
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        The state :math:`h_k` at which to differentiate.
+    x : Tensor, shape (B, D)
+        The input :math:`x_k` of the step.
+    noise : NoiseSpec, optional
+        The noise of the step; ``None`` (default) is the clean step.
+    eta : Tensor, shape (B, r), optional
+        The standardized draws of the step (see :func:`sample_noise`); with ``noise``
+        and ``eta=None``, the reference chain :math:`\eta = 0`.
+
+    Returns
+    -------
+    Tensor, shape (B, H, H)
+
     Examples
     --------
     >>> p = NRNNParams(A=-torch.eye(1), W=torch.zeros(1, 1), U=torch.zeros(1, 1),
@@ -283,6 +362,23 @@ def input_jacobian(
     r"""Analytic input Jacobian :math:`\partial h_{k+1}/\partial x_k`, shape (B, H, D).
 
     .. math:: \mathrm{diag}\big(s_{\mathrm{eff}}\odot\tanh'(Wh + Ux + b)\big)\,U
+
+    Parameters
+    ----------
+    params : NRNNParams
+    h : Tensor, shape (B, H)
+        The state :math:`h_k` at which to differentiate.
+    x : Tensor, shape (B, D)
+        The input :math:`x_k` of the step.
+    noise : NoiseSpec, optional
+        The noise of the step; ``None`` (default) is the clean step.
+    eta : Tensor, shape (B, r), optional
+        The standardized draws of the step (see :func:`sample_noise`); with ``noise``
+        and ``eta=None``, the reference chain :math:`\eta = 0`.
+
+    Returns
+    -------
+    Tensor, shape (B, H, D)
     """
     params = check_params(params)
     noise = check_noise(noise)
@@ -312,6 +408,23 @@ def sample_noise(
     ``rollout(..., generator=g2)`` bitwise when ``g1`` and ``g2`` start in the same state
     (and ``dtype``/``device`` match the parameters).
 
+    Parameters
+    ----------
+    noise : NoiseSpec
+        Fixes the number ``r`` of draws per step (:func:`noise_dim`).
+    batch_size, n_steps, hidden_size : int
+        ``B``, ``T`` and ``H``.
+    dtype : torch.dtype
+        Default ``torch.float32``; pass the parameters' dtype.
+    device : torch.device or str, optional
+        Default CPU.
+    generator : torch.Generator, optional
+        ``None`` means fresh randomness.
+
+    Returns
+    -------
+    Tensor, shape (B, T, r)
+
     Examples
     --------
     >>> g = torch.Generator().manual_seed(0)
@@ -326,21 +439,10 @@ def sample_noise(
     check_positive_int("hidden_size", hidden_size)
     device = torch.device("cpu") if device is None else torch.device(device)
     gen = resolve_generator(generator, device)
-    # A throwaway kernel only to reuse the one draw() implementation.
-    H = hidden_size
-    dummy = NRNNParams(
-        A=torch.zeros(H, H, dtype=dtype, device=device),
-        W=torch.zeros(H, H, dtype=dtype, device=device),
-        U=torch.zeros(H, 1, dtype=dtype, device=device),
-        b=torch.zeros(H, dtype=dtype, device=device),
-        V=torch.zeros(1, H, dtype=dtype, device=device),
-        c=torch.zeros(1, dtype=dtype, device=device),
-        dt=1.0,
-    )
-    k = StepKernel(dummy, noise)
-    if k.mode == "clean":
-        return torch.zeros(batch_size, n_steps, noise_dim(noise, H), dtype=dtype, device=device)
-    draws = [k.draw(batch_size, dtype=dtype, device=device, generator=gen) for _ in range(n_steps)]
+    draws = [
+        draw_noise(noise, batch_size, hidden_size, dtype=dtype, device=device, generator=gen)
+        for _ in range(n_steps)
+    ]
     return torch.stack(draws, dim=1)
 
 
@@ -453,6 +555,8 @@ def readout(params: NRNNParams, h: Tensor) -> Tensor:
 
     Parameters
     ----------
+    params : NRNNParams
+        Its ``V`` (C, H) and ``c`` (C,) are used.
     h : Tensor, shape (..., H)
 
     Returns
@@ -480,6 +584,19 @@ def logits(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Logits (B, C) of the final state: ``readout(params, rollout(params, xs, ...))``.
+
+    Parameters
+    ----------
+    params : NRNNParams
+    xs : Tensor, shape (B, T, D)
+        Input sequences, batch first.
+    noise, h0, eta, generator
+        As in :func:`rollout`; ``noise=None`` (default) gives the clean logits used at
+        inference.
+
+    Returns
+    -------
+    Tensor, shape (B, C)
 
     Examples
     --------

@@ -3,11 +3,11 @@ r"""Hessian flatness of a loss in its parameters: products, traces, eigenvalues,
 THEORY.md §7 (R4). Everything here is functional: a loss is a callable
 ``loss_fn(params) -> scalar tensor`` on a mapping of named tensors, and every
 derivative is taken with :mod:`torch.func`; no ``nn.Module`` is mutated, no ``.grad``
-is read or written and ``.backward()`` is never called. Two builders turn models into
-such callables: :func:`nrnn_loss` (an :class:`~nrnn_theory.NRNNParams`) and
-:func:`module_loss` (any ``nn.Module`` mapping (B, T, D) inputs to logits, through
-``torch.func.functional_call``). Noise is off, or a frozen path that is never
-resampled between probes.
+is read or written and ``.backward()`` is never called. The builders that turn models
+into such callables, :func:`~nrnn_theory.objectives.nrnn_loss` (an
+:class:`~nrnn_theory.NRNNParams`) and :func:`~nrnn_theory.objectives.module_loss` (any
+``nn.Module``), live in :mod:`nrnn_theory.objectives` and are re-exported here. Noise
+is off, or a frozen path that is never resampled between probes.
 
 Flattening
 ----------
@@ -36,15 +36,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from nrnn_theory._contract import (
     check_choice,
-    check_eta,
     check_finite,
     check_noise,
     check_params,
@@ -52,7 +52,6 @@ from nrnn_theory._contract import (
     check_positive_int,
     check_real,
     check_tensor,
-    check_xs,
 )
 from nrnn_theory._krylov import (
     lanczos_extreme,
@@ -60,23 +59,21 @@ from nrnn_theory._krylov import (
     ritz,
     subspace_iteration,
 )
-from nrnn_theory._linalg import lipschitz_matrix, skew, sym
-from nrnn_theory._step import StepKernel
+from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import rollout
-from nrnn_theory.losses import check_labels, cross_entropy_derivatives
-from nrnn_theory.results import (
-    HessianEigenvalues,
-    HessianTrace,
-    HiddenStateHessian,
-    SpectralDensity,
-    TraceEstimate,
-)
+from nrnn_theory.losses import cross_entropy_derivatives
+from nrnn_theory.objectives import LossFn, module_loss, nrnn_loss, select_names
 
 
 __all__ = [
     "EIGEN_METHODS",
     "HVP_METHODS",
+    "HessianEigenvalues",
+    "HessianTrace",
+    "HiddenStateHessian",
+    "SpectralDensity",
+    "TraceEstimate",
     "estimate_hessian_trace",
     "estimate_spectral_density",
     "hessian",
@@ -90,7 +87,158 @@ __all__ = [
     "vector_to_params",
 ]
 
-LossFn = Callable[[Mapping[str, Tensor]], Tensor]
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class TraceEstimate(Result):
+    r"""A Hutchinson estimate of a Hessian trace (:func:`~nrnn_theory.estimate_hessian_trace`).
+
+    Attributes
+    ----------
+    mean : float
+        :math:`\frac1N\sum_j z_j^\top H z_j`.
+    stderr : float
+        Sample standard deviation over :math:`\sqrt N` (``nan`` when ``N = 1``).
+    n_probes : int
+        Probes used, ``N``.
+    samples : Tensor, shape (N,)
+        The individual :math:`z_j^\top H z_j`.
+    block_means, block_stderrs : dict[str, float]
+        Per-block estimates :math:`z_B^\top(Hz)_B` and their standard errors; the
+        block samples sum to ``samples``.
+    converged : bool or None
+        Whether the ``rtol``/``atol`` stopping rule was met; ``None`` when none was set.
+    n_params : int
+        Dimension ``n`` of the parameter space.
+    """
+
+    mean: float
+    stderr: float
+    n_probes: int
+    samples: Tensor
+    block_means: dict[str, float]
+    block_stderrs: dict[str, float]
+    converged: bool | None
+    n_params: int
+
+
+@dataclass(frozen=True)
+class HessianTrace(Result):
+    """The exact Hessian trace (:func:`~nrnn_theory.hessian_trace`).
+
+    Attributes
+    ----------
+    trace : float
+    blocks : dict[str, float]
+        Trace of each diagonal block; they sum to ``trace``.
+    diagonal : Tensor, shape (n,)
+        The Hessian's diagonal in the flat layout of
+        :func:`~nrnn_theory.params_to_vector`.
+    n_params : int
+    n_hvps : int
+        Hessian-vector products used (``n``).
+    """
+
+    trace: float
+    blocks: dict[str, float]
+    diagonal: Tensor
+    n_params: int
+    n_hvps: int
+
+
+@dataclass(frozen=True)
+class HessianEigenvalues(Result):
+    r"""Extreme Hessian eigenvalues (:func:`~nrnn_theory.hessian_eigenvalues`).
+
+    Attributes
+    ----------
+    eigenvalues : Tensor, shape (k,)
+        Descending for ``which="largest"`` or ``"magnitude"``, ascending for ``"smallest"``.
+    residuals : Tensor, shape (k,)
+        :math:`\|H y_i - \lambda_i y_i\|` for the unit Ritz vectors :math:`y_i`, computed
+        with ``k`` extra products. By Weyl's bound each :math:`\lambda_i` lies within its
+        residual of an exact eigenvalue.
+    eigenvectors : Tensor, shape (k, n), or None
+        Unit vectors in the flat layout, if requested.
+    which : str
+    method : str
+        ``"lanczos"`` or ``"power"``.
+    converged : bool
+        Whether the tolerance was met within ``max_iter``.
+    n_hvps : int
+        Hessian-vector products used.
+    n_params : int
+    """
+
+    eigenvalues: Tensor
+    residuals: Tensor
+    eigenvectors: Tensor | None
+    which: str
+    method: str
+    converged: bool
+    n_hvps: int
+    n_params: int
+
+
+@dataclass(frozen=True)
+class SpectralDensity(Result):
+    r"""A Hessian eigenvalue density by stochastic Lanczos quadrature.
+
+    Returned by :func:`~nrnn_theory.estimate_spectral_density`.
+
+    Attributes
+    ----------
+    nodes, weights : Tensor, shape (n_probes, n_steps)
+        Gauss quadrature nodes (Ritz values) and weights (squared first components) per
+        probe; each row of ``weights`` sums to 1.
+    grid, density : Tensor, shape (n_grid,)
+        The Gaussian-smoothed density :math:`\phi(t)`, which integrates to 1.
+    bandwidth : float
+        Kernel standard deviation :math:`\sigma`.
+    moments, moment_stderrs : Tensor, shape (max_moment + 1,)
+        Estimates of :math:`\mathrm{tr}(H^q)/n`, :math:`q = 0, 1, \dots`, and their standard
+        errors over probes (``nan`` for one probe).
+    n_probes, n_steps, n_params : int
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    grid: Tensor
+    density: Tensor
+    bandwidth: float
+    moments: Tensor
+    moment_stderrs: Tensor
+    n_probes: int
+    n_steps: int
+    n_params: int
+
+
+@dataclass(frozen=True)
+class HiddenStateHessian(Result):
+    r"""The loss curvature in the final hidden state (:func:`~nrnn_theory.hidden_state_hessian`).
+
+    Attributes
+    ----------
+    state : Tensor, shape (B, H)
+        :math:`h_M`.
+    loss : Tensor, shape (B,)
+    grad : Tensor, shape (B, H)
+        :math:`g = V^\top(p - e_y)`.
+    hessian : Tensor, shape (B, H, H)
+        :math:`H_\ell = V^\top\Pi_pV`.
+    trace : Tensor, shape (B,)
+    eigenvalues : Tensor, shape (B, H)
+        Ascending; non-negative up to rounding, at most ``C - 1`` non-zero.
+    """
+
+    state: Tensor
+    loss: Tensor
+    grad: Tensor
+    hessian: Tensor
+    trace: Tensor
+    eigenvalues: Tensor
+
+
 HVPMethod = Literal["forward_over_reverse", "reverse_over_reverse"]
 TraceMethod = Literal["auto", "quadratic_form", "forward_over_reverse", "reverse_over_reverse"]
 EigenMethod = Literal["lanczos", "power"]
@@ -153,6 +301,18 @@ def params_to_vector(params: Mapping[str, Tensor]) -> Tensor:
 
 def vector_to_params(vector: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Split a flat vector (n,) into a mapping shaped like ``like`` (views, no copy).
+
+    Parameters
+    ----------
+    vector : Tensor, shape (n,)
+        With ``n`` the total number of entries of ``like``.
+    like : mapping of str to Tensor
+        Names and shapes, in the order of :func:`params_to_vector`.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Views into ``vector``.
 
     Examples
     --------
@@ -238,16 +398,8 @@ def _check_blocks(
     seen: dict[str, str] = {}
     out: dict[str, tuple[str, ...]] = {}
     for block, members in blocks.items():
-        if isinstance(members, str):
-            members = (members,)
-        members = tuple(members)
-        if not members:
-            raise ValueError(f"blocks[{block!r}]: expected at least one parameter name, got none")
+        members = select_names(members, layout.names, argument=f"blocks[{block!r}]")
         for m in members:
-            if m not in layout.names:
-                raise ValueError(
-                    f"blocks[{block!r}]: expected names among {list(layout.names)}, got {m!r}"
-                )
             if m in seen:
                 raise ValueError(
                     f"blocks[{block!r}]: parameter {m!r} is already in block {seen[m]!r}; "
@@ -704,34 +856,24 @@ def estimate_hessian_trace(
 
 
 # --------------------------------------------------------------------------- eigenvalues
-def _eig_lanczos(op, layout, k, which, max_iter, tol, generator):
-    return lanczos_extreme(
-        op,
-        layout.n,
-        k,
-        which,
-        max_iter=max_iter,
-        tol=tol,
-        like=torch.empty(0, dtype=layout.dtype, device=layout.device),
-        generator=generator,
-    )
+def _eigen_method(solver: Callable) -> Callable:
+    """An entry of :data:`EIGEN_METHODS`: ``solver`` on the flattened layout."""
 
+    def run(op, layout, k, which, max_iter, tol, generator):
+        like = torch.empty(0, dtype=layout.dtype, device=layout.device)
+        return solver(
+            op, layout.n, k, which, max_iter=max_iter, tol=tol, like=like, generator=generator
+        )
 
-def _eig_power(op, layout, k, which, max_iter, tol, generator):
-    return subspace_iteration(
-        op,
-        layout.n,
-        k,
-        which,
-        max_iter=max_iter,
-        tol=tol,
-        like=torch.empty(0, dtype=layout.dtype, device=layout.device),
-        generator=generator,
-    )
+    run.__name__ = f"_eig_{solver.__name__}"
+    return run
 
 
 #: Eigenvalue algorithms: name -> implementation.
-EIGEN_METHODS: dict[str, Callable] = {"lanczos": _eig_lanczos, "power": _eig_power}
+EIGEN_METHODS: dict[str, Callable] = {
+    "lanczos": _eigen_method(lanczos_extreme),
+    "power": _eigen_method(subspace_iteration),
+}
 
 
 def hessian_eigenvalues(
@@ -1007,413 +1149,3 @@ def hidden_state_hessian(
         trace=torch.diagonal(Hl, dim1=-2, dim2=-1).sum(-1),
         eigenvalues=torch.linalg.eigvalsh(Hl),
     )
-
-
-# --------------------------------------------------------------------------- builders
-_NRNN_NAMES = ("A", "W", "U", "b", "V", "c", "step")
-
-
-def nrnn_loss(
-    params: NRNNParams,
-    xs: Tensor,
-    labels: Tensor,
-    *,
-    names: Sequence[str] | None = None,
-    noise: NoiseSpec | None = None,
-    eta: Tensor | None = None,
-    h0: Tensor | None = None,
-    beta: float | None = None,
-    gamma_A: float = 0.0,
-    gamma_W: float = 0.0,
-) -> tuple[LossFn, dict[str, Tensor]]:
-    r"""The mean cross-entropy of an NRNN on fixed data, as a function of named tensors.
-
-    .. math:: L(\theta) = \frac1B\sum_{i=1}^B \mathrm{CE}(V h_M^{(i)}(\theta) + c,\ y_i)
-
-    The rollout is clean (inference) unless ``noise`` and a frozen ``eta`` path are
-    given; the path is fixed inside the returned callable, so every probe sees the
-    same noise (THEORY.md §7: noise off, or frozen and never resampled).
-
-    Parameters
-    ----------
-    params : NRNNParams
-        The model; tensors are copied (detached), not referenced for mutation.
-    xs : Tensor, shape (B, T, D)
-        A fixed data subset.
-    labels : Tensor, shape (B,)
-        Integer class indices.
-    names : Sequence[str], optional
-        Which tensors are variables: among ``A, W, U, b, V, c`` and ``step`` (when
-        ``params.step`` is set), or ``M_A, M_W`` instead of ``A, W`` with ``beta``.
-        Default: all of them. The others are held fixed.
-    noise : NoiseSpec, optional
-    eta : Tensor, shape (B, T, r), optional
-        A frozen path of standardized draws (:func:`~nrnn_theory.sample_noise`);
-        required with ``noise``.
-    h0 : Tensor, shape (B, H), optional
-    beta, gamma_A, gamma_W : float, optional
-        With ``beta`` in (0, 1), differentiate in the Lipschitz-RNN free matrices
-        ``M_A, M_W`` of THEORY.md §2 instead of ``A, W``. They are recovered from
-        ``A, W`` exactly (the map is invertible for ``0 < beta < 1``):
-        :math:`M = \mathrm{sym}(A + \gamma I)/(2(1-\beta)) + \mathrm{skew}(A)/(2\beta)`.
-
-    Returns
-    -------
-    loss_fn : callable
-        ``loss_fn(mapping) -> Tensor`` (0-dim); missing names take their fixed values.
-        It also has ``loss_fn.quadratic_form(mapping, directions) -> Tensor (P,)``,
-        :math:`v_j^\top\nabla^2L\,v_j` for directions given as (P, *shape) per name
-        (missing names: zero), by a second-order forward pass that
-        :func:`estimate_hessian_trace` uses.
-    params : dict[str, Tensor]
-        The starting point: the variables' current values.
-
-    Examples
-    --------
-    >>> p = NRNNParams(A=-torch.eye(2), W=torch.zeros(2, 2), U=torch.ones(2, 1),
-    ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.5)
-    >>> loss_fn, theta = nrnn_loss(p, torch.ones(4, 3, 1), torch.tensor([0, 1, 0, 1]))
-    >>> sorted(theta), round(float(loss_fn(theta)), 4)
-    (['A', 'U', 'V', 'W', 'b', 'c'], 0.6931)
-    """
-    params = check_params(params).detach()
-    noise = check_noise(noise)
-    xs = check_xs(params, xs)
-    B, T, _ = xs.shape
-    labels = check_labels(labels, B, params.num_classes, xs.device)
-    if noise is not None and eta is None:
-        raise ValueError(
-            "eta: expected a frozen noise path (B, T, r) with noise, so that every "
-            "probe sees the same noise (draw one with sample_noise); got None"
-        )
-    eta = check_eta(params, noise, eta, (B, T))
-    if h0 is None:
-        h0 = xs.new_zeros(B, params.hidden_size)
-    else:
-        h0 = check_tensor("h0", h0)
-        if h0.shape != (B, params.hidden_size):
-            raise ValueError(
-                f"h0: expected shape ({B}, {params.hidden_size}), got {tuple(h0.shape)}"
-            )
-        check_finite("h0", h0)
-    fixed: dict[str, Tensor] = {
-        "A": params.A,
-        "W": params.W,
-        "U": params.U,
-        "b": params.b,
-        "V": params.V,
-        "c": params.c,
-    }
-    if params.step is not None:
-        fixed["step"] = params.step
-    lipschitz = beta is not None
-    if lipschitz:
-        beta = check_real("beta", beta)
-        if not 0.0 < beta < 1.0:
-            raise ValueError(
-                f"beta: expected 0 < beta < 1 to recover M_A, M_W from A, W, got {beta}"
-            )
-        gamma_A = check_real("gamma_A", gamma_A)
-        gamma_W = check_real("gamma_W", gamma_W)
-        eye = torch.eye(params.hidden_size, dtype=params.dtype, device=params.device)
-        for key, gamma in (("A", gamma_A), ("W", gamma_W)):
-            M = fixed.pop(key)
-            fixed["M_" + key] = sym(M + gamma * eye) / (2 * (1 - beta)) + skew(M) / (2 * beta)
-    available = tuple(fixed)
-    if names is None:
-        names = available
-    else:
-        if isinstance(names, str):
-            names = (names,)
-        names = tuple(names)
-        if not names:
-            raise ValueError(f"names: expected at least one of {list(available)}, got none")
-        for k in names:
-            if k not in available:
-                raise ValueError(f"names: expected names among {list(available)}, got {k!r}")
-    loss_fn = _NRNNLoss(
-        fixed=fixed,
-        xs=xs,
-        labels=labels,
-        noise=noise,
-        eta=eta,
-        h0=h0,
-        dt=params.dt,
-        alpha=params.alpha,
-        lipschitz=(beta, gamma_A, gamma_W) if lipschitz else None,
-    )
-    start = {k: fixed[k].clone() for k in names}
-    return loss_fn, start
-
-
-def _plus(*terms: Tensor | None) -> Tensor | None:
-    """Sum of the terms that are not ``None`` (``None`` stands for an exact zero)."""
-    out = None
-    for t in terms:
-        if t is not None:
-            out = t if out is None else out + t
-    return out
-
-
-class _NRNNLoss:
-    r"""The callable returned by :func:`nrnn_loss`, with a forward-mode quadratic form.
-
-    Calling it gives the mean cross-entropy. :meth:`quadratic_form` gives
-    :math:`v^\top\nabla^2L\,v = \frac{d^2}{dt^2}L(\theta + tv)|_{t=0}` for a batch of
-    directions by propagating the second-order Taylor coefficients
-    :math:`(h, \dot h, \ddot h)` forward through the recurrence (THEORY.md §7):
-
-    .. math:: z = Wh + Ux + b,\quad \dot z = W\dot h + \dot Wh + \dot Ux + \dot b,\quad
-              \ddot z = W\ddot h + 2\dot W\dot h,
-
-    :math:`\dot a = a'\dot z`, :math:`\ddot a = a'\ddot z - 2 a a'\dot z^2` for
-    :math:`a = \tanh z`, :math:`a' = 1 - a^2`, and likewise through the linear term,
-    the step (:math:`\ddot h_{k+1} = \ddot h_k + s\odot\ddot f + 2\dot s\odot\dot f`) and
-    the frozen noise (linear in :math:`h`). At the readout,
-    :math:`\frac{d^2}{dt^2}\mathrm{CE} = \dot o^\top\Pi_p\dot o + (p - e_y)^\top\ddot o`.
-    This costs about four batched matrix products per step and direction where a
-    Hessian-vector product costs six, and stores no graph: memory is
-    O(P B H) whatever the sequence length.
-    """
-
-    def __init__(self, *, fixed, xs, labels, noise, eta, h0, dt, alpha, lipschitz):
-        self.fixed = fixed
-        self.xs = xs
-        self.labels = labels
-        self.noise = noise
-        self.eta = eta
-        self.h0 = h0
-        self.dt = dt
-        self.alpha = alpha
-        self.lipschitz = lipschitz
-
-    def _params(self, mapping: Mapping[str, Tensor]) -> NRNNParams:
-        t = {**self.fixed, **mapping}
-        if self.lipschitz is not None:
-            beta, gamma_A, gamma_W = self.lipschitz
-            A = lipschitz_matrix(t["M_A"], beta, gamma_A)
-            W = lipschitz_matrix(t["M_W"], beta, gamma_W)
-        else:
-            A, W = t["A"], t["W"]
-        return NRNNParams(
-            A=A, W=W, U=t["U"], b=t["b"], V=t["V"], c=t["c"], dt=self.dt, step=t.get("step"),
-            alpha=self.alpha,
-        )  # fmt: skip
-
-    def _draws(self) -> Sequence[Tensor | None]:
-        T = self.xs.shape[1]
-        return self.eta.unbind(1) if self.eta is not None else (None,) * T
-
-    def __call__(self, mapping: Mapping[str, Tensor]) -> Tensor:
-        prm = self._params(mapping)
-        kernel = StepKernel(prm, self.noise)
-        h = self.h0
-        for ux, e in zip(kernel.project(self.xs).unbind(1), self._draws(), strict=True):
-            h, _ = kernel.advance(h, ux, e)
-        return torch.nn.functional.cross_entropy(h @ prm.V.mT + prm.c, self.labels)
-
-    def quadratic_form(
-        self, mapping: Mapping[str, Tensor], directions: Mapping[str, Tensor]
-    ) -> Tensor:
-        r""":math:`v_j^\top\nabla^2L\,v_j` for directions (P, *shape) per name; (P,)."""
-        prm = self._params(mapping)
-        kernel = StepKernel(prm, self.noise)
-        d = directions
-        if self.lipschitz is not None:
-            beta = self.lipschitz[0]
-            dA = lipschitz_matrix(d["M_A"], beta, 0.0) if "M_A" in d else None
-            dW = lipschitz_matrix(d["M_W"], beta, 0.0) if "M_W" in d else None
-        else:
-            dA, dW = d.get("A"), d.get("W")
-        dU, db, dV, dc, dstep = (d.get(k) for k in ("U", "b", "V", "c", "step"))
-        H = prm.hidden_size
-        A_T, W_T = prm.A.mT, prm.W.mT
-        dA_T = None if dA is None else dA.mT
-        dW_T = None if dW is None else dW.mT
-        alpha = prm.alpha
-        linear = kernel.has_linear
-        db_ = None if db is None else db[:, None, :]
-        mode, structure = kernel.mode, kernel.structure
-        h = self.h0
-        h1 = h2 = None
-        for x, ux, e in zip(
-            self.xs.unbind(1), kernel.project(self.xs).unbind(1), self._draws(), strict=True
-        ):
-            u1 = _plus(None if dU is None else torch.matmul(x, dU.mT), db_)
-            z1 = _plus(
-                None if h1 is None else h1 @ W_T,
-                None if dW_T is None else torch.matmul(h, dW_T),
-                u1,
-            )
-            z2 = _plus(
-                None if h2 is None else h2 @ W_T,
-                None if (h1 is None or dW_T is None) else 2.0 * torch.matmul(h1, dW_T),
-            )
-            a = torch.tanh(h @ W_T + ux)
-            g = 1.0 - a * a
-            a1 = None if z1 is None else g * z1
-            a2 = _plus(
-                None if z2 is None else g * z2,
-                None if z1 is None else -2.0 * a * g * z1 * z1,
-            )
-            f = a
-            f1, f2 = a1, a2
-            if linear:
-                f = alpha * (h @ A_T) + a
-                lin1 = _plus(
-                    None if h1 is None else h1 @ A_T,
-                    None if dA_T is None else torch.matmul(h, dA_T),
-                )
-                lin2 = _plus(
-                    None if h2 is None else h2 @ A_T,
-                    None if (h1 is None or dA_T is None) else 2.0 * torch.matmul(h1, dA_T),
-                )
-                f1 = _plus(None if lin1 is None else alpha * lin1, a1)
-                f2 = _plus(None if lin2 is None else alpha * lin2, a2)
-            s = kernel.effective_step(e)
-            s1 = None
-            if dstep is not None:
-                s1 = dstep[:, None, :]
-                if mode == "paper_code" and e is not None:  # s_eff = step * factor
-                    mu = kernel.noise.multiplicative
-                    s1 = s1 * (1.0 - 0.5 * mu + kernel.g_mult * e[:, H:])
-            c1 = None  # the frozen noise is c0 + c1 * h
-            if mode == "sde" and e is not None and kernel.g_mult:
-                c1 = kernel.g_mult * (e if structure == "diagonal" else e[:, H:])
-            h_next, _ = kernel.advance(h, ux, e)
-            h1_next = _plus(
-                h1,
-                None if f1 is None else s * f1,
-                None if s1 is None else s1 * f,
-                None if (c1 is None or h1 is None) else c1 * h1,
-            )
-            h2_next = _plus(
-                h2,
-                None if f2 is None else s * f2,
-                None if (s1 is None or f1 is None) else 2.0 * s1 * f1,
-                None if (c1 is None or h2 is None) else c1 * h2,
-            )
-            h, h1, h2 = h_next, h1_next, h2_next
-        o = h @ prm.V.mT + prm.c
-        o1 = _plus(
-            None if h1 is None else h1 @ prm.V.mT,
-            None if dV is None else torch.matmul(h, dV.mT),
-            None if dc is None else dc[:, None, :],
-        )
-        o2 = _plus(
-            None if h2 is None else h2 @ prm.V.mT,
-            None if (h1 is None or dV is None) else 2.0 * torch.matmul(h1, dV.mT),
-        )
-        P = next(iter(d.values())).shape[0]
-        if o1 is None:
-            return o.new_zeros(P)
-        p = torch.softmax(o, dim=-1)
-        po1 = (p * o1).sum(-1)
-        quad = (p * o1 * o1).sum(-1) - po1 * po1
-        if o2 is not None:
-            r = p - torch.nn.functional.one_hot(self.labels, p.shape[-1]).to(p.dtype)
-            quad = quad + (r * o2).sum(-1)
-        return quad.mean(-1)
-
-
-def module_loss(
-    module: torch.nn.Module,
-    xs: Tensor,
-    labels: Tensor,
-    *,
-    names: Sequence[str] | None = None,
-    forward_kwargs: Mapping[str, object] | None = None,
-    check_deterministic: bool = True,
-) -> tuple[LossFn, dict[str, Tensor]]:
-    r"""The mean cross-entropy of any ``nn.Module`` on fixed data, as a pure function.
-
-    ``loss_fn(mapping)`` evaluates ``torch.func.functional_call(module, mapping, (xs,),
-    forward_kwargs)``: the module's own parameters are never modified, read for
-    gradients or replaced outside that call. Parameters not in ``names`` and all
-    buffers keep their current values.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Maps inputs (B, T, D) to logits (B, C). Left untouched, including its
-        ``training`` flag: put it in the mode you want measured before calling.
-    xs : Tensor, shape (B, T, D)
-    labels : Tensor, shape (B,)
-    names : Sequence[str], optional
-        Names (as in ``named_parameters()``) of the variables; default all.
-    forward_kwargs : Mapping[str, object], optional
-        Extra keyword arguments of ``forward``, e.g. ``{"noise": None}`` for the clean
-        pass, or ``{"noise": spec, "eta": eta}`` for a frozen noise path of shape
-        (B, T, r) from :func:`~nrnn_theory.sample_noise`.
-    check_deterministic : bool
-        Evaluate the loss twice and raise if the values differ: a forward that
-        resamples noise (or applies dropout) between calls would make every
-        curvature estimate meaningless.
-
-    Returns
-    -------
-    loss_fn : callable
-    params : dict[str, Tensor]
-        Detached copies of the variables' current values.
-
-    Raises
-    ------
-    ValueError
-        On unknown names, logits not of shape (B, C), labels out of range, or a
-        non-deterministic forward.
-
-    Examples
-    --------
-    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 3))
-    >>> loss_fn, theta = module_loss(net, torch.zeros(2, 3, 2), torch.tensor([0, 2]))
-    >>> sorted(theta), theta["1.bias"].requires_grad
-    (['1.bias', '1.weight'], False)
-    """
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-    xs = check_tensor("xs", xs)
-    if xs.ndim != 3:
-        raise ValueError(f"xs: expected shape (B, T, D), got {tuple(xs.shape)}")
-    all_params = dict(module.named_parameters())
-    if not all_params:
-        raise ValueError("module: expected at least one parameter, got none")
-    if names is None:
-        names = tuple(all_params)
-    else:
-        if isinstance(names, str):
-            names = (names,)
-        names = tuple(names)
-        if not names:
-            raise ValueError("names: expected at least one parameter name, got none")
-        for k in names:
-            if k not in all_params:
-                raise ValueError(f"names: expected names among {list(all_params)}, got {k!r}")
-    kwargs = dict(forward_kwargs or {})
-    fixed = {k: v.detach() for k, v in all_params.items() if k not in names}
-    fixed.update({k: b.detach() for k, b in module.named_buffers()})
-    start = {k: all_params[k].detach().clone() for k in names}
-    with torch.no_grad():
-        out = functional_call(module, {**fixed, **start}, (xs,), kwargs)
-    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != xs.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"module: expected forward(xs) to return logits (B, C) with B = {xs.shape[0]}, "
-            f"got {shape}"
-        )
-    labels = check_labels(labels, xs.shape[0], out.shape[1], xs.device)
-
-    def loss_fn(mapping: Mapping[str, Tensor]) -> Tensor:
-        logits_ = functional_call(module, {**fixed, **mapping}, (xs,), kwargs)
-        return torch.nn.functional.cross_entropy(logits_, labels)
-
-    if check_deterministic:
-        with torch.no_grad():
-            first, second = loss_fn(start), loss_fn(start)
-        if not torch.equal(first, second):
-            raise ValueError(
-                "module: two forward passes at the same parameters gave different losses "
-                f"({float(first)!r} and {float(second)!r}); the forward is random (noise "
-                "resampled, or dropout in training mode). Pass a frozen noise path through "
-                "forward_kwargs (e.g. eta=...) or put the module in eval mode first"
-            )
-    return loss_fn, start

@@ -22,7 +22,24 @@ __all__ = ["check_labels", "cross_entropy_derivatives"]
 
 
 def check_labels(labels: object, batch: int, num_classes: int, device: torch.device) -> Tensor:
-    """Validate integer class labels of shape (B,) with values in ``[0, num_classes)``."""
+    """Validate integer class labels of shape (B,) with values in ``[0, num_classes)``.
+
+    Parameters
+    ----------
+    labels : Tensor, shape (B,)
+        Integer class indices.
+    batch : int
+        The expected batch size ``B``.
+    num_classes : int
+        The number of classes ``C``.
+    device : torch.device
+        The device the labels must be on.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+        The labels, validated.
+    """
     if not isinstance(labels, Tensor):
         raise TypeError(
             f"labels: expected a torch.Tensor of class indices, got {type(labels).__name__}"

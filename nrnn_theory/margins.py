@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -41,20 +42,19 @@ from nrnn_theory._contract import (
     check_tensor,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, resolve_labels
+from nrnn_theory._record import Result
 from nrnn_theory._step import StepKernel
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.results import (
-    EmpiricalMargin,
-    JacobianNorm,
-    LocalMarginEstimate,
-    MarginCertificate,
-    MarginSummary,
-)
-from nrnn_theory.stability import OneSided, _step_norm_terms
+from nrnn_theory.attacks import EmpiricalMargin
+from nrnn_theory.stability import OneSided, step_norm_terms
 
 
 __all__ = [
     "JACOBIAN_NORM_METHODS",
+    "JacobianNorm",
+    "LocalMarginEstimate",
+    "MarginCertificate",
+    "MarginSummary",
     "certified_margin",
     "format_margin_summary",
     "input_output_jacobian",
@@ -65,6 +65,165 @@ __all__ = [
     "margin_summary",
     "score_margin",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class JacobianNorm(Result):
+    r"""Spectral norm of the input-output Jacobian :math:`J(x) = \partial s/\partial x`.
+
+    :math:`J(x)` has shape (C, T*D) per example: the logits against the whole input
+    sequence. Not a certificate (THEORY.md §8): it holds at ``x`` only, and power
+    iteration approaches :math:`\|J\|_2` from below.
+
+    Attributes
+    ----------
+    norm : Tensor, shape (B,)
+        :math:`\|J(x)\|_2` (largest singular value), in the inputs' dtype.
+    residual : Tensor, shape (B,)
+        :math:`\|JJ^\top u - \lambda u\|_2` at the final unit iterate ``u``, with
+        :math:`\lambda` its Rayleigh quotient (an eigenvalue of :math:`JJ^\top` lies
+        within it). Zero for ``method="gram"``.
+    converged : Tensor, shape (B,), bool
+        Whether the relative change of :math:`\lambda` fell below ``rtol``.
+    n_iter : int
+        Iterations run (products with :math:`JJ^\top`); 0 for ``method="gram"``.
+    method : str
+        ``"power"`` (JVP/VJP power iteration) or ``"gram"`` (exact C x C Gram matrix).
+    """
+
+    norm: Tensor
+    residual: Tensor
+    converged: Tensor
+    n_iter: int
+    method: str
+
+
+@dataclass(frozen=True)
+class MarginCertificate(Result):
+    r"""Certified lower bound on the :math:`\ell_2` input margin, per example (THEORY.md §8).
+
+    For every class :math:`j \ne y` the score gap :math:`s_y - s_j` is globally
+    :math:`L_j`-Lipschitz in the input sequence, with
+
+    .. math:: L_j = \|(e_y - e_j)^\top V\|_2\,\max_i|s_i|\,\|U\|_2
+              \Big(\sum_{k<M}\rho^{2(M-1-k)}\Big)^{1/2},
+
+    so no perturbation of :math:`\ell_2` norm below
+    :math:`\min_j (s_y - s_j)/L_j` changes the prediction away from ``y``.
+
+    Attributes
+    ----------
+    radius : Tensor, shape (B,), float64
+        The certified radius; 0 where ``y`` is not the predicted class.
+    score_margin : Tensor, shape (B,), float64
+        :math:`s_y - \max_{j\ne y}s_j` of the clean model, computed in float64.
+    labels : Tensor, shape (B,)
+        The class ``y`` certified (the prediction unless labels were given).
+    runner_up : Tensor, shape (B,)
+        The class ``j`` attaining the minimum.
+    lipschitz : Tensor, shape (B, C), float64
+        :math:`L_j`; ``inf`` at ``j = y``.
+    rho : float
+        Bound on :math:`\|\tilde J_k\|_2` over every trajectory (THEORY.md §9(f)).
+    rho_terms : dict
+        The candidate forms of :math:`\rho` and the quantities entering them.
+    step_max : float
+        :math:`\max_i|s_i|` of the drift step (``dt`` or the per-unit ``step``).
+    U_norm : float
+        :math:`\|U\|_2`.
+    n_steps : int
+        Sequence length :math:`M`.
+    growth : float
+        :math:`(\sum_{k<M}\rho^{2(M-1-k)})^{1/2}`.
+    method, certified, dtype, assumptions : str, bool, str, str
+        What was computed, that it is a certificate, the arithmetic, and the
+        assumptions in words.
+    """
+
+    radius: Tensor
+    score_margin: Tensor
+    labels: Tensor
+    runner_up: Tensor
+    lipschitz: Tensor
+    rho: float
+    rho_terms: dict[str, float]
+    step_max: float
+    U_norm: float
+    n_steps: int
+    growth: float
+    method: str
+    certified: bool
+    dtype: str
+    assumptions: str
+
+
+@dataclass(frozen=True)
+class LocalMarginEstimate(Result):
+    r"""First-order (linearized) margin at ``x``: **not certified** (THEORY.md §8).
+
+    .. math:: \hat\gamma(x) = \min_{j\ne y}\frac{s_y(x) - s_j(x)}
+              {\|\nabla_x(s_y - s_j)(x)\|_2}
+
+    It equals the exact :math:`\ell_2` margin for an affine model and is the
+    distance of DeepFool's first step; for a nonlinear model it is neither an upper
+    nor a lower bound.
+
+    Attributes
+    ----------
+    estimate : Tensor, shape (B,)
+    score_margin : Tensor, shape (B,)
+    labels, runner_up : Tensor, shape (B,)
+    pair_gradient_norm : Tensor, shape (B, C)
+        :math:`\|\nabla_x(s_y - s_j)\|_2`; 0 at ``j = y``.
+    certified : bool
+        Always False.
+    """
+
+    estimate: Tensor
+    score_margin: Tensor
+    labels: Tensor
+    runner_up: Tensor
+    pair_gradient_norm: Tensor
+    certified: bool
+
+
+@dataclass(frozen=True)
+class MarginSummary(Result):
+    r"""Distribution of certified and empirical margins over a test set.
+
+    Attributes
+    ----------
+    n_examples : int
+    certified_quantiles, empirical_quantiles, ratio_quantiles : dict
+        Quantiles (``"min"``, ``"q10"``, ``"q25"``, ``"median"``, ``"q75"``, ``"q90"``,
+        ``"max"``) and ``"mean"`` of the certified radii, of the empirical distances
+        (finite ones) and of empirical / certified (where both are finite and the
+        certified radius is positive).
+    tight_factor : float
+        The factor ``c`` of ``fraction_tight``.
+    fraction_tight : float
+        Fraction of examples with ``empirical <= c * certified`` and
+        ``certified > 0``: the bound is tight within ``c``.
+    n_violations : int
+        Examples with ``certified > empirical``; a sound certificate gives 0.
+    n_unbroken : int
+        Examples no attack broke (empirical distance ``inf``).
+    n_zero_certified : int
+        Examples whose certified radius is 0 (e.g. misclassified).
+    norm : str
+    """
+
+    n_examples: int
+    certified_quantiles: dict[str, float]
+    empirical_quantiles: dict[str, float]
+    ratio_quantiles: dict[str, float]
+    tight_factor: float
+    fraction_tight: float
+    n_violations: int
+    n_unbroken: int
+    n_zero_certified: int
+    norm: str
 
 
 # ------------------------------------------------------------------------ score margin
@@ -252,6 +411,18 @@ def jacobian_gram(params: NRNNParams, xs: Tensor, *, h0: Tensor | None = None) -
     accumulated during one adjoint pass with C cotangents: O(T B H^2 C) time and
     O(B H (T + C)) memory, :math:`J` itself is never formed. Its entries give every
     pair norm :math:`\|(e_i - e_j)^\top J\|_2^2 = G_{ii} - 2G_{ij} + G_{jj}`.
+
+    Parameters
+    ----------
+    params : NRNNParams
+    xs : Tensor, shape (B, T, D)
+        Input sequences.
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+
+    Returns
+    -------
+    Tensor, shape (B, C, C)
 
     Examples
     --------
@@ -531,6 +702,17 @@ def margin_growth(rho: float, n_steps: int) -> float:
     evaluated with ``expm1`` so that it is accurate near :math:`\rho = 1` (limit
     :math:`M`); ``inf`` on overflow, which certifies radius 0.
 
+    Parameters
+    ----------
+    rho : float
+        A bound :math:`\rho \ge 0` on the spectral norm of every step Jacobian.
+    n_steps : int
+        The number of steps :math:`M \ge 1`.
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> margin_growth(1.0, 4), margin_growth(0.0, 3), round(margin_growth(0.5, 2), 6)
@@ -647,7 +829,7 @@ def certified_margin(
         scores = h @ p64.V.mT + p64.c
     y = resolve_labels(labels, scores).to(scores.device)
     M = xs.shape[1]
-    terms = _step_norm_terms(p64, one_sided, None)
+    terms = step_norm_terms(p64, one_sided, None)
     rho = terms["rho"]
     growth = margin_growth(rho, M)
     step_max = float(p64.drift_step.abs().max())
@@ -776,6 +958,17 @@ def margin_summary(
 
 def format_margin_summary(summary: MarginSummary, *, title: str | None = None) -> str:
     """A plain-text table of a :class:`MarginSummary` (what ``nrnn margins`` prints).
+
+    Parameters
+    ----------
+    summary : MarginSummary
+        From :func:`margin_summary`.
+    title : str, optional
+        First line of the table (default: the norm and the number of examples).
+
+    Returns
+    -------
+    str
 
     Examples
     --------

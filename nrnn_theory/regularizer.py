@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -71,28 +71,218 @@ from nrnn_theory._contract import (
     is_transformed,
 )
 from nrnn_theory._linalg import sym
+from nrnn_theory._record import Result
 from nrnn_theory._step import SQRT12, StepKernel
 from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import NonFiniteStateError, rollout, sample_noise
 from nrnn_theory.losses import check_labels, cross_entropy_derivatives
-from nrnn_theory.results import (
-    ContinuousRegularizer,
-    ExplicitRegularizer,
-    NoiseGapEstimate,
-    RegularizerConvergence,
-)
 
 
 __all__ = [
     "CONTINUOUS_SOLVERS",
     "LOSSES",
     "METHODS",
+    "ContinuousRegularizer",
+    "ExplicitRegularizer",
+    "NoiseGapEstimate",
+    "RegularizerConvergence",
     "continuous_regularizer",
     "estimate_noise_gap",
     "explicit_regularizer",
     "regularizer_convergence",
     "regularizer_penalty",
 ]
+
+
+def _batch_mean(field: str) -> property:
+    """A property: the batch mean of the (B,) tensor ``field`` (0-dim, differentiable)."""
+
+    def mean(self) -> torch.Tensor:
+        return getattr(self, field).mean()
+
+    mean.__doc__ = f"Batch mean of ``{field}`` (0-dim, differentiable)."
+    return property(mean)
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class ExplicitRegularizer(Result):
+    r"""Exact small-noise regularizer of THEORY.md §6, per example.
+
+    :math:`\hat Q` and :math:`\hat R` do not contain :math:`\epsilon^2`; the predicted
+    noise gap is :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` (see
+    :func:`~nrnn_theory.explicit_regularizer` for how :math:`\epsilon` enters each
+    convention). Tensors keep their autograd graph.
+
+    Attributes
+    ----------
+    Q, R, total : Tensor, shape (B,)
+        :math:`\hat Q = 2g^\top m_M`, :math:`\hat R = \mathrm{tr}(H_\ell\hat\Sigma_M)`, and
+        their sum (the noise-space Hessian trace).
+    noise_gap : Tensor, shape (B,)
+        :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)`: predicted
+        :math:`\mathbb E\,\ell(h_M) - \ell(\bar h_M)` around the reference chain.
+    mean_shift : Tensor, shape (B,)
+        :math:`\ell(\bar h^{(s)}_M) - \ell(\bar h^{(d)}_M)`, exact: reference (mean-step)
+        chain minus inference chain; zero for ``"sde"``.
+    predicted_gap : Tensor, shape (B,)
+        ``mean_shift + noise_gap``: predicted train-minus-inference loss gap.
+    reference_loss, clean_loss : Tensor, shape (B,)
+        Loss of the reference chain and of the inference (clean) chain.
+    per_step_Q, per_step_R : Tensor, shape (B, M), or None
+        Contributions of the noise injected at each step (``method="adjoint"`` or
+        ``"naive"``); rows sum to ``Q`` and ``R``.
+    covariance : Tensor, shape (B, H, H), or None
+        :math:`\hat\Sigma_M`, the covariance of the first-order state perturbation
+        :math:`h^{(1)}_M` per unit :math:`\epsilon` (``method="forward"``).
+    mean_correction : Tensor, shape (B, H), or None
+        :math:`m_M = \mathbb E\,h^{(2)}_M`, the second-order mean shift of the state per
+        unit :math:`\epsilon^2` (``method="forward"``).
+    epsilon : float
+    noise : NoiseSpec
+    convention, structure, method, loss : str
+    """
+
+    Q: Tensor
+    R: Tensor
+    total: Tensor
+    noise_gap: Tensor
+    mean_shift: Tensor
+    predicted_gap: Tensor
+    reference_loss: Tensor
+    clean_loss: Tensor
+    per_step_Q: Tensor | None
+    per_step_R: Tensor | None
+    covariance: Tensor | None
+    mean_correction: Tensor | None
+    epsilon: float
+    noise: NoiseSpec
+    convention: str
+    structure: str
+    method: str
+    loss: str
+
+    Q_mean = _batch_mean("Q")
+    R_mean = _batch_mean("R")
+    total_mean = _batch_mean("total")
+    predicted_gap_mean = _batch_mean("predicted_gap")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields plus the batch means, as JSON-ready data."""
+        out = super().to_dict()
+        for name in ("Q_mean", "R_mean", "total_mean", "predicted_gap_mean"):
+            out[name] = float(getattr(self, name))
+        return out
+
+
+@dataclass(frozen=True)
+class NoiseGapEstimate(Result):
+    r"""Antithetic Monte Carlo estimate of the noisy-minus-clean loss (THEORY.md §6).
+
+    Attributes
+    ----------
+    gap, stderr : Tensor, shape (B,)
+        Per-example estimate of :math:`\mathbb E\,\ell_{\rm noisy} - \ell_{\rm clean}` (clean
+        = inference chain) and its standard error; with the control variate when
+        ``control_variate``.
+    predicted : Tensor, shape (B,)
+        Exact second-order prediction (``ExplicitRegularizer.predicted_gap``).
+    plain_gap, plain_stderr : Tensor, shape (B,)
+        The antithetic estimate without control variate.
+    mean, mean_stderr, predicted_mean, plain_mean, plain_mean_stderr : float
+        The same over the batch mean.
+    n_pairs : int
+        Antithetic pairs per example.
+    epsilon : float
+    noise : NoiseSpec
+    convention, loss : str
+    control_variate : bool
+    """
+
+    gap: Tensor
+    stderr: Tensor
+    predicted: Tensor
+    plain_gap: Tensor
+    plain_stderr: Tensor
+    mean: float
+    mean_stderr: float
+    predicted_mean: float
+    plain_mean: float
+    plain_mean_stderr: float
+    n_pairs: int
+    epsilon: float
+    noise: NoiseSpec
+    convention: str
+    control_variate: bool
+    loss: str
+
+    @property
+    def residual(self) -> torch.Tensor:
+        r"""``gap - predicted`` (B,): the estimated :math:`O(\epsilon^4)` remainder."""
+        return self.gap - self.predicted
+
+
+@dataclass(frozen=True)
+class ContinuousRegularizer(Result):
+    r"""Continuous-time regularizer :math:`Q, R` of THEORY.md §5, per example.
+
+    Attributes
+    ----------
+    Q, R, total, noise_gap : Tensor, shape (B,)
+        :math:`Q = 2g^\top m_T`, :math:`R = \mathrm{tr}(H_\ell\Sigma_T)`, their sum and
+        :math:`\tfrac{\epsilon^2}{2}(Q + R)`.
+    loss_value : Tensor, shape (B,)
+        :math:`\ell(\bar h_T)` of the ODE solution.
+    horizon : float
+        :math:`T = M\Delta t`.
+    epsilon : float
+    noise : NoiseSpec
+    solver : str
+    n_substeps : int
+    loss : str
+    """
+
+    Q: Tensor
+    R: Tensor
+    total: Tensor
+    noise_gap: Tensor
+    loss_value: Tensor
+    horizon: float
+    epsilon: float
+    noise: NoiseSpec
+    solver: str
+    n_substeps: int
+    loss: str
+
+
+@dataclass(frozen=True)
+class RegularizerConvergence(Result):
+    r"""Discrete regularizer against its continuous limit at fixed horizon (THEORY.md §6).
+
+    Attributes
+    ----------
+    dts : Tensor, shape (L,)
+        Step sizes, coarse to fine.
+    Q_hat, R_hat : Tensor, shape (L, B)
+        Discrete values per level and example.
+    Q, R : Tensor, shape (B,)
+        Continuous-time values.
+    error : Tensor, shape (L,)
+        :math:`\max_b|\hat Q_b + \hat R_b - Q_b - R_b|` per level.
+    order : float
+        Least-squares slope of ``log(error)`` against ``log(dts)`` (about 1 expected).
+    noise : NoiseSpec
+    """
+
+    dts: Tensor
+    Q_hat: Tensor
+    R_hat: Tensor
+    Q: Tensor
+    R: Tensor
+    error: Tensor
+    order: float
+    noise: NoiseSpec
+
 
 Method = Literal["forward", "adjoint", "naive"]
 Solver = Literal["rk4", "solve_ivp"]
@@ -585,6 +775,27 @@ def regularizer_penalty(
     zero. Bind ``noise``/``weight`` with :func:`functools.partial` to get a
     ``(params, xs, labels) -> Tensor`` penalty.
 
+    Parameters
+    ----------
+    params : NRNNParams
+        The model; the penalty is differentiable in its tensors.
+    xs : Tensor, shape (B, M, D)
+        Input sequences.
+    labels : Tensor, shape (B,)
+    noise : NoiseSpec
+        The noise whose effect the penalty stands for, in either convention.
+    weight : float
+        The factor :math:`w` (default 1).
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+    loss : {"cross_entropy"} or callable
+        As in :func:`explicit_regularizer`.
+
+    Returns
+    -------
+    Tensor
+        A 0-dim tensor.
+
     Examples
     --------
     >>> p = NRNNParams(A=-torch.eye(2), W=torch.tensor([[0.5, 1.0], [-1.0, 0.5]]),
@@ -991,6 +1202,24 @@ def regularizer_convergence(
     input path are fixed; THEORY.md §6 predicts first-order convergence. The
     continuous values come from :func:`continuous_regularizer` (RK4 with
     ``n_substeps`` per original interval, error :math:`O(\Delta t^4)`).
+
+    Parameters
+    ----------
+    params : NRNNParams
+        The model at the coarsest step ``params.dt``; a per-unit ``step`` is not allowed.
+    xs : Tensor, shape (B, M, D)
+        Input sequences at the coarsest step.
+    labels : Tensor, shape (B,)
+    noise : NoiseSpec
+        An ``"sde"`` noise.
+    refinements : tuple of int
+        At least two positive step refinement factors (default ``(1, 2, 4, 8, 16)``).
+    h0 : Tensor, shape (B, H), optional
+        Initial state (default zeros).
+    loss : {"cross_entropy"} or callable
+        As in :func:`explicit_regularizer`.
+    n_substeps : int
+        RK4 sub-steps per original interval for the continuous reference.
 
     Returns
     -------

@@ -53,12 +53,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -72,10 +69,10 @@ from nrnn_theory._contract import (
     check_tensor,
 )
 from nrnn_theory._model import as_model, check_inputs, evaluate, input_gradient
+from nrnn_theory._record import Result
 from nrnn_theory._types import NRNNParams
-from nrnn_theory.attacks import ATTACK_LOSSES, _pgd, _unit_direction
+from nrnn_theory.attacks import ATTACK_LOSSES, run_pgd, unit_direction
 from nrnn_theory.losses import check_labels
-from nrnn_theory.results import ComparisonTable, RobustnessCurve, RobustnessSweep
 
 
 __all__ = [
@@ -83,16 +80,137 @@ __all__ = [
     "DEFAULT_GRIDS",
     "DEFAULT_PERTURBATIONS",
     "PERTURBATIONS",
+    "ComparisonTable",
+    "RobustnessCurve",
+    "RobustnessSweep",
     "accuracy",
     "comparison_table",
     "format_comparison_table",
     "multiplicative_noise",
     "perturb",
-    "plot_robustness",
     "robustness_sweep",
     "salt_and_pepper",
     "white_noise",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class RobustnessCurve(Result):
+    r"""Accuracy against the strength of one input perturbation.
+
+    Attributes
+    ----------
+    perturbation : str
+        Registry name (:data:`nrnn_theory.robustness.PERTURBATIONS`).
+    kind : str
+        ``"noise"`` (random, drawn ``n_draws`` times) or ``"attack"``.
+    strengths : Tensor, shape (S,), float64
+    accuracy : Tensor, shape (S,), float64
+        Accuracy averaged over the draws.
+    ci_low, ci_high : Tensor, shape (S,), float64
+        Confidence interval of each point (method in the sweep record).
+    draws : Tensor, shape (R, S), float64
+        Accuracy of each draw.
+    clipped : bool
+        Whether perturbed inputs were clipped to the data range.
+    ci_method : str
+        How ``ci_low``/``ci_high`` were computed
+        (:data:`nrnn_theory.robustness.CI_METHODS`).
+    """
+
+    perturbation: str
+    kind: str
+    strengths: Tensor
+    accuracy: Tensor
+    ci_low: Tensor
+    ci_high: Tensor
+    draws: Tensor
+    clipped: bool
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class RobustnessSweep(Result):
+    r"""Accuracy-versus-strength curves of one model under several perturbations.
+
+    Attributes
+    ----------
+    name : str
+        Model name used in tables and figures.
+    n_examples : int
+    clean_accuracy : float
+    clean_ci : tuple of float
+    curves : tuple of RobustnessCurve
+    n_draws : int
+        Random draws per noise strength (attacks: one run, random starts seeded).
+    confidence : float
+    ci_method : str
+    data_range : tuple of float
+        ``(low, high)``: salt-and-pepper values and the clipping box.
+    clip_noise, clip_attacks : bool
+    attack : dict
+        Attack settings (steps, loss, step-size rule, random start).
+    seed : int or None
+        ``initial_seed()`` of the generator passed, for the record.
+    """
+
+    name: str
+    n_examples: int
+    clean_accuracy: float
+    clean_ci: tuple[float, float]
+    curves: tuple[RobustnessCurve, ...]
+    n_draws: int
+    confidence: float
+    ci_method: str
+    data_range: tuple[float, float]
+    clip_noise: bool
+    clip_attacks: bool
+    attack: dict[str, object]
+    seed: int | None
+
+    def curve(self, perturbation: str) -> RobustnessCurve:
+        """The curve of one perturbation, by registry name.
+
+        Parameters
+        ----------
+        perturbation : str
+            A key of :data:`~nrnn_theory.robustness.PERTURBATIONS` that the sweep ran.
+
+        Returns
+        -------
+        RobustnessCurve
+        """
+        for c in self.curves:
+            if c.perturbation == perturbation:
+                return c
+        have = ", ".join(repr(c.perturbation) for c in self.curves)
+        raise KeyError(f"perturbation: expected one of {have}, got {perturbation!r}")
+
+
+@dataclass(frozen=True)
+class ComparisonTable(Result):
+    r"""Accuracy of several models under each perturbation and strength.
+
+    Attributes
+    ----------
+    models : tuple of str
+        Row labels.
+    columns : tuple of (str, float)
+        ``(perturbation, strength)``; the first is ``("clean", 0.0)``.
+    accuracy, ci_low, ci_high : Tensor, shape (M, K), float64
+        ``nan`` where a model was not evaluated on a column.
+    confidence : float
+    ci_method : str
+    """
+
+    models: tuple[str, ...]
+    columns: tuple[tuple[str, float], ...]
+    accuracy: Tensor
+    ci_low: Tensor
+    ci_high: Tensor
+    confidence: float
+    ci_method: str
 
 
 # ----------------------------------------------------------------------- perturbations
@@ -125,6 +243,16 @@ def _apply_sp(xs: Tensor, u: Tensor, alpha: float, lo: float, hi: float) -> Tens
     return torch.where(u < alpha, fill, xs)
 
 
+def _gaussian_perturbation(apply, xs, sigma, bounds, generator) -> Tensor:
+    """``apply(xs, n, sigma)`` with standard normal ``n`` of the inputs' shape, clipped to
+    ``bounds`` if given (the checked body of the two white-noise families)."""
+    xs = check_tensor("xs", xs)
+    sigma = _check_strength("sigma", sigma)
+    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
+    out = apply(xs, n, sigma)
+    return out if bounds is None else out.clamp(*_check_range(*bounds))
+
+
 def white_noise(
     xs: Tensor,
     sigma: float,
@@ -153,11 +281,7 @@ def white_noise(
     >>> white_noise(torch.zeros(1, 3, 1), 0.1, generator=g).squeeze().tolist()
     [0.154..., -0.029..., -0.217...]
     """
-    xs = check_tensor("xs", xs)
-    sigma = _check_strength("sigma", sigma)
-    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
-    out = _apply_white(xs, n, sigma)
-    return out if bounds is None else out.clamp(*_check_range(*bounds))
+    return _gaussian_perturbation(_apply_white, xs, sigma, bounds, generator)
 
 
 def multiplicative_noise(
@@ -172,17 +296,26 @@ def multiplicative_noise(
     Zero inputs stay zero; the perturbation's standard deviation is
     :math:`\sigma|x|` per value.
 
+    Parameters
+    ----------
+    xs : Tensor, shape (B, T, D)
+    sigma : float
+        Relative standard deviation, >= 0; 0 returns ``xs`` unchanged.
+    bounds : (float, float), optional
+        Clip the result to this box (default: no clipping).
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor, shape (B, T, D)
+
     Examples
     --------
     >>> g = torch.Generator().manual_seed(0)
     >>> multiplicative_noise(torch.ones(1, 2, 1), 0.0, generator=g).squeeze().tolist()
     [1.0, 1.0]
     """
-    xs = check_tensor("xs", xs)
-    sigma = _check_strength("sigma", sigma)
-    n = torch.randn(xs.shape, dtype=xs.dtype, device=xs.device, generator=generator)
-    out = _apply_mult(xs, n, sigma)
-    return out if bounds is None else out.clamp(*_check_range(*bounds))
+    return _gaussian_perturbation(_apply_mult, xs, sigma, bounds, generator)
 
 
 def salt_and_pepper(
@@ -303,7 +436,7 @@ def perturb(
     attack_loss: Literal["ce", "margin"] = "ce",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Apply one registered perturbation (:data:`PERTURBATIONS`) at one strength.
+    r"""Apply one registered perturbation at one strength.
 
     Parameters
     ----------
@@ -357,12 +490,12 @@ def _attack(fn, xs, y, spec, eps, bounds, steps, loss, generator) -> Tensor:
     e = torch.full((xs.shape[0], 1, 1), eps, dtype=xs.dtype, device=xs.device)
     lossf = ATTACK_LOSSES[loss]
     if spec.iterative:
-        adv, _, _ = _pgd(
+        adv, _, _ = run_pgd(
             fn, xs, y, e, spec.norm, steps, (2.5 / steps) * e, lossf, True, bounds, generator
         )
         return adv
     _, g = input_gradient(fn, xs, lambda s: lossf(s, y))
-    out = xs + e * _unit_direction(g, spec.norm)
+    out = xs + e * unit_direction(g, spec.norm)
     return out if bounds is None else out.clamp(*bounds)
 
 
@@ -431,6 +564,22 @@ def accuracy(
     batch_size: int | None = 1000,
 ) -> float:
     """Fraction of ``xs`` (B, T, D) that ``model`` classifies as ``labels`` (B,).
+
+    Parameters
+    ----------
+    model : NRNNParams or callable
+        Parameters (their clean logits are used) or any callable ``xs -> logits (B, C)``.
+    xs : Tensor, shape (B, T, D)
+    labels : Tensor, shape (B,)
+        Class indices.
+    batch_size : int or None
+        Evaluate in batches of this size (default 1000) to bound memory; ``None``: all at
+        once.
+
+    Returns
+    -------
+    float
+        In [0, 1].
 
     Examples
     --------
@@ -803,108 +952,19 @@ def format_comparison_table(
     return "\n".join(lines) + "\n" + note
 
 
-# ------------------------------------------------------------------------------ figure
-_PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
-_PANEL_X = ("sigma", "sigma", "alpha", "eps (in each attack's norm)")
-_LINESTYLES = ("-", "--", ":", "-.")
+def __getattr__(name: str):
+    # Deprecated alias: the figure is presentation, drawn by the experiment layer
+    # (nrnn_theory.experiments.zoo_plots.plot_robustness). Resolved on first use only,
+    # so importing the core never imports the presentation layer.
+    if name == "plot_robustness":
+        import importlib
+        import warnings
 
-
-def _output_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix.lower() in (".png", ".pdf"):
-        stem = p.with_suffix("")
-    elif p.suffix == "":
-        stem = p
-    else:
-        raise ValueError(f"path: expected a .png or .pdf name (both are written), got {str(p)!r}")
-    if not stem.parent.exists():
-        raise FileNotFoundError(f"path: the folder {str(stem.parent)!r} does not exist")
-    return stem.with_suffix(".pdf"), stem.with_suffix(".png")
-
-
-def plot_robustness(
-    sweeps: RobustnessSweep | Sequence[RobustnessSweep] | Mapping[str, RobustnessSweep],
-    path: str | os.PathLike,
-    *,
-    title: str | None = None,
-    dpi: int = 150,
-) -> tuple[Path, Path]:
-    """Write the four-panel accuracy-versus-strength figure as PDF and PNG.
-
-    Panels: (a) white noise, (b) multiplicative noise, (c) salt and pepper,
-    (d) adversarial (every attack present, one line style each). One colour per
-    model; each curve starts at the clean accuracy (strength 0) and carries its
-    confidence band. A family no sweep evaluated is left as an empty panel that
-    says so.
-
-    Parameters
-    ----------
-    sweeps : RobustnessSweep, sequence or mapping name -> sweep
-    path : str or path
-        ``out.png``, ``out.pdf`` or ``out``: both ``out.pdf`` and ``out.png`` are
-        written, each to a temporary name in the same folder and then renamed, so
-        an error leaves no half-written or clobbered file.
-    title : str, optional
-    dpi : int
-        Resolution of the PNG.
-
-    Returns
-    -------
-    (Path, Path)
-        The PDF and PNG paths.
-    """
-    sweeps = _as_sweeps(sweeps)
-    pdf, png = _output_paths(path)
-    dpi = check_positive_int("dpi", dpi)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 7.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2, sharey=True).ravel()
-    colours = [f"C{i % 10}" for i in range(len(sweeps))]
-    used = [False] * 4
-    attacks = [n for n, p in PERTURBATIONS.items() if p.kind == "attack"]
-    for s, colour in zip(sweeps, colours, strict=True):
-        for c in s.curves:
-            spec = PERTURBATIONS[c.perturbation]
-            ax = axes[spec.panel]
-            used[spec.panel] = True
-            x = [0.0, *c.strengths.tolist()]
-            y = [s.clean_accuracy, *c.accuracy.tolist()]
-            ylo = [s.clean_ci[0], *c.ci_low.tolist()]
-            yhi = [s.clean_ci[1], *c.ci_high.tolist()]
-            style = _LINESTYLES[attacks.index(c.perturbation) % 4] if spec.kind == "attack" else "-"
-            label = s.name if spec.kind == "noise" else f"{s.name}, {spec.label}"
-            ax.plot(x, y, style, marker="o", ms=3.5, color=colour, label=label)
-            ax.fill_between(x, ylo, yhi, color=colour, alpha=0.15, lw=0)
-    for k, ax in enumerate(axes):
-        ax.set_title(_PANELS[k], loc="left", fontsize=11)
-        ax.set_xlabel(_PANEL_X[k])
-        ax.grid(alpha=0.3)
-        if not used[k]:
-            ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
-        elif k in (0, 3):
-            ax.legend(fontsize=8)
-    axes[0].set_ylabel("accuracy")
-    axes[2].set_ylabel("accuracy")
-    axes[0].set_ylim(-0.02, 1.02)
-    conf = sweeps[0].confidence
-    fig.suptitle(
-        title or f"Accuracy under input perturbations (bands: {100 * conf:g}% intervals)",
-        fontsize=12,
-    )
-    written = []
-    try:
-        for target, fmt in ((pdf, "pdf"), (png, "png")):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            written.append((Path(tmp), target))
-            fig.savefig(tmp, format=fmt, dpi=dpi)
-        for tmp, target in written:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in written:
-            if tmp.exists():
-                tmp.unlink()
-    return pdf, png
+        warnings.warn(
+            "nrnn_theory.robustness.plot_robustness is deprecated; use "
+            "nrnn_theory.experiments.zoo_plots.plot_robustness",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("nrnn_theory.experiments.zoo_plots").plot_robustness
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

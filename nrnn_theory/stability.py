@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -49,18 +50,18 @@ from nrnn_theory._contract import (
     resolve_generator,
 )
 from nrnn_theory._linalg import sym
+from nrnn_theory._record import Result
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory.results import (
-    Certificate,
-    StabilityReport,
-    StabilizingNoise,
-)
+from nrnn_theory.lyapunov import LyapunovSpectrum
 
 
 __all__ = [
     "CONDITIONS",
     "EXACT_MAX_HIDDEN",
     "ONE_SIDED_METHODS",
+    "Certificate",
+    "StabilityReport",
+    "StabilizingNoise",
     "check_stability",
     "format_stability_report",
     "minimal_stabilizing_noise",
@@ -68,6 +69,115 @@ __all__ = [
     "stability_report",
     "step_norm_bound",
 ]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Certificate(Result):
+    r"""A stability certificate (THEORY.md §9), computed in float64.
+
+    Attributes
+    ----------
+    holds : bool
+        True when the certified exponent bound is negative (for ``"discrete"``:
+        when :math:`\rho < 1`).
+    bound : float
+        Certified upper bound on the top Lyapunov exponent of the difference of two
+        trajectories sharing input and noise path, per unit time (for
+        ``"mean_square"``: on the growth rate of
+        :math:`(\mathbb E|\Delta|^2)^{1/2}`). Negative means exponentially stable.
+    condition : str
+        Key of the condition used (:data:`nrnn_theory.stability.CONDITIONS`).
+    description : str
+        The condition in words with its THEORY.md reference.
+    one_sided : str
+        Method used for the one-sided constant :math:`\hat\lambda`.
+    quantities : dict of str to float
+        Every number entering the bound.
+    assumptions : tuple of str
+        The assumptions under which the bound holds, in words.
+    noise : NoiseSpec or None
+        The noise the certificate is about.
+    convention : str
+        ``"clean"``, ``"sde"`` or ``"paper_code"``.
+    dtype : str
+        Precision of the computation (always ``"float64"``).
+    """
+
+    holds: bool
+    bound: float
+    condition: str
+    description: str
+    one_sided: str
+    quantities: dict[str, float]
+    assumptions: tuple[str, ...]
+    noise: NoiseSpec | None = None
+    convention: str = "clean"
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
+class StabilizingNoise(Result):
+    r"""Smallest multiplicative noise level certified to reach a target rate (THEORY.md §9).
+
+    Attributes
+    ----------
+    exists : bool
+        Whether some finite level certifies ``target_rate``.
+    level : float
+        The infimum :math:`\epsilon\sigma_2` of certifying levels (any larger
+        level certifies a rate below ``target_rate``; ``0`` when no noise is needed);
+        ``inf`` when none exists.
+    structure : str
+        ``"scalar"`` or ``"diagonal"`` multiplicative noise (``"sde"`` convention).
+    target_rate : float
+        The exponent to certify (``0`` for plain almost-sure stability).
+    lambda_hat : float
+        The one-sided constant used.
+    one_sided : str
+        Its method.
+    hidden_size : int
+        :math:`d_h`, which enters the diagonal bound.
+    reason : str
+        Why, in words.
+    """
+
+    exists: bool
+    level: float
+    structure: str
+    target_rate: float
+    lambda_hat: float
+    one_sided: str
+    hidden_size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class StabilityReport(Result):
+    r"""Certificates next to measured exponents, as printed by ``nrnn certify``.
+
+    Attributes
+    ----------
+    one_sided : dict of str to float
+        :math:`\hat\lambda` by each method computed (THEORY.md §9).
+    certificates : tuple of Certificate
+        One per applicable condition and noise.
+    spectra : tuple of LyapunovSpectrum
+        Measured exponents without noise (first) and along a frozen path of each
+        noise.
+    minimal_noise : tuple of StabilizingNoise
+        Smallest certifying ``scalar`` and ``diagonal`` levels.
+    hidden_size : int
+    dt : float
+    """
+
+    one_sided: dict[str, float]
+    certificates: tuple[Certificate, ...]
+    spectra: tuple[LyapunovSpectrum, ...]
+    minimal_noise: tuple[StabilizingNoise, ...]
+    hidden_size: int
+    dt: float
+
 
 OneSided = Literal["auto", "standard", "midpoint", "relaxation", "exact"]
 Condition = Literal[
@@ -475,16 +585,17 @@ def step_norm_bound(
     """
     params = check_params(params)
     noise = _check_discrete_noise(check_noise(noise))
-    return _step_norm_terms(params, one_sided, noise)["rho"]
+    return step_norm_terms(params, one_sided, noise)["rho"]
 
 
-def _step_norm_terms(
+def step_norm_terms(
     params: NRNNParams, one_sided: OneSided, noise: NoiseSpec | None
 ) -> dict[str, float]:
     """:func:`step_norm_bound` with every candidate form and quantity (checked inputs).
 
     Keys: ``rho`` and those of :func:`_rho`, plus ``lambda_hat`` (the one-sided constant
-    of the method ``one_sided`` resolves to). Used by :mod:`nrnn_theory.margins`.
+    of the method ``one_sided`` resolves to). Package-internal (not in ``__all__``):
+    used by :func:`nrnn_theory.margins.certified_margin`.
     """
     m = _Model(params)
     method = _resolve_one_sided(one_sided, m.H)
@@ -592,6 +703,20 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
     sigma2 = 0.0 if noise is None else noise.sigma2
     s2 = (eps * sigma2) ** 2 if noise is not None and noise.convention == "sde" else 0.0
     convention = "clean" if noise is None or noise.is_zero else noise.convention
+
+    def certificate(holds: bool, bound: float, assumptions: list[str]) -> Certificate:
+        return Certificate(
+            holds=holds,
+            bound=bound,
+            condition=condition,
+            description=_DESCRIPTIONS[condition],
+            one_sided=method,
+            quantities=q,
+            assumptions=tuple(assumptions),
+            noise=noise,
+            convention=convention,
+        )
+
     if condition == "discrete":
         r = _rho(m, lam, noise, method == "exact")
         q.update(r)
@@ -610,17 +735,7 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
                 "'paper_code' multiplicative noise only rescales the step: d*m_k with "
                 "m_k in [1 - mu, 1], covered by the per-unit step bound"
             )
-        return Certificate(
-            holds=rho < 1.0,
-            bound=bound,
-            condition=condition,
-            description=_DESCRIPTIONS[condition],
-            one_sided=method,
-            quantities=q,
-            assumptions=tuple(assumptions),
-            noise=noise,
-            convention=convention,
-        )
+        return certificate(rho < 1.0, bound, assumptions)
     q["epsilon"] = eps
     q["sigma2"] = sigma2
     q["multiplicative_level"] = math.sqrt(s2)
@@ -651,17 +766,7 @@ def _certify(m: _Model, noise: NoiseSpec | None, condition: str, method: str) ->
             "rate of (E|Delta|^2)^(1/2). Multiplicative noise only hurts in mean square",
             _SDE_WORDS,
         ]
-    return Certificate(
-        holds=bound < 0.0,
-        bound=bound,
-        condition=condition,
-        description=_DESCRIPTIONS[condition],
-        one_sided=method,
-        quantities=q,
-        assumptions=tuple(assumptions),
-        noise=noise,
-        convention=convention,
-    )
+    return certificate(bound < 0.0, bound, assumptions)
 
 
 def check_stability(
@@ -941,6 +1046,17 @@ def format_stability_report(report: StabilityReport, *, details: bool = False) -
     same noise; then the one-sided constants and the minimal stabilizing noise.
     With ``details``, also every quantity entering each certificate and all the
     measured exponents of each spectrum (what ``nrnn certify`` prints).
+
+    Parameters
+    ----------
+    report : StabilityReport
+        From :func:`stability_report`.
+    details : bool
+        Also print the quantities of every certificate and every measured exponent.
+
+    Returns
+    -------
+    str
 
     Examples
     --------

@@ -9,6 +9,10 @@ import torch
 
 from nrnn_theory import NRNNParams
 
+# The exact Euler-Maruyama GBM exponent (THEORY.md §10 V4) lives in the package, which
+# uses it in the continuum study; test_studies.py checks it against Monte Carlo.
+from nrnn_theory._oracles import em_gbm_exponent, normal_expectation
+
 
 __all__ = [
     "em_gbm_exponent",
@@ -63,39 +67,6 @@ def random_params(
 def gbm_exact(x0: float, lam: float, sigma: float, t: float, brownian: torch.Tensor):
     r"""Exact geometric Brownian motion :math:`x_0\exp((\lambda-\sigma^2/2)t+\sigma B_t)`."""
     return x0 * torch.exp((lam - 0.5 * sigma**2) * t + sigma * brownian)
-
-
-def em_gbm_exponent(lam: float, sigma: float, dt: float) -> float:
-    r"""Exact Lyapunov exponent of the Euler-Maruyama GBM chain (THEORY.md §10 V4).
-
-    :math:`\frac1{\Delta t}\mathbb E\log|1+\lambda\Delta t+\sigma\sqrt{\Delta t}\xi|`,
-    by Gauss-Hermite-free adaptive quadrature split at the integrable log singularity.
-    """
-    from scipy import stats
-
-    a = 1.0 + lam * dt
-    s = sigma * math.sqrt(dt)
-    root = -a / s
-
-    def integrand(x):
-        return np.log(np.abs(a + s * x)) * stats.norm.pdf(x)
-
-    return _split_gaussian_quad(integrand, root) / dt
-
-
-def _split_gaussian_quad(integrand, root: float, cut: float = 30.0) -> float:
-    """Integral of ``integrand`` (a function times the normal density) over the real
-    line, split at an integrable singularity ``root``. A root beyond ``cut`` standard
-    deviations carries Gaussian mass below 1e-196 on its far side, so the integral is
-    taken over ``[-cut, cut]`` instead (the split would overflow the density for a
-    root near +-1e300)."""
-    from scipy import integrate
-
-    if abs(root) > cut:
-        return integrate.quad(integrand, -cut, cut, limit=200)[0]
-    left, _ = integrate.quad(integrand, -np.inf, root, limit=200)
-    right, _ = integrate.quad(integrand, root, np.inf, limit=200)
-    return left + right
 
 
 def linear_rnn_classifier(
@@ -225,20 +196,13 @@ def em_linear_scalar_exponent(mu: complex, sigma: float, dt: float) -> float:
     :math:`\mu` of :math:`A` (THEORY.md §10 V5): :math:`\mathbb E\log|1 + \Delta t\mu +
     \sigma\sqrt{\Delta t}\xi|/\Delta t`, by quadrature (split at the real root if any).
     """
-    from scipy import integrate, stats
-
     mu = complex(mu)
     if mu.imag == 0.0:
         return em_gbm_exponent(mu.real, sigma, dt)
     a = 1.0 + dt * mu.real
     bb = dt * mu.imag
     s = sigma * math.sqrt(dt)
-
-    def integrand(x):
-        return 0.5 * np.log((a + s * x) ** 2 + bb**2) * stats.norm.pdf(x)
-
-    value, _ = integrate.quad(integrand, -np.inf, np.inf, points=None, limit=200)
-    return value / dt
+    return normal_expectation(lambda x: 0.5 * np.log((a + s * x) ** 2 + bb**2)) / dt
 
 
 def scalar_pathwise_log_bound(
@@ -265,20 +229,17 @@ def em_scalar_pathwise_rate(lam_hat: float, kappa: float, s: float, dt: float) -
     noise :math:`s = \epsilon\sigma_2` and tends to :math:`\hat\lambda - s^2/2` as
     :math:`\Delta t \to 0` (THEORY.md §9(c)).
     """
-    from scipy import stats
-
     r = s * math.sqrt(dt)
     if r == 0.0:
         zero = torch.zeros((), dtype=torch.float64)
         return scalar_pathwise_log_bound(zero, lam_hat, kappa, dt).item() / dt
 
-    def integrand(x):
-        u = scalar_pathwise_log_bound(
+    def f(x):
+        return scalar_pathwise_log_bound(
             torch.tensor(r * x, dtype=torch.float64), lam_hat, kappa, dt
         ).item()
-        return u * stats.norm.pdf(x)
 
-    return _split_gaussian_quad(integrand, -1.0 / r) / dt
+    return normal_expectation(f, -1.0 / r) / dt
 
 
 _LORENZ = (10.0, 28.0, 8.0 / 3.0)

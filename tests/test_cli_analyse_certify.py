@@ -80,7 +80,7 @@ def test_analyse_json_equals_library(runs, capsys, single_thread):
 
     reg = out["regularizer"]
     assert reg["noise_source"] == "checkpoint"
-    assert NoiseSpec(**reg["noise"]) == noise
+    assert NoiseSpec.from_dict(reg["noise"]) == noise
     direct = explicit_regularizer(params, xs, ys, noise, method="adjoint")
     for name in ("Q", "R", "total", "noise_gap", "mean_shift", "predicted_gap", "per_step_R"):
         _close(reg["result"][name], getattr(direct, name))
@@ -136,7 +136,7 @@ def test_analyse_noise_free_model_needs_noise(runs, capsys, single_thread):
     )
     noise = NoiseSpec(sigma1=0.2, structure="scalar", convention="sde")
     assert out["regularizer"]["noise_source"] == "command line"
-    assert NoiseSpec(**out["regularizer"]["noise"]) == noise
+    assert NoiseSpec.from_dict(out["regularizer"]["noise"]) == noise
     ck = load_checkpoint(runs / "lip")
     xs, ys = _examples(ck, 4)
     direct = explicit_regularizer(params_from_module(ck.model, dtype=F64), xs, ys, noise)
@@ -191,7 +191,7 @@ def test_certify_json_equals_library(runs, capsys, single_thread):
         params, xs, noises=[noise], k=2, generator=torch.Generator().manual_seed(5)
     )
     rep = out["report"]
-    assert NoiseSpec(**out["noise"]) == noise and out["noise_source"] == "checkpoint"
+    assert NoiseSpec.from_dict(out["noise"]) == noise and out["noise_source"] == "checkpoint"
     assert rep["one_sided"] == pytest.approx(direct.one_sided, **APPROX)
     assert [c["condition"] for c in rep["certificates"]] == ["contraction", "discrete", "discrete"]
     for got, cert in zip(rep["certificates"], direct.certificates, strict=True):

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from nrnn_theory import logits
+from nrnn_theory.experiments.zoo_plots import plot_robustness
 from nrnn_theory.results import ComparisonTable, RobustnessSweep
 from nrnn_theory.robustness import (
     DEFAULT_GRIDS,
@@ -31,7 +32,6 @@ from nrnn_theory.robustness import (
     format_comparison_table,
     multiplicative_noise,
     perturb,
-    plot_robustness,
     robustness_sweep,
     salt_and_pepper,
     white_noise,
@@ -329,6 +329,24 @@ def test_plot_robustness_writes_pdf_and_png(generator, tmp_path):
         plot_robustness(a, tmp_path / "fig.svg")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plot_robustness(a, tmp_path / "missing" / "fig.png")
+    # several sweeps of one model (seeds) in one line; a mapping may name them
+    assert plot_robustness({"seeds": [a, a]}, tmp_path / "seeds")[0].exists()
+    with pytest.raises(TypeError, match=r"sweeps\['x'\]: expected RobustnessSweep"):
+        plot_robustness({"x": [a, "b"]}, tmp_path / "bad")
+    with pytest.raises(ValueError, match="at least one RobustnessSweep"):
+        plot_robustness([], tmp_path / "none")
+
+
+def test_the_core_plot_robustness_is_a_deprecated_alias_of_the_one_figure():
+    import nrnn_theory
+    from nrnn_theory import robustness
+
+    for module in (nrnn_theory, robustness):
+        with pytest.warns(DeprecationWarning, match="experiments.zoo_plots.plot_robustness"):
+            assert module.plot_robustness is plot_robustness
+        assert "plot_robustness" not in module.__all__
+        with pytest.raises(AttributeError):
+            module.no_such_name  # noqa: B018
 
 
 def test_plot_failure_leaves_no_files(generator, tmp_path, monkeypatch):

@@ -197,3 +197,51 @@ def test_run_directory_resolves_to_latest(tmp_path, generator):
     assert load_checkpoint(run).epoch == 10
     assert latest_checkpoint(tmp_path) is None
     assert sorted(os.listdir(run / "checkpoints")) == ["epoch-0001", "epoch-0002", "epoch-0010"]
+
+
+#: The noise as checkpoints written before NoiseSpec.to_dict (version 0.x) stored it:
+#: the five fields, no schema key.
+_OLD_NOISE = {
+    "epsilon": 1.0,
+    "sigma1": 0.02,
+    "sigma2": 0.02,
+    "structure": "diagonal",
+    "convention": "paper_code",
+}
+
+
+def _to_old_layout(meta):
+    assert meta["model"]["noise"] == {"schema": "NoiseSpec/1", **_OLD_NOISE}
+    meta["model"]["noise"] = dict(_OLD_NOISE)
+    penalty = (meta.get("fit") or {}).get("penalty")
+    if penalty:
+        penalty["noise"] = {k: v for k, v in penalty["noise"].items() if k != "schema"}
+
+
+def test_checkpoint_in_the_old_noise_layout_loads_and_resumes(tmp_path, generator):
+    """A checkpoint whose JSON stores the noise without a schema (the layout written by
+    earlier versions) loads to the same model, and a run resumes from it."""
+    from nrnn_theory.train import TaskData, fit
+
+    x = torch.rand(8, 5, 2, generator=generator)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    task = TaskData("toy", x, y, x[:3], y[:3], x[:4], y[:4], num_classes=3, value_range=(0, 1))
+    noise = NoiseSpec.paper_code(add=0.02, mult=0.02)
+    kwargs = {"batch_size": 4, "lr": 1e-2, "device": "cpu", "quiet": True, "seed": 1}
+
+    def model():
+        return NoisyRNN(2, 5, 3, noise=noise, generator=torch.Generator().manual_seed(3))
+
+    full = model()
+    fit(full, task, epochs=2, **kwargs)
+    run = tmp_path / "run"
+    fit(model(), task, epochs=1, out_dir=run, **kwargs)
+    _rewrite_json(latest_checkpoint(run), _to_old_layout, redigest=True)
+    ck = load_checkpoint(run)
+    assert ck.config["noise"] == _OLD_NOISE  # stored as written, read through from_dict
+    assert ck.model.noise == noise and ck.noise == noise
+    resumed = model()
+    history = fit(resumed, task, epochs=2, out_dir=run, resume=True, **kwargs)
+    assert history.epochs == 2
+    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nrnn_theory import NoiseSpec
 from nrnn_theory.cli import build_parser, main
 from nrnn_theory.train import latest_checkpoint, load_checkpoint
+from nrnn_theory.train.loop import CRASH_AFTER_STEPS_ENV
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -54,7 +56,7 @@ def test_help_documents_every_option_with_its_default():
         entry = " ".join(formatter._format_action(action).split())
         assert action.option_strings[-1] in text
         assert action.help and "(default:" in entry, entry
-    assert "--crash-after-steps" not in text  # the hidden test option
+    assert "crash" not in text  # the test seam is an environment variable, not an option
 
 
 def test_train_prints_final_clean_accuracy(tmp_path, capsys):
@@ -88,8 +90,8 @@ def test_train_refuses_to_overwrite_and_to_resume_a_non_checkpoint(tmp_path, cap
     assert "takes no such option" in capsys.readouterr().err
 
 
-def _cli(*args, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _cli(*args, env=None, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "nrnn_theory.cli", "train", *args],
         env=env,
@@ -106,7 +108,9 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tmp_path):
     args = [*SMALL, "--epochs", "3", "--lr-decay-epochs", "2", "--seed", "4"]
     full = _cli(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    killed = _cli(*args, "--out", str(tmp_path / "killed"), "--crash-after-steps", "17")
+    # The fault is injected through the test-only environment variable read by fit.
+    crash = {CRASH_AFTER_STEPS_ENV: "17"}
+    killed = _cli(*args, "--out", str(tmp_path / "killed"), env=crash)
     assert killed.returncode == -signal.SIGKILL, killed.stderr  # 13 steps per epoch
     assert latest_checkpoint(tmp_path / "killed").name == "epoch-0001"
     resumed = _cli("--resume", str(tmp_path / "killed"))
@@ -135,13 +139,7 @@ def test_explicit_reg_round_trip(tmp_path, capsys):
         "name": "explicit_regularizer",
         "weight": 2.0,
         "max_examples": 16,
-        "noise": {
-            "epsilon": 1.0,
-            "sigma1": 0.05,
-            "sigma2": 0.1,
-            "structure": "diagonal",
-            "convention": "paper_code",
-        },
+        "noise": NoiseSpec.paper_code(add=0.05, mult=0.1).to_dict(),
     }
     assert ck.history[0]["train_penalty"] > 0
     assert ck.explicit_regularizer.weight == 2.0 and ck.explicit_regularizer.max_examples == 16

@@ -12,6 +12,7 @@ import torch
 from nrnn_theory import NoiseSpec
 from nrnn_theory.train import (
     CheckpointError,
+    FitSettings,
     LipschitzRNN,
     LSTMClassifier,
     NoisyRNN,
@@ -159,6 +160,27 @@ def test_resume_refuses_a_different_run(tiny, digits, tmp_path):
         fit(
             _model(noise=None), tiny, epochs=2, lr=1e-2, out_dir=tmp_path / "run", resume=True, **kw
         )
+
+
+def test_a_settings_record_trains_exactly_like_the_keywords(tiny, tmp_path):
+    settings = FitSettings(epochs=2, batch_size=100, lr=1e-2, lr_schedule=[1], seed=3)
+    a, b = _model(), _model()
+    kw = dict(device="cpu", quiet=True)
+    h_rec = fit(a, tiny, settings, out_dir=tmp_path / "run", **kw)
+    h_kw = fit(b, tiny, epochs=2, batch_size=100, lr=1e-2, lr_schedule=[1], seed=3, **kw)
+    assert _same(_weights(a), _weights(b))
+    assert _without_time(h_rec.records) == _without_time(h_kw.records)
+    stored = load_checkpoint(tmp_path / "run").fit
+    assert FitSettings.from_checkpoint(stored) == settings
+    assert FitSettings.from_checkpoint(stored, epochs=5) == dataclasses.replace(settings, epochs=5)
+    with pytest.raises(TypeError, match="either as a FitSettings or as keywords"):
+        fit(_model(), tiny, settings, lr=0.1, **kw)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['learning_rate'\]"):
+        fit(_model(), tiny, epochs=1, learning_rate=0.1, **kw)
+    with pytest.raises(TypeError, match="settings: expected a FitSettings"):
+        fit(_model(), tiny, {"epochs": 1}, **kw)
+    with pytest.raises(ValueError, match="lr_schedule entry: expected an integer >= 0"):
+        FitSettings(epochs=1, lr_schedule=(-1,))
 
 
 def _bad_calls(tiny, tmp_path):

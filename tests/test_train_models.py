@@ -311,7 +311,7 @@ def test_build_model_errors():
                 "noise": None,
             }
         )
-    with pytest.raises(ValueError, match="noise: unknown field"):
+    with pytest.raises(ValueError, match="noise: unknown key"):
         build_model(
             {
                 "model": "nrnn",

@@ -9,6 +9,8 @@ gradients the exact gradient) and Monte Carlo within 4 standard errors on a larg
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import torch
@@ -22,6 +24,7 @@ from nrnn_theory.train import (
     NoisyRNN,
     explicit_regularizer_penalty,
     fit,
+    latest_checkpoint,
     load_checkpoint,
     load_task,
     params_from_module,
@@ -223,6 +226,8 @@ def test_checkpoint_records_the_penalty_and_resume_checks_it(tiny, tmp_path):
     other = dataclasses.replace(pen, weight=1.0)
     with pytest.raises(CheckpointError, match="penalty"):
         fit(ck.model.train(), tiny, epochs=2, penalty=other, resume=True, **kw)
+    _old_noise_layout(latest_checkpoint(tmp_path / "run"))
+    assert load_checkpoint(tmp_path / "run").explicit_regularizer == pen
     hist = fit(ck.model.train(), tiny, epochs=2, penalty=pen, resume=True, **kw)
     assert hist.epochs == 2 and all("train_penalty" in r for r in hist.records)
 
@@ -329,6 +334,24 @@ def test_legacy_penalty_records_rebuild_the_exact_estimator():
     ]
     pen = penalty_from_config(legacy)
     assert pen.estimator == "exact" and pen.weight == 0.5 and pen.max_examples == 4
+
+
+def _old_noise_layout(path):
+    """Rewrite a checkpoint's penalty record as earlier versions wrote it: the noise's
+    five fields without a schema key (digest recomputed, as that writer did)."""
+    meta = json.loads((path / "checkpoint.json").read_text())
+    noise = meta["fit"]["penalty"]["noise"]
+    assert noise.pop("schema") == "NoiseSpec/1"
+    meta.pop("digest")
+    canon = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    meta["digest"] = hashlib.sha256(canon).hexdigest()
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+
+
+def test_penalty_from_config_reads_the_old_noise_layout():
+    pen = explicit_regularizer_penalty(NOISES["paper_code"], weight=1.0, max_examples=4)
+    old = {**pen.config(), "noise": dataclasses.asdict(NOISES["paper_code"])}
+    assert "schema" not in old["noise"] and penalty_from_config(old) == pen
 
 
 # ------------------------------------------------------------------------- bad input

@@ -7,16 +7,18 @@ import json
 import sys
 from typing import Any
 
-from nrnn_theory.results import to_jsonable
+from nrnn_theory._record import to_jsonable
+from nrnn_theory._types import CONVENTIONS, NOISE_STRUCTURES, NoiseSpec
 
 
 __all__ = [
+    "add_checkpoint_arguments",
     "add_checkpoint_data_options",
-    "add_noise_override_options",
+    "add_noise_options",
     "add_output_options",
     "emit_json",
     "load_checkpoint_data",
-    "noise_override",
+    "noise_from_options",
 ]
 
 
@@ -30,6 +32,14 @@ def emit_json(data: Any) -> None:
     """Print ``data`` as indented, strict JSON on standard output."""
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, examples: int) -> None:
+    """The positional ``checkpoint`` and the evaluation-data options of a subcommand that
+    analyses one checkpoint, on its first ``examples`` examples by default."""
+    parser.add_argument("checkpoint", help="checkpoint or run directory")
+    add_checkpoint_data_options(parser)
+    parser.set_defaults(examples=examples)
 
 
 def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:
@@ -96,47 +106,69 @@ def load_checkpoint_data(paths, args):
     return ckpts, task, xs.to(device=device, dtype=dtype), ys.to(device)
 
 
-def add_noise_override_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """Noise options of ``nrnn train`` (same names and meaning), all unset by default.
+def add_noise_options(parser: argparse.ArgumentParser, *, default: NoiseSpec | None) -> None:
+    """The noise options of every subcommand that takes a noise, in one group.
 
-    Set, they replace a checkpoint's own training noise in the analysis ``what``.
+    ``--add`` and ``--mult`` are the levels in the vocabulary of the authors' code
+    (``--convention paper_code``: add_noise a and mult_noise mu) or the Euler-Maruyama
+    levels eps*sigma1 and eps*sigma2 (``--convention sde``; THEORY.md §3), and
+    ``--noise-structure`` the ``"sde"`` structure. :func:`noise_from_options` turns them
+    into a :class:`~nrnn_theory.NoiseSpec`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    default : NoiseSpec or None
+        A :class:`~nrnn_theory.NoiseSpec` gives the options its levels, convention and
+        structure as defaults (``nrnn train``: no noise unless asked for). ``None`` leaves
+        every option unset: set, they replace a checkpoint's own training noise (the
+        analyses of ``nrnn analyse`` and ``nrnn certify``).
     """
-    group = parser.add_argument_group(
-        "noise (default: the checkpoint's own training noise)",
-        f"Set --add and/or --mult to {what} with this noise instead; the names and "
-        "meaning are those of nrnn train (THEORY.md §3).",
-    )
+    if default is None:
+        group = parser.add_argument_group(
+            "noise (default: the checkpoint's own training noise)",
+            "Set --add and/or --mult to use this noise instead of the checkpoint's own; the "
+            "names and meaning are those of nrnn train (THEORY.md §3).",
+        )
+        add, mult, convention, structure = None, None, None, None
+        unset = {"convention": " (unset: paper_code)", "structure": " (unset: diagonal)"}
+    else:
+        group = parser.add_argument_group("noise (nrnn, antisymmetric)")
+        add, mult = default.additive, default.multiplicative
+        convention, structure = default.convention, default.structure
+        unset = {"convention": "", "structure": ""}
     group.add_argument(
-        "--add", type=float, default=None, help="additive level (add_noise a, or eps*sigma1)"
+        "--add", type=float, default=add, help="additive noise level (add_noise a, or eps*sigma1)"
     )
     group.add_argument(
         "--mult",
         type=float,
-        default=None,
-        help="multiplicative level (mult_noise mu, or eps*sigma2)",
+        default=mult,
+        help="multiplicative noise level (mult_noise mu, or eps*sigma2)",
     )
     group.add_argument(
         "--convention",
-        default=None,
-        choices=["paper_code", "sde"],
-        help="discretization of the noise (unset: paper_code, as nrnn train)",
+        default=convention,
+        choices=list(CONVENTIONS),
+        help="discretization of the noise (THEORY.md §3)" + unset["convention"],
     )
     group.add_argument(
         "--noise-structure",
-        default=None,
-        choices=["diagonal", "scalar"],
-        help="sde: one Brownian motion per unit, or one shared (unset: diagonal)",
+        default=structure,
+        choices=list(NOISE_STRUCTURES),
+        help="sde: one Brownian motion per unit, or one shared for the multiplicative part"
+        + unset["structure"],
     )
 
 
-def noise_override(args: argparse.Namespace):
-    """The :class:`~nrnn_theory.NoiseSpec` given by the noise options, or ``None`` if unset.
+def noise_from_options(args: argparse.Namespace) -> NoiseSpec | None:
+    """The :class:`~nrnn_theory.NoiseSpec` of the options of :func:`add_noise_options`.
 
-    ``--convention`` or ``--noise-structure`` without a level is an error (it would
-    silently be ignored otherwise).
+    ``None`` when neither ``--add`` nor ``--mult`` is set (only possible with
+    ``default=None``); ``--convention`` or ``--noise-structure`` without a level is then
+    an error (it would silently be ignored otherwise). A level that is negative or not
+    finite is an error naming its flag.
     """
-    from nrnn_theory._types import NoiseSpec
-
     if args.add is None and args.mult is None:
         for flag, value in (
             ("--convention", args.convention),

@@ -29,12 +29,12 @@ import argparse
 from typing import Any
 
 from nrnn_theory._cli._common import (
-    add_checkpoint_data_options,
-    add_noise_override_options,
+    add_checkpoint_arguments,
+    add_noise_options,
     add_output_options,
     emit_json,
     load_checkpoint_data,
-    noise_override,
+    noise_from_options,
 )
 
 
@@ -45,7 +45,6 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
     what = parser.add_argument_group("what to compute (at least one)")
     what.add_argument(
         "--regularizer",
@@ -57,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Hessian trace and top eigenvalues of the mean training loss (any model)",
     )
-    add_checkpoint_data_options(parser)
-    parser.set_defaults(examples=200)
+    add_checkpoint_arguments(parser, examples=200)
     reg = parser.add_argument_group("regularizer")
     reg.add_argument(
         "--mc-pairs",
@@ -70,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument(
         "--top-steps", type=int, default=5, help="time steps listed by their share of R-hat"
     )
-    add_noise_override_options(parser, "compute the regularizer")
+    add_noise_options(parser, default=None)
     flat = parser.add_argument_group("flatness")
     flat.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     flat.add_argument("--top-k", type=int, default=3, help="number of top Hessian eigenvalues")
@@ -115,7 +113,7 @@ def _nrnn_or_explain(ck, path: str):
 def _regularizer_noise(ck, args: argparse.Namespace):
     from nrnn_theory.train import noise_from_module
 
-    override = noise_override(args)
+    override = noise_from_options(args)
     if override is not None:
         return override, "command line"
     own = noise_from_module(ck.model)
@@ -141,10 +139,12 @@ def _stats(values) -> dict[str, float]:
 def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
     import torch
 
-    from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
+    from nrnn_theory.experiments.model_analysis import analyse_regularizer
 
     noise, source = _regularizer_noise(ck, args)
-    reg = explicit_regularizer(params, xs, ys, noise, method="adjoint")
+    gen = torch.Generator(device=xs.device).manual_seed(args.seed) if args.mc_pairs else None
+    analysis = analyse_regularizer(params, xs, ys, noise, mc_pairs=args.mc_pairs, generator=gen)
+    reg = analysis.result
     names = ["Q", "R", "total", "noise_gap"]
     if noise.convention == "paper_code" and noise.multiplicative > 0:
         names += ["mean_shift", "predicted_gap"]
@@ -161,10 +161,6 @@ def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
         }
         for v, i in zip(top.values, top.indices, strict=True)
     ]
-    mc = None
-    if args.mc_pairs:
-        gen = torch.Generator(device=xs.device).manual_seed(args.seed)
-        mc = estimate_noise_gap(params, xs, ys, noise, n_pairs=args.mc_pairs, generator=gen)
     return {
         "noise": noise,
         "noise_source": source,
@@ -172,7 +168,7 @@ def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
         "summary": summary,
         "top_steps": steps,
         "result": reg,
-        "monte_carlo": mc,
+        "monte_carlo": analysis.monte_carlo,
     }
 
 
@@ -181,30 +177,31 @@ def _analyse_flatness(ck, xs, ys, args) -> dict[str, Any]:
 
     import torch
 
-    from nrnn_theory.flatness import estimate_hessian_trace, hessian_eigenvalues, module_loss
+    from nrnn_theory.experiments.model_analysis import analyse_flatness
 
     model = copy.deepcopy(ck.model).to(torch.float64).eval()
-    loss_fn, theta = module_loss(model, xs, ys)
-    with torch.no_grad():
-        loss = float(loss_fn(theta))
-    n_params = sum(t.numel() for t in theta.values())
+    n_params = sum(t.numel() for t in model.parameters())
     if args.top_k > n_params:
         raise ValueError(
             f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
         )
-    blocks = {name: (name,) for name in theta}
-    gen = torch.Generator(device=xs.device)
-    trace = estimate_hessian_trace(
-        loss_fn, theta, n_probes=args.probes, blocks=blocks, generator=gen.manual_seed(args.seed)
+    flat = analyse_flatness(
+        model,
+        xs,
+        ys,
+        n_probes=args.probes,
+        k=args.top_k,
+        per_parameter=True,
+        generator=torch.Generator(device=xs.device).manual_seed(args.seed),
+        eigen_generator=torch.Generator(device=xs.device).manual_seed(args.seed),
     )
-    eig = hessian_eigenvalues(loss_fn, theta, k=args.top_k, generator=gen.manual_seed(args.seed))
     return {
         "loss": "mean cross-entropy of the clean (eval-mode, noise-free) model",
-        "loss_value": loss,
-        "parameters": {name: int(t.numel()) for name, t in theta.items()},
-        "n_params": n_params,
-        "trace": trace,
-        "eigenvalues": eig,
+        "loss_value": flat.loss_value,
+        "parameters": flat.parameters,
+        "n_params": flat.n_params,
+        "trace": flat.trace,
+        "eigenvalues": flat.eigenvalues,
     }
 
 
@@ -213,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_options(args)
     if not args.regularizer:
-        noise_override(args)  # reject stray noise options rather than ignore them silently
+        noise_from_options(args)  # reject stray noise options rather than ignore them silently
         if args.add is not None or args.mult is not None:
             raise ValueError("--add/--mult: the noise options only apply with --regularizer")
     (ck,), task, xs, ys = load_checkpoint_data([args.checkpoint], args)

@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 
 from nrnn_theory._cli._common import (
-    add_checkpoint_data_options,
-    add_noise_override_options,
+    add_checkpoint_arguments,
+    add_noise_options,
     add_output_options,
     emit_json,
     load_checkpoint_data,
-    noise_override,
+    noise_from_options,
 )
 
 
@@ -40,9 +40,7 @@ HELP = "stability certificates of a checkpoint beside measured Lyapunov exponent
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nrnn_theory.stability import ONE_SIDED_METHODS
 
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
-    add_checkpoint_data_options(parser)
-    parser.set_defaults(examples=64)
+    add_checkpoint_arguments(parser, examples=64)
     parser.add_argument(
         "--one-sided",
         default="auto",
@@ -59,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps discarded before accumulating exponents (unset: the library default)",
     )
-    add_noise_override_options(parser, "certify and measure")
+    add_noise_options(parser, default=None)
     add_output_options(parser)
 
 
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from nrnn_theory.stability import format_stability_report, stability_report
     from nrnn_theory.train import noise_from_module, params_from_module
 
-    override = noise_override(args)
+    override = noise_from_options(args)
     if args.exponents < 1:
         raise ValueError(f"--exponents: expected an integer >= 1, got {args.exponents}")
     (ck,), task, xs, _ = load_checkpoint_data([args.checkpoint], args)

@@ -62,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from nrnn_theory.experiments.zoo_plots import plot_robustness
     from nrnn_theory.robustness import (
         PERTURBATIONS,
         comparison_table,
         format_comparison_table,
-        plot_robustness,
         robustness_sweep,
     )
 

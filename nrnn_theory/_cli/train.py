@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
 from typing import Any
 
-from nrnn_theory._cli._common import add_output_options, emit_json
+from nrnn_theory._cli._common import (
+    add_noise_options,
+    add_output_options,
+    emit_json,
+    noise_from_options,
+)
+from nrnn_theory._types import NoiseSpec
 
 
 HELP = "train a noisy RNN or a baseline (digits, MNIST, UCR/UEA, ...)"
@@ -114,28 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype"
     )
 
-    noise = parser.add_argument_group("noise (nrnn, antisymmetric)")
-    noise.add_argument(
-        "--add", type=float, default=0.0, help="additive noise level (add_noise a, or eps*sigma1)"
-    )
-    noise.add_argument(
-        "--mult",
-        type=float,
-        default=0.0,
-        help="multiplicative noise level (mult_noise mu, or eps*sigma2)",
-    )
-    noise.add_argument(
-        "--convention",
-        default="paper_code",
-        choices=["paper_code", "sde"],
-        help="discretization of the noise (THEORY.md §3)",
-    )
-    noise.add_argument(
-        "--noise-structure",
-        default="diagonal",
-        choices=["diagonal", "scalar"],
-        help="sde: one Brownian motion per unit, or one shared for the multiplicative part",
-    )
+    add_noise_options(parser, default=NoiseSpec.paper_code())
 
     reg = parser.add_argument_group("explicit regularizer (nrnn, lipschitz, antisymmetric)")
     reg.add_argument(
@@ -197,8 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "are read from it; --epochs, --device, --quiet and --json may be given)",
     )
     out.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept")
-    # Hidden: kill this process with SIGKILL after N optimizer steps (tests of --resume).
-    out.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     add_output_options(parser)
 
 
@@ -225,16 +206,10 @@ def _task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def _noise_config(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.add == 0.0 and args.mult == 0.0:
-        return None
-    return {
-        "epsilon": 1.0,
-        "sigma1": args.add,
-        "sigma2": args.mult,
-        "structure": args.noise_structure,
-        "convention": args.convention,
-    }
+def _noise(args: argparse.Namespace) -> NoiseSpec | None:
+    """The noise of the options, or ``None`` when its levels are zero."""
+    noise = noise_from_options(args)
+    return None if noise is None or noise.is_zero else noise
 
 
 def _explicit_penalty(args: argparse.Namespace):
@@ -243,7 +218,6 @@ def _explicit_penalty(args: argparse.Namespace):
         if args.reg_examples is not None:
             raise ValueError("--reg-examples: only meaningful with --explicit-reg LAMBDA")
         return None
-    from nrnn_theory._types import NoiseSpec
     from nrnn_theory.train.penalties import explicit_regularizer_penalty
 
     if args.model not in _NRNN_FAMILY:
@@ -254,7 +228,7 @@ def _explicit_penalty(args: argparse.Namespace):
     lam = args.explicit_reg
     if not lam >= 0 or lam == float("inf"):
         raise ValueError(f"--explicit-reg: expected a finite LAMBDA >= 0, got {lam}")
-    noise = _noise_config(args)
+    noise = _noise(args)
     if noise is None:
         raise ValueError(
             "--explicit-reg: give the noise the regularizer stands for with --add and/or "
@@ -262,19 +236,17 @@ def _explicit_penalty(args: argparse.Namespace):
         )
     if args.reg_examples is not None and args.reg_examples <= 0:
         raise ValueError(f"--reg-examples: expected a positive integer, got {args.reg_examples}")
-    return explicit_regularizer_penalty(
-        NoiseSpec(**noise), weight=lam, max_examples=args.reg_examples
-    )
+    return explicit_regularizer_penalty(noise, weight=lam, max_examples=args.reg_examples)
 
 
 def _model_config(args: argparse.Namespace, input_size: int, num_classes: int) -> dict[str, Any]:
     sizes = {"input_size": input_size, "hidden_size": args.hidden, "num_classes": num_classes}
-    noisy = args.add != 0.0 or args.mult != 0.0
+    noise = _noise(args)
     if args.explicit_reg is not None:
-        noisy = False  # the noise options describe the regularizer; the model trains noise-free
-    if noisy and args.model not in ("nrnn", "antisymmetric"):
+        noise = None  # the noise options describe the regularizer; the model trains noise-free
+    if noise is not None and args.model not in ("nrnn", "antisymmetric"):
         raise ValueError(f"--add/--mult: model {args.model!r} takes no noise (use nrnn)")
-    noise = _noise_config(args) if noisy else None
+    noise = None if noise is None else noise.to_dict()
     gamma_A = args.gamma if args.gamma_A is None else args.gamma_A
     gamma_W = args.gamma if args.gamma_W is None else args.gamma_W
     base = {"model": args.model, **sizes, "dtype": args.dtype}
@@ -305,13 +277,32 @@ def _model_config(args: argparse.Namespace, input_size: int, num_classes: int) -
     return base
 
 
+def _fit_settings(args: argparse.Namespace):
+    """The :class:`~nrnn_theory.train.FitSettings` of a new run's options."""
+    from nrnn_theory.train.loop import FitSettings
+
+    return FitSettings(
+        epochs=35 if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        lr_schedule=tuple(args.lr_decay_epochs),
+        lr_decay=args.lr_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        eval_batch_size=args.eval_batch_size,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from nrnn_theory.train.checkpoint import load_checkpoint
     from nrnn_theory.train.data import load_task
     from nrnn_theory.train.distributed import init_from_env, teardown
-    from nrnn_theory.train.loop import fit
+    from nrnn_theory.train.loop import FitSettings, fit
     from nrnn_theory.train.models import build_model
 
     ctx = init_from_env(args.device)
@@ -332,52 +323,32 @@ def run(args: argparse.Namespace) -> int:
             task = dict(ckpt.task)
             data = load_task(task.pop("name"), **task)
             model = build_model(dict(ckpt.config), generator=torch.Generator().manual_seed(0))
-            settings = dict(ckpt.fit or {})
-            settings.pop("world_size", None)
-            record = settings.pop("penalty", None)
+            epochs = {} if args.epochs is None else {"epochs": args.epochs}
+            settings = FitSettings.from_checkpoint(ckpt.fit or {}, **epochs)
+            record = (ckpt.fit or {}).get("penalty")
             if record is not None:
                 from nrnn_theory.train.penalties import penalty_from_config
 
                 penalty = penalty_from_config(record)
-            epochs = args.epochs if args.epochs is not None else settings.pop("epochs")
-            settings.pop("epochs", None)
             out_dir, resume = args.resume, True
         else:
             penalty = _explicit_penalty(args)
             data = load_task(args.task, **_task_kwargs(args))
             config = _model_config(args, data.input_size, data.num_classes)
             model = build_model(config, generator=torch.Generator().manual_seed(args.seed))
-            epochs = 35 if args.epochs is None else args.epochs
-            settings = {
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "optimizer": args.optimizer,
-                "weight_decay": args.weight_decay,
-                "momentum": args.momentum,
-                "lr_schedule": args.lr_decay_epochs,
-                "lr_decay": args.lr_decay,
-                "grad_clip": args.grad_clip,
-                "seed": args.seed,
-                "eval_batch_size": args.eval_batch_size,
-            }
+            settings = _fit_settings(args)
             out_dir, resume = args.out, False
         history = fit(
             model,
             data,
-            epochs=epochs,
+            settings,
             device=device,
             out_dir=out_dir,
             resume=resume,
             keep_checkpoints=args.keep_checkpoints,
             quiet=quiet,
-            stop_after_steps=args.crash_after_steps,
             penalty=penalty,
-            **settings,
         )
-        if history.interrupted:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)  # simulated crash (hidden test option)
         del model
     finally:
         if ctx is not None:

@@ -1,4 +1,9 @@
-"""From stored zoo analyses to the claims checklist: evidence lines, verdicts, tables.
+"""The paper's claims and the evidence for them: their text, the data it is computed
+from, and the rules that turn stored zoo analyses into evidence lines, verdicts, tables.
+
+:data:`CLAIMS` holds each claim's title, statement and theory reference (the report's
+sections, in order); :data:`Records` is the stored analyses of one task, the input of
+every rule here and of the zoo figures (:mod:`nrnn_theory.experiments.zoo_plots`).
 
 Every verdict here is computed by a stated rule from the stored numbers
 (:mod:`nrnn_theory.experiments.verdicts`); nothing is written by hand. The comparisons
@@ -10,28 +15,80 @@ the paper attributes to noise injection.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from nrnn_theory.experiments._helpers import fmt
 from nrnn_theory.experiments.report import Evidence, Table
 from nrnn_theory.experiments.store import stored_float
-from nrnn_theory.experiments.style import MODEL_LABELS
 from nrnn_theory.experiments.verdicts import Comparison, compare_directional, compare_noninferior
-from nrnn_theory.experiments.zoo_plots import Records, robust_score
+from nrnn_theory.experiments.zoo import MODEL_LABELS
 
 
 __all__ = [
     "ACCURACY_MARGIN",
+    "CLAIMS",
     "GAP_RTOL",
     "NOISY",
+    "Records",
     "TWIN",
     "comparison_evidence",
     "paired_values",
     "regularizer_gap_evidence",
+    "robust_score",
     "zoo_evidence",
     "zoo_table",
 ]
+
+#: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
+#: theory reference).
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    "C1": (
+        "noisy RNNs are discretized SDEs",
+        "RNNs trained with noise injected into their hidden states are discretizations "
+        "of SDEs driven by the input data.",
+        "THEORY.md §2-3, §5",
+    ),
+    "C2": (
+        "small noise acts as an explicit regularizer",
+        "For small noise, noise injection is approximately an explicit regularizer "
+        "eps^2/2 (Q + R), and training with noise lowers it.",
+        "THEORY.md §4-6",
+    ),
+    "C3a": (
+        "noise promotes flatter minima",
+        "The implicit regularization promotes flatter minima of the loss.",
+        "THEORY.md §7",
+    ),
+    "C3b": (
+        "noise biases training towards more stable dynamics",
+        "The implicit regularization biases training towards more stable dynamics.",
+        "THEORY.md §6, §9",
+    ),
+    "C3c": (
+        "noise favours larger classification margins",
+        "In classification, the implicit regularization favours larger margins.",
+        "THEORY.md §8",
+    ),
+    "C4": (
+        "global stability conditions and stochastic stabilization",
+        "Sufficient conditions for global stability hold; multiplicative noise can make "
+        "unstable dynamics stable.",
+        "THEORY.md §9",
+    ),
+    "C5": (
+        "robustness at comparable clean accuracy",
+        "Noisy RNNs are more robust to input perturbations at inference, at comparable "
+        "clean accuracy.",
+        "THEORY.md §11",
+    ),
+}
+
+#: The stored analyses of one task: ``{model: [(data, arrays), ...]}``, one pair per
+#: seed (:func:`nrnn_theory.experiments.pipeline.load_zoo_records`).
+Records = Mapping[str, Sequence[tuple[dict[str, Any], dict[str, np.ndarray]]]]
 
 #: The noisy models compared with their noise-free twin.
 NOISY: tuple[str, ...] = ("nrnn_small", "nrnn_high")
@@ -43,10 +100,11 @@ ACCURACY_MARGIN = 0.02
 GAP_RTOL = 0.10
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:.{digits}g}"
+def robust_score(data: Mapping[str, Any]) -> float:
+    """Mean accuracy over every strength of the four perturbation sweeps."""
+    rob = data.get("robustness") or {}
+    vals = [stored_float(v) for v in rob.values()]
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def paired_values(records: Records, a: str, b: str, key) -> tuple[list[float], list[float]]:
@@ -73,9 +131,9 @@ def comparison_evidence(label: str, c: Comparison | None, *, n_missing: str = ""
         return Evidence(label, "no paired seeds" + n_missing, "n/a", "n/a", "inconclusive", "")
     return Evidence(
         label,
-        f"{_fmt(c.mean_a)} vs {_fmt(c.mean_b)} (diff {_fmt(c.diff)}, n = {c.n})",
-        f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]",
-        f"Glass's Delta {_fmt(c.effect_size, 2)}",
+        f"{fmt(c.mean_a)} vs {fmt(c.mean_b)} (diff {fmt(c.diff)}, n = {c.n})",
+        f"[{fmt(c.ci_low)}, {fmt(c.ci_high)}]",
+        f"Glass's Delta {fmt(c.effect_size, 2)}",
         c.verdict,
         c.rule,
     )
@@ -119,8 +177,8 @@ def regularizer_gap_evidence(records: Records) -> Evidence:
     verdict = "supported" if all(ok) else ("not supported" if not any(ok) else "inconclusive")
     return Evidence(
         "predicted gap (mean shift + eps^2/2 (Q+R)) vs Monte Carlo, trained models",
-        f"{sum(ok)}/{n} models agree; median relative error {_fmt(float(np.median(rel)), 2)}",
-        f"max relative error {_fmt(float(np.max(rel)), 2)}",
+        f"{sum(ok)}/{n} models agree; median relative error {fmt(float(np.median(rel)), 2)}",
+        f"max relative error {fmt(float(np.max(rel)), 2)}",
         "n/a",
         verdict,
         rule,
@@ -205,8 +263,8 @@ def _mean_pm(values: Sequence[float]) -> str:
     if not v.size:
         return "n/a"
     if v.size == 1:
-        return _fmt(float(v[0]))
-    return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)), 2)}"
+        return fmt(float(v[0]))
+    return f"{fmt(float(v.mean()))} ± {fmt(float(v.std(ddof=1)), 2)}"
 
 
 def zoo_table(records: Records, task: str) -> Table:

@@ -15,20 +15,134 @@
 
 Quantities that exist only for the NRNN family (regularizer, exponents, certificates,
 certified margins) are ``None`` for the other models, never invented.
+
+The regularizer and flatness analyses of one model, :func:`analyse_regularizer` and
+:func:`analyse_flatness`, are also what ``nrnn analyse`` computes on a checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from nrnn_theory._record import Result
+from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.experiments.zoo import Preset, reference_noise
+from nrnn_theory.flatness import HessianEigenvalues, TraceEstimate
+from nrnn_theory.regularizer import ExplicitRegularizer, NoiseGapEstimate
 
 
-__all__ = ["analyse_member", "evaluation_subset"]
+__all__ = [
+    "FlatnessAnalysis",
+    "RegularizerAnalysis",
+    "analyse_flatness",
+    "analyse_member",
+    "analyse_regularizer",
+    "evaluation_subset",
+]
+
+
+@dataclass(frozen=True)
+class RegularizerAnalysis(Result):
+    """The explicit regularizer of one model at one noise (:func:`analyse_regularizer`).
+
+    Attributes
+    ----------
+    noise : NoiseSpec
+    result : ExplicitRegularizer
+        Exact, per example, with the per-step contributions (``method="adjoint"``).
+    monte_carlo : NoiseGapEstimate or None
+        The antithetic Monte Carlo check of the predicted gap, if asked for.
+    """
+
+    noise: NoiseSpec
+    result: ExplicitRegularizer
+    monte_carlo: NoiseGapEstimate | None
+
+
+def analyse_regularizer(
+    params: NRNNParams,
+    xs: torch.Tensor,
+    labels: torch.Tensor,
+    noise: NoiseSpec,
+    *,
+    mc_pairs: int = 0,
+    generator: torch.Generator | None = None,
+) -> RegularizerAnalysis:
+    """The exact small-noise regularizer Q-hat, R-hat of a model (THEORY.md §6) with its
+    per-step contributions and, with ``mc_pairs``, the Monte Carlo noisy-minus-clean gap
+    it predicts (``mc_pairs`` antithetic pairs per example, drawn from ``generator``)."""
+    from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
+
+    reg = explicit_regularizer(params, xs, labels, noise, method="adjoint")  # + per-step R
+    mc = None
+    if mc_pairs:
+        mc = estimate_noise_gap(params, xs, labels, noise, n_pairs=mc_pairs, generator=generator)
+    return RegularizerAnalysis(noise=noise, result=reg, monte_carlo=mc)
+
+
+@dataclass(frozen=True)
+class FlatnessAnalysis(Result):
+    """Hessian flatness of a model's clean loss (:func:`analyse_flatness`).
+
+    Attributes
+    ----------
+    loss_value : float
+        The mean cross-entropy at the trained parameters.
+    parameters : dict of str to int
+        Entries of each parameter tensor.
+    n_params : int
+    trace : TraceEstimate
+        Hutchinson estimate of the Hessian trace (per parameter tensor too, if asked).
+    eigenvalues : HessianEigenvalues
+        The top ``k`` eigenvalues, with residuals.
+    """
+
+    loss_value: float
+    parameters: dict[str, int]
+    n_params: int
+    trace: TraceEstimate
+    eigenvalues: HessianEigenvalues
+
+
+def analyse_flatness(
+    model: torch.nn.Module,
+    xs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_probes: int,
+    k: int = 1,
+    per_parameter: bool = False,
+    generator: torch.Generator | None = None,
+    eigen_generator: torch.Generator | None = None,
+) -> FlatnessAnalysis:
+    """The Hessian of a model's mean cross-entropy on ``(xs, labels)`` with respect to all
+    its parameters (THEORY.md §7), in the model's current mode and dtype: its Hutchinson
+    trace with ``n_probes`` probes from ``generator`` (per parameter tensor too when
+    ``per_parameter``) and its top ``k`` eigenvalues by Lanczos from ``eigen_generator``
+    (default: ``generator``, continuing its stream)."""
+    from nrnn_theory.flatness import estimate_hessian_trace, hessian_eigenvalues, module_loss
+
+    loss_fn, theta = module_loss(model, xs, labels)
+    with torch.no_grad():
+        loss = float(loss_fn(theta))
+    blocks = {name: (name,) for name in theta} if per_parameter else None
+    trace = estimate_hessian_trace(
+        loss_fn, theta, n_probes=n_probes, blocks=blocks, generator=generator
+    )
+    eigen = generator if eigen_generator is None else eigen_generator
+    eig = hessian_eigenvalues(loss_fn, theta, k=k, generator=eigen)
+    return FlatnessAnalysis(
+        loss_value=loss,
+        parameters={name: int(t.numel()) for name, t in theta.items()},
+        n_params=int(trace.n_params),
+        trace=trace,
+        eigenvalues=eig,
+    )
 
 
 def evaluation_subset(data, n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +183,8 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
         Per-example margins, spectra, robustness curves.
     """
     from nrnn_theory.attacks import minimal_perturbation
-    from nrnn_theory.flatness import estimate_hessian_trace, hessian_eigenvalues, module_loss
     from nrnn_theory.lyapunov import lyapunov_spectrum
     from nrnn_theory.margins import certified_margin
-    from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
     from nrnn_theory.robustness import robustness_sweep
     from nrnn_theory.stability import check_stability
     from nrnn_theory.train import evaluate, params_from_module
@@ -90,13 +202,11 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     out["test_loss"] = float(test["loss"])
 
     # ---------------------------------------------------------------- flatness (§7)
-    loss_fn, theta = module_loss(model, xs, ys)
-    trace = estimate_hessian_trace(loss_fn, theta, n_probes=preset.n_probes, generator=gen)
-    top = hessian_eigenvalues(loss_fn, theta, k=1, generator=gen)
-    out["hessian_trace"] = float(trace.mean)
-    out["hessian_trace_stderr"] = float(trace.stderr)
-    out["hessian_top_eigenvalue"] = float(top.eigenvalues[0])
-    out["n_params"] = int(trace.n_params)
+    flat = analyse_flatness(model, xs, ys, n_probes=preset.n_probes, generator=gen)
+    out["hessian_trace"] = float(flat.trace.mean)
+    out["hessian_trace_stderr"] = float(flat.trace.stderr)
+    out["hessian_top_eigenvalue"] = float(flat.eigenvalues.eigenvalues[0])
+    out["n_params"] = flat.n_params
 
     # ------------------------------------------------------- margins, robustness
     xm, ym = xs[: preset.n_margin], ys[: preset.n_margin]
@@ -119,8 +229,11 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
         key = curve.perturbation
         arrays[f"robust_{key}_strengths"] = np.asarray(curve.strengths, dtype=float)
         arrays[f"robust_{key}_accuracy"] = np.asarray(curve.accuracy, dtype=float)
+        arrays[f"robust_{key}_ci_low"] = np.asarray(curve.ci_low, dtype=float)
+        arrays[f"robust_{key}_ci_high"] = np.asarray(curve.ci_high, dtype=float)
         out["robustness"][key] = float(np.mean(np.asarray(curve.accuracy, dtype=float)))
     out["robust_clean_accuracy"] = float(sweep.clean_accuracy)
+    out["robust_clean_ci"] = [float(v) for v in sweep.clean_ci]
 
     # ------------------------------------------------------- NRNN family only
     try:
@@ -150,7 +263,8 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
 
     noise = reference_noise()
     x64 = xs.to(torch.float64)
-    reg = explicit_regularizer(params, x64, ys, noise, method="adjoint")  # + per-step R
+    analysis = analyse_regularizer(params, x64, ys, noise, mc_pairs=preset.mc_pairs, generator=gen)
+    reg, mc = analysis.result, analysis.monte_carlo
     out["Q"] = float(reg.Q.mean())
     out["R"] = float(reg.R.mean())
     out["regularizer"] = float(reg.total.mean())
@@ -160,9 +274,8 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     out["predicted_gap"] = float(reg.predicted_gap.mean())
     arrays["regularizer_per_example"] = reg.total.cpu().numpy()
     arrays["regularizer_per_step_R"] = reg.per_step_R.mean(0).cpu().numpy()
-    mc = estimate_noise_gap(params, x64, ys, noise, n_pairs=preset.mc_pairs, generator=gen)
-    out["mc_gap"] = float(mc.mean)
-    out["mc_gap_stderr"] = float(mc.mean_stderr)
+    out["mc_gap"] = None if mc is None else float(mc.mean)
+    out["mc_gap_stderr"] = None if mc is None else float(mc.mean_stderr)
 
     xl = x64[: preset.lyap_trajectories]
     k = min(preset.lyap_k, params.hidden_size)

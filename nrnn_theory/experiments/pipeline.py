@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from typing import Any
 import torch
 
 from nrnn_theory._version import __version__
-from nrnn_theory.experiments.claims import zoo_evidence, zoo_table
+from nrnn_theory.experiments._helpers import progress_bar
+from nrnn_theory.experiments.claims import CLAIMS, zoo_evidence, zoo_table
 from nrnn_theory.experiments.report import (
     ClaimSection,
     Evidence,
@@ -57,50 +57,6 @@ __all__ = [
     "write_report",
 ]
 
-#: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
-#: theory reference).
-CLAIMS: dict[str, tuple[str, str, str]] = {
-    "C1": (
-        "noisy RNNs are discretized SDEs",
-        "RNNs trained with noise injected into their hidden states are discretizations "
-        "of SDEs driven by the input data.",
-        "THEORY.md §2-3, §5",
-    ),
-    "C2": (
-        "small noise acts as an explicit regularizer",
-        "For small noise, noise injection is approximately an explicit regularizer "
-        "eps^2/2 (Q + R), and training with noise lowers it.",
-        "THEORY.md §4-6",
-    ),
-    "C3a": (
-        "noise promotes flatter minima",
-        "The implicit regularization promotes flatter minima of the loss.",
-        "THEORY.md §7",
-    ),
-    "C3b": (
-        "noise biases training towards more stable dynamics",
-        "The implicit regularization biases training towards more stable dynamics.",
-        "THEORY.md §6, §9",
-    ),
-    "C3c": (
-        "noise favours larger classification margins",
-        "In classification, the implicit regularization favours larger margins.",
-        "THEORY.md §8",
-    ),
-    "C4": (
-        "global stability conditions and stochastic stabilization",
-        "Sufficient conditions for global stability hold; multiplicative noise can make "
-        "unstable dynamics stable.",
-        "THEORY.md §9",
-    ),
-    "C5": (
-        "robustness at comparable clean accuracy",
-        "Noisy RNNs are more robust to input perturbations at inference, at comparable "
-        "clean accuracy.",
-        "THEORY.md §11",
-    ),
-}
-
 _FIGURES = {
     "flatness": ("C3a", "Hessian trace and top eigenvalue against the training noise"),
     "lyapunov": ("C3b", "Lyapunov spectra, clean and along a frozen noise path"),
@@ -112,7 +68,19 @@ _FIGURES = {
 
 @dataclass(frozen=True)
 class ReproductionResult:
-    """Where a reproduction wrote its report, and the verdict of each claim."""
+    """Where a reproduction wrote its report, and the verdict of each claim.
+
+    Attributes
+    ----------
+    out : Path
+        The reproduction folder.
+    report_md, report_html : Path
+        The report, as Markdown and as one self-contained HTML page.
+    verdicts : dict of str to str
+        The verdict of each claim, by claim name.
+    seconds : dict of str to float
+        Wall-clock time of each stage.
+    """
 
     out: Path
     report_md: Path
@@ -226,14 +194,6 @@ def _slug(task: str) -> str:
     return task.replace(":", "-").replace("/", "-")
 
 
-def _bar(iterable, *, total: int, desc: str, progress: bool):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
-
-
 def _resolve(preset: str | Preset, tasks: Sequence[str] | None) -> Preset:
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -242,12 +202,6 @@ def _resolve(preset: str | Preset, tasks: Sequence[str] | None) -> Preset:
     if not isinstance(preset, Preset):
         raise TypeError(f"preset: expected a preset name or a Preset, got {preset!r}")
     return preset.with_tasks(tuple(tasks)) if tasks else preset
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def open_run(out: str | Path, preset: Preset, *, resume: bool) -> ResultStore:
@@ -288,17 +242,20 @@ def run_zoo(
     from nrnn_theory.experiments.model_analysis import analyse_member
     from nrnn_theory.experiments.zoo import train_member
     from nrnn_theory.train import load_task
+    from nrnn_theory.train.loop import resolve_device
 
     out = Path(out)
     store = ResultStore(out / "results")
-    dev = _device(device)
+    dev = resolve_device(device)
     seconds = {}
     for task in preset.tasks:
         t0 = time.perf_counter()
         data = load_task(task, seed=0, root=data_root)
         jobs = [(m, s) for m in preset.models for s in preset.seeds]
         done = 0
-        for model_name, seed in _bar(jobs, total=len(jobs), desc=f"zoo {task}", progress=progress):
+        for model_name, seed in progress_bar(
+            jobs, total=len(jobs), desc=f"zoo {task}", progress=progress
+        ):
             train_name, analysis_name = _member_entries(task, model_name, seed)
             if store.status(analysis_name) == "ok":
                 done += 1
@@ -383,11 +340,13 @@ def reproduce(
     -------
     ReproductionResult
     """
+    from nrnn_theory.train.loop import resolve_device
+
     preset = _resolve(preset, tasks)
     out = Path(out)
     store = open_run(out, preset, resume=resume)
     seconds: dict[str, float] = {}
-    dev = _device(device)
+    dev = resolve_device(device)
     seconds.update(
         run_zoo(preset, out=out, data_root=data_root, device=dev, progress=progress, log=log)
     )

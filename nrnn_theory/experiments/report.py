@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nrnn_theory._record import Result
 from nrnn_theory.experiments.verdicts import Verdict
-from nrnn_theory.results import Result
 
 
 __all__ = [

@@ -18,15 +18,15 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from nrnn_theory._io import atomic_write_bytes
+from nrnn_theory._record import to_jsonable
 from nrnn_theory._version import __version__
-from nrnn_theory.results import to_jsonable
 
 
 __all__ = [
@@ -43,7 +43,17 @@ SCHEMA = "nrnn_theory.result/1"
 
 
 def git_revision(path: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the source tree (``None`` outside a git checkout)."""
+    """The git commit of the source tree (``None`` outside a git checkout).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A folder inside the checkout (default: this package's source folder).
+
+    Returns
+    -------
+    str or None
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
@@ -64,6 +74,15 @@ def stored_float(value: Any) -> float:
     ``"nan"``, ``"inf"``, ``"-inf"`` (how :func:`~nrnn_theory.results.to_jsonable`
     stores non-finite floats) become ``nan``, ``inf``, ``-inf``.
 
+    Parameters
+    ----------
+    value : object
+        A stored number, ``None`` or one of the strings above.
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> stored_float("nan"), stored_float(None), stored_float(2)
@@ -78,29 +97,6 @@ def stored_float(value: Any) -> float:
     return float(value)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
@@ -111,7 +107,19 @@ def _sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """A verified entry: its metadata, JSON payload and arrays."""
+    """A verified entry: its metadata, JSON payload and arrays.
+
+    Attributes
+    ----------
+    name : str
+        The entry's name in its store.
+    meta : dict
+        Version, git revision, configuration and the hashes that were verified.
+    data : dict
+        The JSON payload.
+    arrays : dict of str to numpy.ndarray
+        The stored arrays.
+    """
 
     name: str
     meta: dict[str, Any]
@@ -156,7 +164,19 @@ class ResultStore:
         arrays: dict[str, np.ndarray] | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
-        """Write an entry atomically (arrays first, metadata last)."""
+        """Write an entry atomically (arrays first, metadata last).
+
+        Parameters
+        ----------
+        name : str
+            The entry's name, a relative path such as ``"theory/regularizer_law"``.
+        data : dict
+            JSON-ready payload (converted with :func:`~nrnn_theory.results.to_jsonable`).
+        arrays : dict of str to numpy.ndarray, optional
+            Arrays stored beside the payload.
+        config : dict, optional
+            The configuration that produced the entry, kept in its metadata.
+        """
         json_path, npz_path = self._paths(name)
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in (arrays or {}).items()})
@@ -177,7 +197,17 @@ class ResultStore:
         atomic_write_bytes(json_path, json.dumps(document, indent=1, allow_nan=False).encode())
 
     def status(self, name: str) -> Literal["ok", "missing", "corrupt"]:
-        """``"ok"`` if the entry verifies, ``"missing"`` if absent, else ``"corrupt"``."""
+        """``"ok"`` if the entry verifies, ``"missing"`` if absent, else ``"corrupt"``.
+
+        Parameters
+        ----------
+        name : str
+            The entry's name.
+
+        Returns
+        -------
+        {"ok", "missing", "corrupt"}
+        """
         json_path, _ = self._paths(name)
         if not json_path.exists():
             return "missing"
@@ -189,6 +219,15 @@ class ResultStore:
 
     def load(self, name: str) -> Entry:
         """Read and verify an entry.
+
+        Parameters
+        ----------
+        name : str
+            The entry's name.
+
+        Returns
+        -------
+        Entry
 
         Raises
         ------

@@ -17,7 +17,8 @@ from typing import Any, ParamSpec, TypeVar
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from nrnn_theory.experiments.store import atomic_write_bytes
+from nrnn_theory._io import atomic_write_many
+from nrnn_theory.experiments.zoo import MODEL_LABELS
 
 
 __all__ = [
@@ -48,18 +49,6 @@ RC: dict[str, Any] = {
     "savefig.bbox": "tight",
     "savefig.dpi": 150,
     "pdf.fonttype": 42,
-}
-
-#: Display name of each model of the zoo (``nrnn_theory.experiments.zoo``).
-MODEL_LABELS: dict[str, str] = {
-    "nrnn_small": "NRNN (small noise)",
-    "nrnn_high": "NRNN (high noise)",
-    "lipschitz": "Lipschitz RNN (no noise)",
-    "explicit_reg": "explicit regularizer",
-    "antisymmetric": "Antisymmetric RNN",
-    "cornn": "coRNN",
-    "lstm": "LSTM",
-    "gru": "GRU",
 }
 
 #: Colour of each model: the noisy family in reds, its noise-free twin in blue.
@@ -112,16 +101,22 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 3.4, height: fl
     return fig, axes
 
 
-def save_figure(fig: Figure, stem: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``stem.pdf`` and ``stem.png`` atomically (each to a temporary file, then
-    renamed) and return their paths. The figure is left usable."""
+def save_figure(
+    fig: Figure, stem: str | os.PathLike, *, dpi: float | None = None
+) -> tuple[Path, Path]:
+    """Write ``stem.pdf`` and ``stem.png`` and return their paths. The figure is left usable.
+
+    Both files are rendered in memory first and then written together
+    (:func:`nrnn_theory._io.atomic_write_many`): an error leaves the previous files (if
+    any) as they were. ``dpi`` is the PNG resolution (default the style's).
+    """
     stem = Path(stem)
-    paths = []
+    files = {}
     with _style():
         for ext in ("pdf", "png"):
             buf = io.BytesIO()
-            fig.savefig(buf, format=ext, metadata={"CreationDate": None} if ext == "pdf" else {})
-            path = stem.with_suffix(f".{ext}")
-            atomic_write_bytes(path, buf.getvalue())
-            paths.append(path)
-    return paths[0], paths[1]
+            metadata = {"CreationDate": None} if ext == "pdf" else {}
+            fig.savefig(buf, format=ext, metadata=metadata, **({"dpi": dpi} if dpi else {}))
+            files[stem.with_suffix(f".{ext}")] = buf.getvalue()
+    pdf, png = atomic_write_many(files)
+    return pdf, png

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from nrnn_theory.results import Result
+from nrnn_theory._record import Result
 
 
 __all__ = ["Comparison", "Verdict", "compare_directional", "compare_noninferior", "mean_ci"]
@@ -70,6 +70,17 @@ class Comparison(Result):
 
 def mean_ci(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided Student-t interval; ``(mean, nan, nan)`` for fewer than 2 values.
+
+    Parameters
+    ----------
+    values : sequence of float
+        One value per seed.
+    level : float
+        Confidence level of the interval (default 0.95).
+
+    Returns
+    -------
+    mean, low, high : float
 
     Examples
     --------
@@ -112,6 +123,19 @@ def compare_directional(
 ) -> Comparison:
     """Verdict on "``a`` is greater (or less) than ``b``" from paired seeds.
 
+    Parameters
+    ----------
+    a, b : sequence of float
+        Paired values, one per seed.
+    direction : {"greater", "less"}
+        The claimed direction of ``a`` relative to ``b``.
+    level : float
+        Confidence level of the interval on the paired difference (default 0.95).
+
+    Returns
+    -------
+    Comparison
+
     Examples
     --------
     >>> compare_directional([0.9, 0.92, 0.91], [0.8, 0.83, 0.8], direction="greater").verdict
@@ -144,6 +168,19 @@ def compare_noninferior(
     a: Sequence[float], b: Sequence[float], *, margin: float, level: float = 0.95
 ) -> Comparison:
     """Verdict on "``a`` is not worse than ``b`` by more than ``margin``" (paired seeds).
+
+    Parameters
+    ----------
+    a, b : sequence of float
+        Paired values, one per seed (higher is better).
+    margin : float
+        The largest shortfall of ``a`` below ``b`` still counted as "not worse", >= 0.
+    level : float
+        Confidence level of the interval on the paired difference (default 0.95).
+
+    Returns
+    -------
+    Comparison
 
     Examples
     --------

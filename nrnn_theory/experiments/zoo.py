@@ -26,6 +26,7 @@ from nrnn_theory._types import NoiseSpec
 
 
 __all__ = [
+    "MODEL_LABELS",
     "PRESETS",
     "ZOO",
     "Preset",
@@ -91,6 +92,19 @@ ZOO: dict[str, ZooMember] = {
 }
 
 
+#: Display name of each model of the zoo (tables, figures, the report).
+MODEL_LABELS: dict[str, str] = {
+    "nrnn_small": "NRNN (small noise)",
+    "nrnn_high": "NRNN (high noise)",
+    "lipschitz": "Lipschitz RNN (no noise)",
+    "explicit_reg": "explicit regularizer",
+    "antisymmetric": "Antisymmetric RNN",
+    "cornn": "coRNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+}
+
+
 def reference_noise() -> NoiseSpec:
     """The noise at which every model's regularizer and noisy exponents are evaluated:
     the small training noise (``paper_code``, a = mu = 0.02), so values compare across
@@ -148,7 +162,17 @@ class Preset:
     study_preset: str = "quick"
 
     def with_tasks(self, tasks: tuple[str, ...]) -> Preset:
-        """The same preset on other tasks."""
+        """The same preset on other tasks.
+
+        Parameters
+        ----------
+        tasks : tuple of str
+            Task names as :func:`~nrnn_theory.train.load_task` accepts them.
+
+        Returns
+        -------
+        Preset
+        """
         return dataclasses.replace(self, tasks=tuple(tasks))
 
 
@@ -225,7 +249,7 @@ def member_config(member: ZooMember, preset: Preset, data) -> dict[str, Any]:
     if member.model in ("nrnn", "lipschitz", "antisymmetric"):
         config["dt"] = preset.dt
     if member.model == "nrnn":
-        config["noise"] = None if member.noise is None else dataclasses.asdict(member.noise)
+        config["noise"] = None if member.noise is None else member.noise.to_dict()
     return config
 
 
@@ -244,7 +268,7 @@ def train_member(
     ``run_dir`` holds the checkpoints; if it already has some, training resumes from
     the newest one (finished epochs are not redone).
     """
-    from nrnn_theory.train import build_model, fit, latest_checkpoint
+    from nrnn_theory.train import FitSettings, build_model, fit, latest_checkpoint
 
     run_dir = Path(run_dir)
     config = member_config(member, preset, data)
@@ -257,14 +281,17 @@ def train_member(
             reference_noise(), weight=member.explicit_reg, max_examples=preset.reg_examples
         )
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
-    history = fit(
-        model,
-        data,
+    settings = FitSettings(
         epochs=preset.epochs,
         batch_size=preset.batch_size,
         lr=preset.lr,
         lr_schedule=preset.lr_schedule,
         seed=seed,
+    )
+    history = fit(
+        model,
+        data,
+        settings,
         device=device,
         penalty=penalty,
         out_dir=run_dir,

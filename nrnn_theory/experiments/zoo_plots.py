@@ -1,5 +1,10 @@
 """Figures of the model zoo: flatness, Lyapunov spectra, margins, robustness, correlations.
 
+The robustness figure is drawn by one function, :func:`plot_robustness`, for both
+``nrnn robustness --plot`` (from :class:`~nrnn_theory.robustness.RobustnessSweep`
+records) and the reproduction report (:func:`plot_robustness_curves`, from stored
+analyses).
+
 Every function takes the analyses of one task as ``{model: [(data, arrays), ...]}``
 (one pair per seed, as stored by the pipeline), draws one figure in the shared style
 and writes ``<stem>.pdf`` and ``<stem>.png``; it returns the two paths.
@@ -7,8 +12,9 @@ and writes ``<stem>.pdf`` and ``<stem>.png``; it returns the two paths.
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,42 +22,26 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from scipy import stats
 
+from nrnn_theory.experiments.claims import Records, robust_score
 from nrnn_theory.experiments.store import stored_float
 from nrnn_theory.experiments.style import (
-    MODEL_LABELS,
     model_color,
     new_figure,
     save_figure,
     styled,
 )
-from nrnn_theory.experiments.zoo import ZOO
+from nrnn_theory.experiments.zoo import MODEL_LABELS, ZOO
 
 
 __all__ = [
-    "ROBUSTNESS_LABELS",
     "plot_correlations",
     "plot_flatness",
     "plot_lyapunov",
     "plot_margins",
+    "plot_robustness",
     "plot_robustness_curves",
     "robust_score",
 ]
-
-Records = Mapping[str, Sequence[tuple[dict[str, Any], dict[str, np.ndarray]]]]
-
-#: Panel titles of the four perturbations (THEORY.md §11 (a)-(d)).
-ROBUSTNESS_LABELS: dict[str, str] = {
-    "white_noise": "(a) white noise",
-    "multiplicative_noise": "(b) multiplicative noise",
-    "salt_and_pepper": "(c) salt and pepper",
-    "pgd_linf": "(d) PGD attack",
-}
-_STRENGTH = {
-    "white_noise": "sigma",
-    "multiplicative_noise": "sigma",
-    "salt_and_pepper": "alpha",
-    "pgd_linf": "eps (linf)",
-}
 
 
 def _figure_legend(fig, axes) -> None:
@@ -70,13 +60,6 @@ def _label(name: str) -> str:
 
 def _values(records: Records, model: str, key: str) -> np.ndarray:
     return np.asarray([stored_float(d.get(key)) for d, _ in records.get(model, ())], dtype=float)
-
-
-def robust_score(data: Mapping[str, Any]) -> float:
-    """Mean accuracy over every strength of the four perturbation sweeps."""
-    rob = data.get("robustness") or {}
-    vals = [stored_float(v) for v in rob.values()]
-    return float(np.mean(vals)) if vals else math.nan
 
 
 def _training_noise(name: str) -> float:
@@ -186,36 +169,203 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
     return save_figure(fig, stem)
 
 
+#: Panel titles and strength axes of the four perturbation families (THEORY.md §11),
+#: indexed by :attr:`nrnn_theory.robustness.Perturbation.panel`.
+_PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
+_PANEL_X = ("sigma", "sigma", "alpha", "eps (in each attack's norm)")
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """One line of the robustness figure: a model under one perturbation.
+
+    ``strengths`` starts at 0 (the clean accuracy); ``low``/``high`` is the band, or
+    ``None`` when no interval is known.
+    """
+
+    model: str
+    perturbation: str
+    strengths: np.ndarray
+    accuracy: np.ndarray
+    low: np.ndarray | None
+    high: np.ndarray | None
+
+
+def _figure_paths(path: str | os.PathLike) -> Path:
+    """The stem of ``out.png``, ``out.pdf`` or ``out`` (both files are written)."""
+    p = Path(path)
+    if p.suffix.lower() in (".png", ".pdf"):
+        stem = p.with_suffix("")
+    elif p.suffix == "":
+        stem = p
+    else:
+        raise ValueError(f"path: expected a .png or .pdf name (both are written), got {str(p)!r}")
+    if not stem.parent.exists():
+        raise FileNotFoundError(f"path: the folder {str(stem.parent)!r} does not exist")
+    return stem
+
+
+def _combine(model: str, perturbation: str, parts) -> _Curve:
+    """Several runs (seeds) of one model as one line: mean accuracy, band from the lowest
+    to the highest interval bound (the interval itself for a single run)."""
+    x = parts[0][0]
+    acc = np.mean([a for _, a, _, _ in parts], axis=0)
+    bands = [(lo, hi) for _, _, lo, hi in parts if lo is not None]
+    low = np.min([lo for lo, _ in bands], axis=0) if bands else None
+    high = np.max([hi for _, hi in bands], axis=0) if bands else None
+    return _Curve(model, perturbation, x, acc, low, high)
+
+
 @styled
+def _draw_robustness(curves: Sequence[_Curve], stem: Path, *, title: str, dpi=None):
+    """The robustness figure: the one function that draws it, in the shared style."""
+    from nrnn_theory.robustness import PERTURBATIONS
+
+    fig, axes = new_figure(1, 4, width=2.5, height=2.5, sharey=True)
+    models = list(dict.fromkeys(c.model for c in curves))
+    colours = {m: model_color(m) if m in ZOO else f"C{i % 10}" for i, m in enumerate(models)}
+    attacks = [n for n, q in PERTURBATIONS.items() if q.kind == "attack"]
+    used = [False] * 4
+    for c in curves:
+        spec = PERTURBATIONS[c.perturbation]
+        ax = axes[0, spec.panel]
+        used[spec.panel] = True
+        attack = spec.kind == "attack"
+        style = _LINESTYLES[attacks.index(c.perturbation) % 4] if attack else "-"
+        label = f"{_label(c.model)}, {spec.label}" if attack else _label(c.model)
+        ax.plot(c.strengths, c.accuracy, style, marker="o", color=colours[c.model], label=label)
+        if c.low is not None:
+            ax.fill_between(c.strengths, c.low, c.high, color=colours[c.model], alpha=0.15, lw=0)
+    for k, ax in enumerate(axes[0]):
+        ax.set_title(_PANELS[k])
+        ax.set_xlabel(_PANEL_X[k])
+        if not used[k]:
+            ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    _figure_legend(fig, axes)
+    fig.suptitle(title)
+    return save_figure(fig, stem, dpi=dpi)
+
+
+def _sweep_groups(sweeps) -> dict[str, list]:
+    from nrnn_theory.robustness import RobustnessSweep
+
+    def check(s, key):
+        if not isinstance(s, RobustnessSweep):
+            raise TypeError(f"sweeps[{key!r}]: expected RobustnessSweep, got {type(s).__name__}")
+        return s
+
+    groups: dict[str, list] = {}
+    if isinstance(sweeps, RobustnessSweep):
+        groups[sweeps.name] = [sweeps]
+    elif isinstance(sweeps, Mapping):
+        for key, value in sweeps.items():
+            runs = value if isinstance(value, Sequence) else [value]
+            groups[str(key)] = [check(s, key) for s in runs]
+    else:
+        for i, s in enumerate(sweeps):
+            groups.setdefault(check(s, i).name, []).append(s)
+    if not groups or not all(groups.values()):
+        raise ValueError("sweeps: expected at least one RobustnessSweep, got none")
+    return groups
+
+
+def plot_robustness(
+    sweeps,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    dpi: int = 150,
+) -> tuple[Path, Path]:
+    """Write the four-panel accuracy-versus-strength figure (THEORY.md §11) as PDF and PNG.
+
+    The robustness figure of the package, drawn in one style for ``nrnn robustness
+    --plot`` and for the reproduction report (:func:`plot_robustness_curves`). Panels:
+    (a) white noise, (b) multiplicative noise, (c) salt and pepper, (d) adversarial
+    (every attack present, one line style each). One colour per model; each curve
+    starts at the clean accuracy (strength 0) and carries its confidence band. Several
+    sweeps of one model (e.g. seeds) are averaged, with the band from the lowest to the
+    highest of their interval bounds. A family no sweep evaluated is left as an empty
+    panel that says so.
+
+    Parameters
+    ----------
+    sweeps : RobustnessSweep, sequence of them, or mapping name -> sweep(s)
+        A mapping names the models (a value may be a sequence of sweeps of that
+        model); otherwise each sweep's ``name`` does.
+    path : str or path
+        ``out.png``, ``out.pdf`` or ``out``: both ``out.pdf`` and ``out.png`` are
+        written, rendered first and then renamed into place, so an error leaves no
+        half-written or clobbered file.
+    title : str, optional
+    dpi : int
+        Resolution of the PNG.
+
+    Returns
+    -------
+    (Path, Path)
+        The PDF and PNG paths.
+    """
+    from nrnn_theory._contract import check_positive_int
+
+    groups = _sweep_groups(sweeps)
+    stem = _figure_paths(path)
+    dpi = check_positive_int("dpi", dpi)
+    curves = []
+    for name, runs in groups.items():
+        per: dict[str, list] = {}
+        for s in runs:
+            for c in s.curves:
+                per.setdefault(c.perturbation, []).append(
+                    (
+                        np.array([0.0, *c.strengths.tolist()]),
+                        np.array([s.clean_accuracy, *c.accuracy.tolist()]),
+                        np.array([s.clean_ci[0], *c.ci_low.tolist()]),
+                        np.array([s.clean_ci[1], *c.ci_high.tolist()]),
+                    )
+                )
+        curves += [_combine(name, pert, parts) for pert, parts in per.items()]
+    conf = next(iter(groups.values()))[0].confidence
+    default = f"Accuracy under input perturbations (bands: {100 * conf:g}% intervals)"
+    return _draw_robustness(curves, stem, title=title or default, dpi=dpi)
+
+
 def plot_robustness_curves(
     records: Records, stem: str | Path, *, task: str = ""
 ) -> tuple[Path, Path]:
-    """Accuracy against perturbation strength, one panel per perturbation of THEORY.md
-    §11, mean over seeds (clean accuracy at strength 0)."""
-    fig, axes = new_figure(1, 4, width=2.5, height=2.5, sharey=True)
-    for ax, (pert, title) in zip(axes[0], ROBUSTNESS_LABELS.items(), strict=True):
-        for name, recs in records.items():
-            curves = [
-                (a[f"robust_{pert}_strengths"], a[f"robust_{pert}_accuracy"], d)
-                for d, a in recs
-                if f"robust_{pert}_accuracy" in a
-            ]
-            if not curves:
-                continue
-            s = np.concatenate([[0.0], curves[0][0]])
-            acc = np.stack(
-                [
-                    np.concatenate([[stored_float(d["robust_clean_accuracy"])], c])
-                    for _, c, d in curves
-                ]
-            )
-            ax.plot(s, acc.mean(0), marker="o", color=model_color(name), label=_label(name))
-        ax.set_title(title)
-        ax.set_xlabel(_STRENGTH[pert])
-    axes[0, 0].set_ylabel("accuracy")
-    _figure_legend(fig, axes)
-    fig.suptitle(f"Robustness to input perturbations at inference ({task})")
-    return save_figure(fig, stem)
+    """The robustness figure (:func:`plot_robustness`) of the stored zoo analyses of one
+    task: mean over seeds, band from the lowest to the highest per-seed interval bound
+    (analyses stored without intervals draw the mean only)."""
+    from nrnn_theory.robustness import PERTURBATIONS
+
+    curves = []
+    for name, recs in records.items():
+        per: dict[str, list] = {}
+        for d, a in recs:
+            clean = stored_float(d["robust_clean_accuracy"])
+            clean_ci = d.get("robust_clean_ci")
+            for pert in PERTURBATIONS:
+                key = f"robust_{pert}"
+                if f"{key}_accuracy" not in a:
+                    continue
+                band = None, None
+                if clean_ci is not None and f"{key}_ci_low" in a:
+                    lo, hi = (stored_float(v) for v in clean_ci)
+                    band = [lo, *a[f"{key}_ci_low"]], [hi, *a[f"{key}_ci_high"]]
+                per.setdefault(pert, []).append(
+                    (
+                        np.array([0.0, *a[f"{key}_strengths"]]),
+                        np.array([clean, *a[f"{key}_accuracy"]]),
+                        None if band[0] is None else np.asarray(band[0]),
+                        None if band[1] is None else np.asarray(band[1]),
+                    )
+                )
+        curves += [_combine(name, pert, parts) for pert, parts in per.items()]
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    title = f"Robustness to input perturbations at inference ({task})"
+    return _draw_robustness(curves, Path(stem), title=title)
 
 
 @styled

@@ -47,6 +47,17 @@ def _numpy_lambdified(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable:
 def to_numpy_fn(expr: sp.Expr, args: Sequence[sp.Symbol]) -> Callable[..., np.ndarray]:
     """Numpy callable evaluating ``expr`` at values of ``args`` (broadcasting).
 
+    Parameters
+    ----------
+    expr : sympy.Expr
+        One of the package's expressions (``sympify`` evaluates what it is given).
+    args : sequence of sympy.Symbol
+        The symbols, in the order of the callable's arguments.
+
+    Returns
+    -------
+    callable
+
     Examples
     --------
     >>> x = sp.Symbol("x")
@@ -96,6 +107,17 @@ def _torch_lambdified(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable:
 
 def to_torch_fn(expr: sp.Expr, args: Sequence[sp.Symbol]) -> Callable[..., torch.Tensor]:
     """Torch callable evaluating a scalar ``expr``; gradients flow through it.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        One of the package's expressions (``sympify`` evaluates what it is given).
+    args : sequence of sympy.Symbol
+        The symbols, in the order of the callable's arguments.
+
+    Returns
+    -------
+    callable
 
     Raises
     ------

@@ -79,7 +79,17 @@ class NRNNSymbols:
 
     @classmethod
     def create(cls, H: int, D: int, C: int, M: int) -> NRNNSymbols:
-        """Fresh symbols for the given sizes."""
+        """Fresh symbols for the given sizes.
+
+        Parameters
+        ----------
+        H, D, C, M : int
+            Hidden size, input size, number of classes and number of steps.
+
+        Returns
+        -------
+        NRNNSymbols
+        """
         return cls(
             A=_matrix("A", H, H),
             W=_matrix("W", H, H),
@@ -123,6 +133,20 @@ class NRNNSymbols:
 
         ``noise`` supplies ``sigma1, sigma2`` per unit :math:`\\epsilon` for ``"sde"`` and
         ``a = epsilon * sigma1``, ``mu = epsilon * sigma2`` for ``"paper_code"``.
+
+        Parameters
+        ----------
+        params : NRNNParams
+        xs : Tensor, shape (B, M, D)
+        labels : Tensor, shape (B,)
+        noise : NoiseSpec
+        h0 : Tensor, shape (B, H), optional
+            Initial state (default zeros).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One float64 value per symbol of :meth:`args`, in that order.
         """
         H, D, C, M = self.sizes
         B = xs.shape[0]
@@ -153,6 +177,16 @@ class NRNNSymbols:
 def drift_expr(sym: NRNNSymbols, h: sp.Matrix, x: sp.Matrix) -> sp.Matrix:
     r"""Drift :math:`f(h, x) = \alpha A h + \tanh(Wh + Ux + b)` as an (H, 1) matrix.
 
+    Parameters
+    ----------
+    sym : NRNNSymbols
+    h : sympy.Matrix, shape (H, 1)
+    x : sympy.Matrix, shape (D, 1)
+
+    Returns
+    -------
+    sympy.Matrix, shape (H, 1)
+
     Examples
     --------
     >>> sym = NRNNSymbols.create(H=1, D=1, C=2, M=1)
@@ -168,6 +202,17 @@ def clean_chain_expr(sym: NRNNSymbols, step: sp.Matrix | None = None) -> list[sp
 
     ``step`` defaults to ``sym.d``; pass :math:`(1-\mu/2)\,d` for the ``"paper_code"``
     reference chain.
+
+    Parameters
+    ----------
+    sym : NRNNSymbols
+    step : sympy.Matrix, shape (H, 1), optional
+        The step vector :math:`s` (default ``sym.d``).
+
+    Returns
+    -------
+    list of sympy.Matrix
+        The ``M + 1`` states, each (H, 1).
     """
     s = sym.d if step is None else step
     hs = [sym.h0]
@@ -178,6 +223,16 @@ def clean_chain_expr(sym: NRNNSymbols, step: sp.Matrix | None = None) -> list[sp
 
 def cross_entropy_expr(sym: NRNNSymbols, h: sp.Matrix) -> sp.Expr:
     r"""Cross-entropy :math:`-e_y^\top(Vh + c) + \log\sum_j\exp((Vh + c)_j)` of the readout.
+
+    Parameters
+    ----------
+    sym : NRNNSymbols
+        Supplies :math:`V`, :math:`c` and the one-hot label.
+    h : sympy.Matrix, shape (H, 1)
+
+    Returns
+    -------
+    sympy.Expr
 
     Examples
     --------

@@ -185,15 +185,47 @@ class ChainSymbols:
         return cls(H, M, order, r, noise, s, f, G, hbar, loss, eta, dist, d)
 
     def jacobian(self, k: int) -> sp.Matrix:
-        r""":math:`\partial_hf(\bar h_k)` as an (H, H) matrix of symbols."""
+        r""":math:`\partial_hf(\bar h_k)` as an (H, H) matrix of symbols.
+
+        Parameters
+        ----------
+        k : int
+            The step, ``0 <= k < M``.
+
+        Returns
+        -------
+        sympy.Matrix, shape (H, H)
+        """
         return sp.Matrix(self.H, self.H, lambda i, j: self.f[k, i, (j,)])
 
     def drift_hessian(self, k: int, i: int) -> sp.Matrix:
-        r""":math:`\nabla^2f_i(\bar h_k)` (symmetric (H, H) matrix of symbols)."""
+        r""":math:`\nabla^2f_i(\bar h_k)` (symmetric (H, H) matrix of symbols).
+
+        Parameters
+        ----------
+        k : int
+            The step, ``0 <= k < M``.
+        i : int
+            The drift component, ``0 <= i < H``.
+
+        Returns
+        -------
+        sympy.Matrix, shape (H, H)
+        """
         return sp.Matrix(self.H, self.H, lambda j, m: self.f[k, i, tuple(sorted((j, m)))])
 
     def noise_covariance(self, k: int) -> sp.Matrix:
-        r"""THEORY.md's :math:`C_k = G_kG_k^\top` for the noise model, at :math:`\bar h_k`."""
+        r"""THEORY.md's :math:`C_k = G_kG_k^\top` for the noise model, at :math:`\bar h_k`.
+
+        Parameters
+        ----------
+        k : int
+            The step, ``0 <= k < M``.
+
+        Returns
+        -------
+        sympy.Matrix, shape (H, H)
+        """
         H = self.H
         if self.noise == "generic":
             Gk = sp.Matrix(H, self.r, lambda i, a: self.G[k, i, a, ()])
@@ -341,6 +373,16 @@ def regularizer_formula_expr(cs: ChainSymbols) -> tuple[sp.Expr, sp.Expr]:
     drift :math:`\nabla^2f_i = \tanh''(z_i)w_iw_i^\top`, which gives THEORY.md's
     :math:`\hat v_k`.
 
+    Parameters
+    ----------
+    cs : ChainSymbols
+        The symbols of a chain (its Jacobians, drift Hessians, noise covariances and loss
+        derivatives), e.g. ``expansion_expr(...).symbols``.
+
+    Returns
+    -------
+    Q_hat, R_hat : sympy.Expr
+
     Examples
     --------
     >>> cs = ChainSymbols.create(H=1, M=1, order=2, noise="generic")
@@ -482,6 +524,17 @@ def nrnn_regularizer_expr(
     per unit :math:`\epsilon`; ``"paper_code"`` uses ``a``, ``mu`` and the reference
     step :math:`(1-\mu/2)d`.
 
+    Parameters
+    ----------
+    H, M : int
+        Hidden size and number of steps (small: the expression grows quickly).
+    C, D : int
+        Number of classes (default 2) and input size (default 1).
+    convention : {"sde", "paper_code"}
+        The discretization convention.
+    structure : {"diagonal", "scalar"}
+        The ``"sde"`` noise structure (``"paper_code"`` requires ``"diagonal"``).
+
     Returns
     -------
     expr : sympy.Expr
@@ -551,6 +604,17 @@ def nrnn_regularizer_fn(
     stages, each a lambdified sympy expression: the clean step :math:`\bar h_{k+1} =
     \bar h_k + s\odot f(\bar h_k, x_k)`, the drift and loss derivatives (``sympy.diff``)
     at the clean states, and the derived :math:`2\,\mathbb E[c_2]` as a polynomial in them.
+
+    Parameters
+    ----------
+    H, M : int
+        Hidden size and number of steps (small: the expression grows quickly).
+    C, D : int
+        Number of classes (default 2) and input size (default 1).
+    convention : {"sde", "paper_code"}
+        The discretization convention.
+    structure : {"diagonal", "scalar"}
+        The ``"sde"`` noise structure (``"paper_code"`` requires ``"diagonal"``).
 
     Returns
     -------
@@ -680,6 +744,22 @@ def derivation_text(
 ) -> str:
     r"""A printable account of a derivation: coefficients, formula, check, continuous limit.
 
+    Parameters
+    ----------
+    H, M : int
+        Hidden size and number of steps, as in :func:`expansion_expr`.
+    noise : {"generic", "diagonal", "scalar", "paper_code"}
+        The noise model.
+    order : int
+        Highest power of :math:`\epsilon` shown (default 3, which shows that the cubic
+        term vanishes).
+    continuous : bool
+        Also show the continuous-time limit of the formula.
+
+    Returns
+    -------
+    str
+
     Examples
     --------
     >>> print(derivation_text(1, 1, continuous=False))  # doctest: +ELLIPSIS
@@ -724,7 +804,18 @@ def derivation_text(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nrnn_theory.symbolic.regularizer``: print a derivation."""
+    """``python -m nrnn_theory.symbolic.regularizer``: print a derivation.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments (default ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m nrnn_theory.symbolic.regularizer",
         description="Print the symbolic small-noise expansion (THEORY.md §5-6).",

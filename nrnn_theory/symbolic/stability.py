@@ -91,6 +91,17 @@ def difference_generator_expr(structure: Literal["scalar", "diagonal"], n: int) 
     :math:`f(h, x) - f(h', x)` (symbols ``F_i``). Additive noise cancels in
     :math:`\Delta` and does not appear.
 
+    Parameters
+    ----------
+    structure : {"scalar", "diagonal"}
+        How the multiplicative noise enters (one shared Brownian motion, or one per unit).
+    n : int
+        The dimension :math:`d_h` of :math:`\Delta`.
+
+    Returns
+    -------
+    sympy.Expr
+
     Examples
     --------
     >>> difference_generator_expr("scalar", 2)
@@ -106,6 +117,16 @@ def power_mean_identity_expr(n: int) -> sp.Expr:
 
     Identically zero, which proves :math:`\sum_i\Delta_i^4 \ge |\Delta|^4/n` (the step
     behind the diagonal bound) for this ``n``.
+
+    Parameters
+    ----------
+    n : int
+        The dimension.
+
+    Returns
+    -------
+    sympy.Expr
+        Zero after expansion.
 
     Examples
     --------
@@ -126,6 +147,17 @@ def mao_constants_expr(structure: Literal["scalar", "diagonal"], n: int) -> tupl
     :math:`\Delta^\top F \le \hat\lambda|\Delta|^2`; :math:`c_3` bounds
     :math:`|V_x G|^2/V^2` from below (exactly for ``"scalar"``; through the
     power-mean inequality for ``"diagonal"``).
+
+    Parameters
+    ----------
+    structure : {"scalar", "diagonal"}
+        How the multiplicative noise enters (one shared Brownian motion, or one per unit).
+    n : int
+        The dimension :math:`d_h` of :math:`\Delta`.
+
+    Returns
+    -------
+    c2, c3 : sympy.Expr
 
     Examples
     --------
@@ -153,12 +185,36 @@ def mao_constants_expr(structure: Literal["scalar", "diagonal"], n: int) -> tupl
 
 
 def mao_exponent_expr(c2: sp.Expr, c3: sp.Expr, p: int = 2) -> sp.Expr:
-    r"""Mao's almost-sure bound :math:`-(c_3 - 2c_2)/(2p)` (THEORY.md §9(b))."""
+    r"""Mao's almost-sure bound :math:`-(c_3 - 2c_2)/(2p)` (THEORY.md §9(b)).
+
+    Parameters
+    ----------
+    c2, c3 : sympy.Expr
+        Mao's constants, e.g. from :func:`mao_constants_expr`.
+    p : int
+        The power in :math:`c_1|x|^p \le V` (default 2, for :math:`V = |\Delta|^2`).
+
+    Returns
+    -------
+    sympy.Expr
+    """
     return sp.simplify(-(c3 - 2 * c2) / (2 * p))
 
 
 def almost_sure_bound_expr(structure: Literal["scalar", "diagonal"], n: int) -> sp.Expr:
     r"""Almost-sure exponent bound for multiplicative noise, derived (THEORY.md §9(c)-(d)).
+
+    Parameters
+    ----------
+    structure : {"scalar", "diagonal"}
+        How the multiplicative noise enters (one shared Brownian motion, or one per unit).
+    n : int
+        The dimension :math:`d_h` of :math:`\Delta`.
+
+    Returns
+    -------
+    sympy.Expr
+        In the symbols ``lambda_hat``, ``epsilon``, ``sigma_2``.
 
     Examples
     --------
@@ -176,6 +232,17 @@ def mean_square_rate_expr(structure: Literal["scalar", "diagonal"] = "scalar", n
 
     From :math:`\tfrac{d}{dt}\mathbb E|\Delta|^2 = \mathbb E\mathcal LV \le
     c_2\mathbb E|\Delta|^2`; the same for both structures.
+
+    Parameters
+    ----------
+    structure : {"scalar", "diagonal"}
+        How the multiplicative noise enters (one shared Brownian motion, or one per unit).
+    n : int
+        The dimension :math:`d_h` of :math:`\Delta`.
+
+    Returns
+    -------
+    sympy.Expr
 
     Examples
     --------

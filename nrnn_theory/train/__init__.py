@@ -9,12 +9,12 @@ Models (:mod:`~nrnn_theory.train.models`)
     NoisyRNN, LipschitzRNN, AntisymmetricRNN, CoRNN, LSTMClassifier, GRUClassifier,
     MODELS, build_model, model_config
 Adapters (:mod:`~nrnn_theory.train.adapters`)
-    params_from_module, noise_from_module, import_authors_state_dict
+    params_from_module, params_from_torch_rnn, noise_from_module, import_authors_state_dict
 Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
-    fit, evaluate, OPTIMIZERS, FitHistory
+    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory
 Penalties (:mod:`~nrnn_theory.train.penalties`)
     explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
@@ -23,11 +23,11 @@ Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
 """
 
-from nrnn_theory.results import FitHistory
 from nrnn_theory.train.adapters import (
     import_authors_state_dict,
     noise_from_module,
     params_from_module,
+    params_from_torch_rnn,
 )
 from nrnn_theory.train.checkpoint import (
     Checkpoint,
@@ -47,7 +47,7 @@ from nrnn_theory.train.data import (
     split_indices,
 )
 from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
-from nrnn_theory.train.loop import OPTIMIZERS, evaluate, fit
+from nrnn_theory.train.loop import OPTIMIZERS, FitHistory, FitSettings, evaluate, fit
 from nrnn_theory.train.models import (
     MODELS,
     AntisymmetricRNN,
@@ -76,6 +76,7 @@ __all__ = [
     "CoRNN",
     "ExplicitRegularizerPenalty",
     "FitHistory",
+    "FitSettings",
     "GRUClassifier",
     "LSTMClassifier",
     "LipschitzRNN",
@@ -94,6 +95,7 @@ __all__ = [
     "model_config",
     "noise_from_module",
     "params_from_module",
+    "params_from_torch_rnn",
     "penalty_from_config",
     "read_idx",
     "read_ts",

@@ -2,7 +2,10 @@ r"""From trained modules to the records the analysis functions take.
 
 * :func:`params_from_module` extracts the :class:`~nrnn_theory.NRNNParams` of a model
   of the NRNN family (:class:`~nrnn_theory.train.NoisyRNN`, ``LipschitzRNN``,
-  ``AntisymmetricRNN``); :func:`noise_from_module` its training noise.
+  ``AntisymmetricRNN``), of a module holding a one-layer tanh ``torch.nn.RNN`` and an
+  ``nn.Linear`` readout, or of any module that exposes ``nrnn_params()`` (the
+  protocol below); :func:`noise_from_module` its training noise.
+* :func:`params_from_torch_rnn` maps a ``torch.nn.RNN`` and its readout exactly.
 * :func:`import_authors_state_dict` reads a ``state_dict`` of the authors' public
   NoisyRNN implementation (THEORY.md §3) into a :class:`~nrnn_theory.train.NoisyRNN`,
   so models trained with that code can be analysed and certified here.
@@ -25,6 +28,22 @@ Their step is ``h + eps * f`` (``solver='base'``) or ``h + d * m * f + a * zeta`
 :math:`A = \beta(B - B^\top) + (1-\beta)(B + B^\top) - \gamma_A I`; since
 :math:`A^\top` is the same expression in :math:`B^\top`, the column-convention matrix
 is built from :math:`M_A = B^\top`.
+
+**A torch RNN is an NRNN.** A one-layer ``torch.nn.RNN`` with ``nonlinearity='tanh'``
+computes :math:`h_{k+1} = \tanh(W_{hh}h_k + W_{ih}x_k + b_{ih} + b_{hh})` from
+:math:`h_0 = 0`. The NRNN step with :math:`\Delta t = 1`, :math:`\alpha = 1` and
+:math:`A = -I` is :math:`h_k + 1\cdot(-h_k + \tanh(Wh_k + Ux_k + b))`, the same map, so
+:math:`W = W_{hh}`, :math:`U = W_{ih}`, :math:`b = b_{ih} + b_{hh}`, and the readout
+``nn.Linear`` gives :math:`V, c`. The batch layout (``batch_first``) does not enter the
+parameters: :func:`~nrnn_theory.rollout` always takes ``(B, T, D)`` inputs.
+
+**Bringing another model.** A module whose forward pass is this model family can
+expose a method ``nrnn_params()`` returning its :class:`~nrnn_theory.NRNNParams`
+(differentiable in its parameters, as :meth:`NoisyRNN.nrnn_params
+<nrnn_theory.train.NoisyRNN.nrnn_params>` is), and optionally an attribute ``noise``
+(a :class:`~nrnn_theory.NoiseSpec` or ``None``); :func:`params_from_module` and
+:func:`noise_from_module` honour them. Check the mapping once on your inputs:
+``readout(p, rollout(p, xs))`` must equal the module's clean forward pass.
 """
 
 from __future__ import annotations
@@ -36,17 +55,23 @@ from torch import Tensor, nn
 
 from nrnn_theory._contract import check_choice, check_nonnegative, check_positive, check_real
 from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory.train.models import NoisyRNN, _unwrap
+from nrnn_theory.train.models import NoisyRNN, unwrap_model
 
 
-__all__ = ["AUTHORS_KEYS", "import_authors_state_dict", "noise_from_module", "params_from_module"]
+__all__ = [
+    "AUTHORS_KEYS",
+    "import_authors_state_dict",
+    "noise_from_module",
+    "params_from_module",
+    "params_from_torch_rnn",
+]
 
 #: The parameter names of the authors' NoisyRNN ``state_dict``.
 AUTHORS_KEYS: tuple[str, ...] = ("B", "C", "E.weight", "E.bias", "D.weight", "D.bias", "d")
 
 
 def _nrnn_module(model: object) -> NoisyRNN:
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if not isinstance(inner, NoisyRNN):
         raise TypeError(
             f"model: expected a model of the NRNN family (NoisyRNN, LipschitzRNN, "
@@ -54,6 +79,149 @@ def _nrnn_module(model: object) -> NoisyRNN:
             "are the NRNN drift of THEORY.md §2 have NRNNParams"
         )
     return inner
+
+
+def _check_torch_rnn(name: str, rnn: object) -> nn.RNN:
+    """A one-layer, one-direction tanh ``nn.RNN``, or a clear error naming what is not."""
+    if not isinstance(rnn, nn.RNNBase):
+        raise TypeError(f"{name}: expected a torch.nn.RNN, got {type(rnn).__name__}")
+    if rnn.mode not in ("RNN_TANH", "RNN_RELU"):
+        raise TypeError(
+            f"{name}: expected a torch.nn.RNN, got {type(rnn).__name__} (mode {rnn.mode!r}); "
+            "gated cells (LSTM, GRU) are not of the NRNN family"
+        )
+    unsupported = []
+    if rnn.mode == "RNN_RELU":
+        unsupported.append("nonlinearity='relu' (the NRNN drift is tanh)")
+    if rnn.num_layers != 1:
+        unsupported.append(f"num_layers={rnn.num_layers} (one layer only)")
+    if rnn.bidirectional:
+        unsupported.append("bidirectional=True (one direction only)")
+    if getattr(rnn, "proj_size", 0):
+        unsupported.append(f"proj_size={rnn.proj_size}")
+    if unsupported:
+        raise ValueError(
+            f"{name}: this torch.nn.RNN is not an NRNN; unsupported: {'; '.join(unsupported)}. "
+            "Supported: one layer, one direction, nonlinearity='tanh', with or without bias"
+        )
+    return rnn
+
+
+def _torch_rnn_pair(model: nn.Module) -> tuple[nn.RNN, nn.Linear] | None:
+    """``(rnn, linear)`` if ``model`` is a torch RNN wrapper, else ``None``.
+
+    A wrapper is a module without parameters of its own whose children with
+    parameters are exactly one ``nn.RNNBase`` and one ``nn.Linear``.
+    """
+    if isinstance(model, nn.RNNBase):
+        return None
+    if any(True for _ in model.parameters(recurse=False)):
+        return None
+    with_params = [m for m in model.children() if any(True for _ in m.parameters())]
+    rnns = [m for m in with_params if isinstance(m, nn.RNNBase)]
+    linears = [m for m in with_params if isinstance(m, nn.Linear)]
+    if len(with_params) == 2 and len(rnns) == 1 and len(linears) == 1:
+        return rnns[0], linears[0]
+    return None
+
+
+def params_from_torch_rnn(
+    rnn: nn.RNN,
+    readout: nn.Linear,
+    *,
+    dtype: torch.dtype | None = None,
+    detach: bool = True,
+) -> NRNNParams:
+    r"""The :class:`~nrnn_theory.NRNNParams` of a one-layer tanh ``torch.nn.RNN``, exactly.
+
+    ``torch.nn.RNN`` computes
+    :math:`h_{k+1} = \tanh(W_{hh}h_k + W_{ih}x_k + b_{ih} + b_{hh})` from
+    :math:`h_0 = 0`: the NRNN step (THEORY.md §2-3) with :math:`\Delta t = 1`,
+    :math:`\alpha = 1`, :math:`A = -I`, since
+    :math:`h + 1\cdot(-h + \tanh(z)) = \tanh(z)`.
+
+    .. math:: A = -I,\quad W = W_{hh},\quad U = W_{ih},\quad b = b_{ih} + b_{hh},
+              \quad V = W_{\rm out},\quad c = b_{\rm out},\quad \Delta t = 1
+
+    With ``fc`` the readout, :func:`nrnn_theory.readout` of
+    :func:`nrnn_theory.rollout` then equals ``fc(rnn(xs)[0][:, -1])`` for ``(B, T, D)``
+    inputs (``fc(rnn(xs.transpose(0, 1))[0][-1])`` when the module is not
+    ``batch_first``), up to rounding: the NRNN step adds and subtracts :math:`h_k`.
+
+    Parameters
+    ----------
+    rnn : torch.nn.RNN
+        One layer, one direction, ``nonlinearity='tanh'``, with or without bias, either
+        batch layout. ``dropout`` is accepted: torch applies it only between layers,
+        so a one-layer module ignores it.
+    readout : torch.nn.Linear
+        The classifier on the last hidden state, ``in_features == rnn.hidden_size``,
+        with or without bias (no bias: :math:`c = 0`).
+    dtype : torch.dtype, optional
+        Cast the parameters (e.g. ``torch.float64`` for certificates); default: the
+        module's dtype. The device is the module's.
+    detach : bool
+        ``True`` (default): a detached copy to analyse. ``False``: :math:`W, U, b, V, c`
+        keep the autograd graph of the module's parameters.
+
+    Returns
+    -------
+    NRNNParams
+        With ``dt = 1``, ``alpha = 1``, ``A = -I`` and no per-unit step.
+
+    Raises
+    ------
+    ValueError
+        For an ``nn.RNN`` outside the NRNN family, naming each unsupported setting
+        (``nonlinearity='relu'``, ``num_layers > 1``, ``bidirectional``), or a readout
+        whose ``in_features`` is not the hidden size.
+    TypeError
+        If ``rnn`` is not an ``nn.RNN`` (an LSTM or GRU, say), ``readout`` not an
+        ``nn.Linear``, or the two have different dtypes or devices.
+
+    See Also
+    --------
+    params_from_module : the same for a module holding ``(rnn, readout)``.
+
+    Examples
+    --------
+    >>> from nrnn_theory import readout, rollout
+    >>> rnn = torch.nn.RNN(2, 5, batch_first=True, dtype=torch.float64)
+    >>> fc = torch.nn.Linear(5, 3, dtype=torch.float64)
+    >>> p = params_from_torch_rnn(rnn, fc)
+    >>> xs = torch.rand(4, 7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> with torch.no_grad():
+    ...     expected = fc(rnn(xs)[0][:, -1])
+    >>> torch.testing.assert_close(readout(p, rollout(p, xs)), expected, rtol=1e-12, atol=1e-12)
+    >>> p.dt, p.alpha, bool(torch.equal(p.A, -torch.eye(5, dtype=torch.float64)))
+    (1.0, 1.0, True)
+    """
+    rnn = _check_torch_rnn("rnn", rnn)
+    if not isinstance(readout, nn.Linear):
+        raise TypeError(f"readout: expected a torch.nn.Linear, got {type(readout).__name__}")
+    if readout.in_features != rnn.hidden_size:
+        raise ValueError(
+            f"readout: expected in_features={rnn.hidden_size} (the RNN's hidden_size), "
+            f"got {readout.in_features}"
+        )
+    if not isinstance(detach, bool):
+        raise TypeError(f"detach: expected a bool, got {type(detach).__name__}")
+    W_hh, W_ih = rnn.weight_hh_l0, rnn.weight_ih_l0
+    if readout.weight.dtype != W_hh.dtype or readout.weight.device != W_hh.device:
+        raise TypeError(
+            f"readout: expected dtype {W_hh.dtype} on {W_hh.device} like rnn, got "
+            f"{readout.weight.dtype} on {readout.weight.device}"
+        )
+    H = rnn.hidden_size
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
+        b = rnn.bias_ih_l0 + rnn.bias_hh_l0 if rnn.bias else torch.zeros_like(W_hh[:, 0])
+        c = readout.bias if readout.bias is not None else torch.zeros_like(readout.weight[:, 0])
+        tensors = {"W": W_hh, "U": W_ih, "b": b, "V": readout.weight, "c": c}
+        if detach:
+            tensors = {k: v.detach().clone() for k, v in tensors.items()}
+        A = -torch.eye(H, dtype=W_hh.dtype, device=W_hh.device)
+        params = NRNNParams(A=A, dt=1.0, alpha=1.0, **tensors)
+    return params if dtype is None else params.to(dtype=dtype)
 
 
 def params_from_module(
@@ -65,10 +233,21 @@ def params_from_module(
     pass), and ``rollout(p, xs, noise=noise_from_module(model))`` its training-mode
     dynamics; the model itself is left untouched.
 
+    Three kinds of model are accepted, in this order:
+
+    1. the package's NRNN family (:class:`~nrnn_theory.train.NoisyRNN`,
+       :class:`~nrnn_theory.train.LipschitzRNN`,
+       :class:`~nrnn_theory.train.AntisymmetricRNN`);
+    2. any module with a method ``nrnn_params()`` returning
+       :class:`~nrnn_theory.NRNNParams` (the protocol of the module docstring);
+    3. a module holding a one-layer tanh ``torch.nn.RNN`` and an ``nn.Linear`` readout
+       as its only children with parameters, whose forward applies the readout to the
+       last hidden state (see :func:`params_from_torch_rnn`).
+
     Parameters
     ----------
-    model : NoisyRNN, LipschitzRNN or AntisymmetricRNN
-        Possibly wrapped in ``DistributedDataParallel``.
+    model : nn.Module
+        One of the three kinds above, possibly wrapped in ``DistributedDataParallel``.
     dtype : torch.dtype, optional
         Cast the parameters (e.g. ``torch.float64`` for certificates); default: the
         model's dtype. The device is the model's.
@@ -87,7 +266,10 @@ def params_from_module(
     Raises
     ------
     TypeError
-        For models outside the NRNN family (coRNN, LSTM, GRU).
+        For models outside these kinds (coRNN, LSTM, GRU, a bare ``nn.RNN`` without a
+        readout), or an ``nrnn_params()`` that does not return ``NRNNParams``.
+    ValueError
+        For a torch RNN outside the NRNN family (see :func:`params_from_torch_rnn`).
 
     Examples
     --------
@@ -98,20 +280,73 @@ def params_from_module(
     >>> xs = torch.rand(2, 7, 1, generator=torch.Generator().manual_seed(1))
     >>> bool(torch.equal(readout(p, rollout(p, xs)), model(xs)))
     True
+
+    A torch RNN with its readout, in a small wrapper:
+
+    >>> class Classifier(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.rnn = torch.nn.RNN(1, 6, batch_first=True)
+    ...         self.fc = torch.nn.Linear(6, 3)
+    ...     def forward(self, x):
+    ...         return self.fc(self.rnn(x)[0][:, -1])
+    >>> p = params_from_module(Classifier())
+    >>> p.hidden_size, p.dt
+    (6, 1.0)
     """
-    inner = _nrnn_module(model)
     if not isinstance(detach, bool):
         raise TypeError(f"detach: expected a bool, got {type(detach).__name__}")
-    if detach:
-        with torch.no_grad():
-            params = inner.nrnn_params().detach()
-    else:
-        params = inner.nrnn_params()
-    return params if dtype is None else params.to(dtype=dtype)
+    inner = unwrap_model(model)
+    if isinstance(inner, NoisyRNN) or (
+        isinstance(inner, nn.Module) and callable(getattr(inner, "nrnn_params", None))
+    ):
+        if detach:
+            with torch.no_grad():
+                params = inner.nrnn_params()
+        else:
+            params = inner.nrnn_params()
+        if not isinstance(params, NRNNParams):
+            raise TypeError(
+                f"model: expected {type(inner).__name__}.nrnn_params() to return NRNNParams, "
+                f"got {type(params).__name__}"
+            )
+        if detach:
+            params = params.detach()
+        return params if dtype is None else params.to(dtype=dtype)
+    if isinstance(inner, nn.RNNBase):
+        _check_torch_rnn("model", inner)
+        raise TypeError(
+            "model: a torch.nn.RNN alone has no readout; pass params_from_torch_rnn(rnn, "
+            "linear), or a module holding the RNN and its nn.Linear readout"
+        )
+    pair = _torch_rnn_pair(inner) if isinstance(inner, nn.Module) else None
+    if pair is not None:
+        _check_torch_rnn("model", pair[0])
+        return params_from_torch_rnn(*pair, dtype=dtype, detach=detach)
+    _nrnn_module(inner)  # raises the TypeError that names the NRNN family
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def noise_from_module(model: nn.Module) -> NoiseSpec | None:
-    """The training noise of an NRNN-family model (``None`` if it trains without noise).
+    """The training noise of a model (``None`` if it trains without noise).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model that :func:`params_from_module` accepts. The NRNN family reports its
+        ``noise``; a module following the ``nrnn_params()`` protocol its ``noise``
+        attribute if it has one (else ``None``); a torch RNN trains without noise
+        (``None``).
+
+    Returns
+    -------
+    NoiseSpec or None
+
+    Raises
+    ------
+    TypeError
+        For models that :func:`params_from_module` does not accept, or a ``noise``
+        attribute that is neither a ``NoiseSpec`` nor ``None``.
 
     Examples
     --------
@@ -120,7 +355,22 @@ def noise_from_module(model: nn.Module) -> NoiseSpec | None:
     >>> noise_from_module(m).additive
     0.02
     """
-    return _nrnn_module(model).noise
+    inner = unwrap_model(model)
+    if isinstance(inner, NoisyRNN):
+        return inner.noise
+    if isinstance(inner, nn.Module) and callable(getattr(inner, "nrnn_params", None)):
+        noise = getattr(inner, "noise", None)
+        if noise is not None and not isinstance(noise, NoiseSpec):
+            raise TypeError(
+                f"model: expected {type(inner).__name__}.noise to be a NoiseSpec or None, "
+                f"got {type(noise).__name__}"
+            )
+        return noise
+    pair = _torch_rnn_pair(inner) if isinstance(inner, nn.Module) else None
+    if pair is not None:
+        _check_torch_rnn("model", pair[0])
+        return None
+    return _nrnn_module(inner).noise
 
 
 def _check_tensor_entry(state: Mapping[str, Tensor], key: str, shape: tuple[int, ...]) -> Tensor:

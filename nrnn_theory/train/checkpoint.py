@@ -19,7 +19,8 @@ silently building a different model. (It detects accidents and casual edits; it 
 not a signature.)
 
 Writes go to a temporary directory next to the target, which is renamed into place
-only when complete, so a crash never leaves a half-written checkpoint; an existing
+only when complete (``nrnn_theory._io.atomic_directory``, folder mode
+``0o777 & ~umask``), so a crash never leaves a half-written checkpoint; an existing
 checkpoint is never overwritten.
 
 A training run (``fit(..., out_dir=RUN)``) keeps its checkpoints in
@@ -33,8 +34,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nrnn_theory._io import atomic_directory, current_umask
 from nrnn_theory._version import __version__
-from nrnn_theory.train.models import _unwrap, build_model, model_config
+from nrnn_theory.train.models import build_model, model_config, unwrap_model
 
 
 __all__ = [
@@ -105,18 +105,18 @@ class Checkpoint:
 
     path: Path
     model: nn.Module
-    config: dict[str, Any]
-    task: dict[str, Any] | None
+    config: dict[str, object]
+    task: dict[str, object] | None
     data_fingerprint: str | None
-    fit: dict[str, Any] | None
+    fit: dict[str, object] | None
     seed: int | None
     epoch: int
     step: int
-    history: tuple[dict[str, Any], ...]
+    history: tuple[dict[str, float | None], ...]
     version: str
-    optimizer_state: dict[str, Any] | None = None
+    optimizer_state: dict[str, object] | None = None
     generator_states: dict[str, Tensor] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def noise(self):
@@ -151,19 +151,6 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _jsonable(value: Any) -> Any:
@@ -256,7 +243,7 @@ def save_checkpoint(
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"path: {path} exists; checkpoints are never overwritten")
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     config = model_config(inner)
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in inner.state_dict().items()}
     meta: dict[str, Any] = {
@@ -285,11 +272,10 @@ def save_checkpoint(
         tensors[f"rng.{name}"] = gen.get_state()
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         tensor_file = tmp / TENSORS_NAME
         save_file(tensors, str(tensor_file))
+        os.chmod(tensor_file, 0o666 & ~current_umask())  # safetensors creates it 0o600
         meta["tensors"] = {
             "file": TENSORS_NAME,
             "sha256": _sha256_file(tensor_file),
@@ -302,20 +288,22 @@ def save_checkpoint(
             os.fsync(f.fileno())
         with open(tensor_file, "rb+") as f:
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if path.exists():
-            raise FileExistsError(f"path: {path} appeared while writing; not overwritten")
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 # ---------------------------------------------------------------------------------- load
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """The ``checkpoints/epoch-NNNN`` directories of a run, oldest first."""
+    """The ``checkpoints/epoch-NNNN`` directories of a run, oldest first.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by :func:`~nrnn_theory.train.fit` or ``nrnn train``.
+
+    Returns
+    -------
+    list of Path
+    """
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return []
@@ -328,7 +316,17 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint directory of a run, or ``None`` if it has none."""
+    """The newest checkpoint directory of a run, or ``None`` if it has none.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by :func:`~nrnn_theory.train.fit` or ``nrnn train``.
+
+    Returns
+    -------
+    Path or None
+    """
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None
 

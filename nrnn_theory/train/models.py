@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -33,6 +34,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from nrnn_theory._contract import (
     check_choice,
+    check_noise,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -113,30 +115,11 @@ def _check_inputs(xs: object, input_size: int, dtype: torch.dtype) -> Tensor:
     return xs
 
 
-def _noise_to_config(noise: NoiseSpec | None) -> dict[str, Any] | None:
-    if noise is None:
-        return None
-    return {
-        "epsilon": noise.epsilon,
-        "sigma1": noise.sigma1,
-        "sigma2": noise.sigma2,
-        "structure": noise.structure,
-        "convention": noise.convention,
-    }
-
-
-def _noise_from_config(value: object) -> NoiseSpec | None:
-    if value is None or isinstance(value, NoiseSpec):
-        return value
-    if isinstance(value, dict):
-        allowed = {"epsilon", "sigma1", "sigma2", "structure", "convention"}
-        extra = set(value) - allowed
-        if extra:
-            raise ValueError(
-                f"noise: unknown field(s) {sorted(extra)}; expected a subset of {sorted(allowed)}"
-            )
-        return NoiseSpec(**value)
-    raise TypeError(f"noise: expected a NoiseSpec, a dict of its fields or None, got {value!r}")
+def _noise_argument(noise: object) -> NoiseSpec | None:
+    """``noise=`` of the NRNN family: a NoiseSpec, ``None`` or a ``NoiseSpec.to_dict``."""
+    if isinstance(noise, Mapping):
+        return NoiseSpec.from_dict(noise)
+    return check_noise(noise)
 
 
 # ------------------------------------------------------------------------ NRNN family
@@ -250,7 +233,7 @@ class NoisyRNN(nn.Module):
         self.init_std = check_nonnegative("init_std", init_std)
         if not isinstance(learn_step, bool):
             raise TypeError(f"learn_step: expected a bool, got {type(learn_step).__name__}")
-        self.noise = _noise_from_config(noise)
+        self.noise = _noise_argument(noise)
         self.learn_step = learn_step
         self.input_size, self.hidden_size, self.num_classes = D, H, C
         dtype_name = _dtype_name(dtype)
@@ -284,7 +267,7 @@ class NoisyRNN(nn.Module):
             "gamma_A": self.gamma_A,
             "gamma_W": self.gamma_W,
             "alpha": self.alpha,
-            "noise": _noise_to_config(self.noise),
+            "noise": None if self.noise is None else self.noise.to_dict(),
             "learn_step": self.learn_step,
             "init_std": self.init_std,
             "dtype": self._param_dtype_name(),
@@ -323,7 +306,18 @@ class NoisyRNN(nn.Module):
         )
 
     def resolve_noise(self, noise: object = TRAINING_NOISE) -> NoiseSpec | None:
-        """The noise a forward call with this ``noise=`` argument injects."""
+        """The noise a forward call with this ``noise=`` argument injects.
+
+        Parameters
+        ----------
+        noise : NoiseSpec or None, optional
+            ``None``: no noise; a ``NoiseSpec``: that noise; omitted: the model's training
+            noise in ``train()`` mode and none in ``eval()`` mode.
+
+        Returns
+        -------
+        NoiseSpec or None
+        """
         if noise is TRAINING_NOISE:
             return self.noise if self.training else None
         if noise is not None and not isinstance(noise, NoiseSpec):
@@ -365,6 +359,13 @@ class LipschitzRNN(NoisyRNN):
     with :math:`A, W` in the :math:`(M, \beta, \gamma)` parametrization of THEORY.md §2.
     Same parameters and keyword arguments as :class:`NoisyRNN`, without ``noise``; the
     forward pass still accepts ``noise=`` to analyse the trained model under noise.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_classes : int
+        ``D``, ``H`` and ``C``.
+    **kwargs
+        The keyword arguments of :class:`NoisyRNN` except ``noise``.
 
     References
     ----------
@@ -561,7 +562,16 @@ class CoRNN(nn.Module):
         }
 
     def forward(self, xs: Tensor) -> Tensor:
-        """Logits (B, C) for inputs ``xs`` (B, T, D)."""
+        """Logits (B, C) for inputs ``xs`` (B, T, D).
+
+        Parameters
+        ----------
+        xs : Tensor, shape (B, T, D)
+
+        Returns
+        -------
+        Tensor, shape (B, C)
+        """
         xs = _check_inputs(xs, self.input_size, self.U.dtype)
         B = xs.shape[0]
         H = self.hidden_size
@@ -623,67 +633,67 @@ class _GatedClassifier(nn.Module):
         }
 
     def forward(self, xs: Tensor) -> Tensor:
-        """Logits (B, C) from the last layer's final hidden state; ``xs`` is (B, T, D)."""
+        """Logits (B, C) from the last layer's final hidden state; ``xs`` is (B, T, D).
+
+        Parameters
+        ----------
+        xs : Tensor, shape (B, T, D)
+
+        Returns
+        -------
+        Tensor, shape (B, C)
+        """
         xs = _check_inputs(xs, self.input_size, self.readout.weight.dtype)
         out, _ = self.rnn(xs)
         return self.readout(out[:, -1])
 
 
-class LSTMClassifier(_GatedClassifier):
-    """LSTM sequence classifier: ``nn.LSTM`` (batch first) and a linear readout of h_T.
+_GATED_DOC = """{cell} sequence classifier: ``nn.{cell}`` (batch first) and a linear readout of h_T.
 
     Parameters
     ----------
     input_size, hidden_size, num_classes : int
     num_layers : int
-        Stacked LSTM layers.
+        Stacked {cell} layers.
     generator : torch.Generator, optional
         Randomness of the initialisation (uniform in :math:`\\pm 1/\\sqrt H`, torch's rule).
     dtype : torch.dtype, optional
 
     References
     ----------
-    .. [1] S. Hochreiter, J. Schmidhuber, "Long Short-Term Memory", Neural
-       Computation 9(8), 1997.
+    .. [1] {reference}
 
     Examples
     --------
-    >>> LSTMClassifier(3, 8, 4, generator=torch.Generator().manual_seed(0))(
+    >>> {name}(3, 8, 4, generator=torch.Generator().manual_seed(0))(
     ...     torch.zeros(2, 5, 3)).shape
     torch.Size([2, 4])
     """
 
+
+class LSTMClassifier(_GatedClassifier):
     kind = "lstm"
     _cell = nn.LSTM
 
 
 class GRUClassifier(_GatedClassifier):
-    """GRU sequence classifier: ``nn.GRU`` (batch first) and a linear readout of h_T.
-
-    Parameters
-    ----------
-    input_size, hidden_size, num_classes : int
-    num_layers : int
-        Stacked GRU layers.
-    generator : torch.Generator, optional
-        Randomness of the initialisation (uniform in :math:`\\pm 1/\\sqrt H`, torch's rule).
-    dtype : torch.dtype, optional
-
-    References
-    ----------
-    .. [1] K. Cho, B. van Merriënboer, C. Gulcehre, D. Bahdanau, F. Bougares,
-       H. Schwenk, Y. Bengio, "Learning Phrase Representations using RNN
-       Encoder-Decoder for Statistical Machine Translation", EMNLP 2014.
-
-    Examples
-    --------
-    >>> GRUClassifier(3, 8, 4, generator=torch.Generator().manual_seed(0))(
-    ...     torch.zeros(2, 5, 3)).shape
-    torch.Size([2, 4])
-    """
-
     kind = "gru"
     _cell = nn.GRU
+
+
+LSTMClassifier.__doc__ = _GATED_DOC.format(
+    cell="LSTM",
+    name="LSTMClassifier",
+    reference='S. Hochreiter, J. Schmidhuber, "Long Short-Term Memory", Neural\n'
+    "       Computation 9(8), 1997.",
+)
+GRUClassifier.__doc__ = _GATED_DOC.format(
+    cell="GRU",
+    name="GRUClassifier",
+    reference="K. Cho, B. van Merriënboer, C. Gulcehre, D. Bahdanau, F. Bougares,\n"
+    '       H. Schwenk, Y. Bengio, "Learning Phrase Representations using RNN\n'
+    '       Encoder-Decoder for Statistical Machine Translation", EMNLP 2014.',
+)
 
 
 # ------------------------------------------------------------------------- registry
@@ -698,8 +708,12 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def _unwrap(model: object) -> object:
-    """The model inside ``DistributedDataParallel``/``DataParallel`` wrappers."""
+def unwrap_model(model: object) -> object:
+    """The model inside ``DistributedDataParallel``/``DataParallel`` wrappers.
+
+    Package-internal (not in ``__all__``): used by the checkpoint, loop and penalty
+    modules of :mod:`nrnn_theory.train`.
+    """
     while isinstance(model, DistributedDataParallel | DataParallel):
         model = model.module
     return model
@@ -717,8 +731,8 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     -------
     dict
         ``"model"`` (the registry name), the sizes, every hyper-parameter, the noise
-        (as a dict of :class:`~nrnn_theory.NoiseSpec` fields, or ``None``) and the
-        parameter ``"dtype"``.
+        (its :meth:`~nrnn_theory.NoiseSpec.to_dict`, or ``None``) and the parameter
+        ``"dtype"``.
 
     Examples
     --------
@@ -726,7 +740,7 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     >>> model_config(m)["model"], model_config(m)["hidden_size"]
     ('lipschitz', 4)
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if type(inner) not in MODELS.values():
         raise TypeError(
             f"model: expected one of {', '.join(c.__name__ for c in MODELS.values())}, "
@@ -743,8 +757,9 @@ def build_model(config: dict[str, Any], *, generator: torch.Generator | None = N
     config : dict
         ``{"model": name, "input_size": D, "hidden_size": H, "num_classes": C, ...}``
         with ``name`` in :data:`MODELS` and the remaining keys the keyword arguments of
-        that class (``"noise"`` may be a dict of :class:`~nrnn_theory.NoiseSpec` fields,
-        ``"dtype"`` a name such as ``"float64"``).
+        that class (``"noise"`` may be a :class:`~nrnn_theory.NoiseSpec` or its
+        :meth:`~nrnn_theory.NoiseSpec.to_dict`, also in the un-versioned layout of
+        older checkpoints; ``"dtype"`` a name such as ``"float64"``).
     generator : torch.Generator, optional
         Randomness of the initialisation.
 
@@ -780,7 +795,7 @@ def build_model(config: dict[str, Any], *, generator: torch.Generator | None = N
     if "dtype" in kwargs:
         kwargs["dtype"] = _DTYPES[_dtype_name(kwargs["dtype"])]
     if "noise" in kwargs:
-        kwargs["noise"] = _noise_from_config(kwargs["noise"])
+        kwargs["noise"] = _noise_argument(kwargs["noise"])
     elif cls is NoisyRNN:
         kwargs["noise"] = None
     signature_of = NoisyRNN if cls is LipschitzRNN else cls

@@ -65,7 +65,7 @@ from nrnn_theory._pathwise import draw_probes, pathwise_noise_gap
 from nrnn_theory._types import NoiseSpec
 from nrnn_theory.regularizer import explicit_regularizer
 from nrnn_theory.train.adapters import params_from_module
-from nrnn_theory.train.models import NoisyRNN, _noise_from_config, _noise_to_config, _unwrap
+from nrnn_theory.train.models import NoisyRNN, unwrap_model
 
 
 __all__ = [
@@ -119,8 +119,18 @@ class ExplicitRegularizerPenalty:
         """Raise unless ``model`` is a noise-free model of the NRNN family.
 
         :func:`~nrnn_theory.train.fit` calls this before training starts.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The model about to be trained (possibly wrapped in ``DistributedDataParallel``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a model outside the NRNN family, or one that trains with noise.
         """
-        inner = _unwrap(model)
+        inner = unwrap_model(model)
         if not isinstance(inner, NoisyRNN):
             raise TypeError(
                 f"model: the explicit regularizer needs a model of the NRNN family (nrnn, "
@@ -174,7 +184,7 @@ class ExplicitRegularizerPenalty:
             "max_examples": self.max_examples,
             "estimator": self.estimator,
             "probes": self.probes,
-            "noise": _noise_to_config(self.noise),
+            "noise": self.noise.to_dict(),
         }
 
 
@@ -315,7 +325,7 @@ def penalty_from_config(config: dict[str, Any]) -> ExplicitRegularizerPenalty:
     legacy = {"name", "weight", "max_examples", "noise"}
     if set(config) not in (fields, legacy):
         raise ValueError(f"penalty: expected the fields {sorted(fields)}, got {sorted(config)}")
-    noise = _noise_from_config(config["noise"])
+    noise = NoiseSpec.from_dict(config["noise"])
     return explicit_regularizer_penalty(
         noise,
         weight=config["weight"],
