@@ -29,7 +29,8 @@ pathwise (the default, unbiased) and exact. Target: pathwise <= 3x noise injecti
 ``--quick`` runs a seconds-long smoke version of either mode. ``--threads`` sets torch's
 intra-op threads (default 1, as the issue measured); ``--cpu-time`` times CPU seconds of
 the process instead of wall time (on a loaded machine the better estimate of a quiet
-single-threaded run; the floor's GFLOP/s are then CPU-time rates too).
+single-threaded run; the floor's GFLOP/s are then CPU-time rates too). ``--profile``
+prints ``torch.profiler``'s table of one package training step (after a warm-up step).
 """
 
 from __future__ import annotations
@@ -181,6 +182,13 @@ def training_main(args) -> int:
         loss.backward()
         opt_ref.step()
 
+    if args.profile:  # where one package step's time goes (after a warm-up step)
+        from torch.profiler import profile
+
+        package()
+        with profile() as prof:
+            package()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     floor_s, flops, rates = step_floor(B, T, H, 1, 10, 0.1 if args.quick else 0.3)
     cmp = compare({"package": package, "reference": reference}, rounds=args.rounds)
     print(machine_line())
@@ -294,6 +302,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="fit() epoch: noise injection vs the explicit regularizer",
     )
+    parser.add_argument("--profile", action="store_true", help="profile one package step")
     parser.add_argument(
         "--cpu-time",
         action="store_true",
