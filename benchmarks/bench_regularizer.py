@@ -13,10 +13,17 @@ examples, the script times and prints, each with the reference and the ratio:
 3. the gradient of the exact penalty with respect to the parameters against the
    gradient of a Monte Carlo estimate of the batch-mean gap with the same 5% error;
 4. the forward recursion against the naive O(M^2) product-of-Jacobians formula at
-   M = 784 (target >= 10x).
+   M = 784 (target >= 10x);
+5. the pathwise estimate (the training penalty's default estimator, unbiased, O(M H^2)
+   per example) against the exact forward recursion, value and gradient of the
+   batch-mean gap, in interleaved rounds, with the estimate's error against the exact
+   value in standard errors.
 
-Run ``python benchmarks/bench_regularizer.py`` (``--quick`` for a seconds-long smoke
-run). Nothing is cached on disk.
+Every comparison prints the package's time, the reference's, the arithmetic floor (the
+matmul FLOPs of the package's computation divided by the GFLOP/s this machine measures
+now for the same shapes, ``_timing.measured_gflops``) and both ratios; a table at the
+end collects them. Run ``python benchmarks/bench_regularizer.py`` (``--quick`` for a
+seconds-long smoke run). Nothing is cached on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from _timing import compare, floor_seconds, machine_line, matmul_flops, measured_gflops, report
 
 from nrnn_theory import (
     NoiseSpec,
@@ -39,14 +47,39 @@ from nrnn_theory import (
 )
 
 
+_CLOCK = time.perf_counter
+
+
 def _timed(fn, repeat: int = 1):
-    """Best wall time of ``repeat`` calls and the last result."""
+    """Best time of ``repeat`` calls (wall, or CPU with ``--cpu-time``) and the last result."""
     best, out = math.inf, None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = _CLOCK()
         out = fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, _CLOCK() - t)
     return best, out
+
+
+def exact_floor(B: int, M: int, H: int, *, grad: bool, window: float) -> tuple[float, float, float]:
+    """(seconds, FLOPs, GFLOP/s) of the forward recursion's products on B examples.
+
+    Per step and example: J Sigma, (J Sigma) J^T and Sigma W^T, three H x H products
+    (batched over the examples); the backward pass of a gradient doubles them.
+    """
+    flops = M * 3 * matmul_flops(H, H, H, batch=B) * (3 if grad else 1)
+    rate = measured_gflops((H, H, H), batch=B, seconds=window)
+    return floor_seconds(flops, rate), flops, rate
+
+
+def pathwise_floor(B: int, M: int, H: int, *, grad: bool, window: float):
+    """(seconds, FLOPs, GFLOP/s) of the pathwise estimate's products (one probe).
+
+    Per step: the reference chain, its bulk product, the h1 and lambda recursions, each
+    a (B, H) @ (H, 2H) product; the backward pass doubles them.
+    """
+    flops = M * 4 * matmul_flops(B, H, 2 * H) * (3 if grad else 1)
+    rate = measured_gflops((B, H, 2 * H), seconds=window)
+    return floor_seconds(flops, rate), flops, rate
 
 
 def _digits(n_eval: int, generator: torch.Generator):
@@ -119,7 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--rse", type=float, default=0.05, help="target relative std. error")
+    parser.add_argument("--cpu-time", action="store_true", help="time CPU seconds")
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        import types
+
+        import _timing
+
+        global _CLOCK
+        _CLOCK = time.process_time
+        _timing.time = types.SimpleNamespace(perf_counter=time.process_time)
     if args.threads:
         torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(args.seed)
@@ -134,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"training noise {train_noise}; evaluated at epsilon = {noise.epsilon}")
 
+    print(machine_line())
+    window = 0.1 if args.quick else 0.3
+    rows = []
     train_set, eval_set = _digits(n_eval, g)
     t_train, params = _timed(
         lambda: train(train_set, H=H, epochs=epochs, noise=train_noise, generator=g)
@@ -184,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"max {need_plain})"
     )
     print(f"    ratio MC / exact: {t_mc / t_exact:.1f}x (target >= 10x)")
+    fl, fl_flops, fl_rate = exact_floor(n_eval, xs.shape[1], H, grad=False, window=window)
+    print(f"    floor of the exact recursion: {fl_flops / 1e9:.2f} GFLOP at {fl_rate:.1f} "
+          f"GFLOP/s (batched {H} x {H} products) = {fl:.3f} s; exact/floor "
+          f"{t_exact / fl:.2f}x")  # fmt: skip
+    rows.append(("[1] exact vs plain MC (5% RSE)", t_exact, t_mc, fl))
     t_med = t_run / n_run * float(need_each.median())
     print(
         f"    (if only the median example had to reach {args.rse:.0%}: {t_med:.2f} s, "
@@ -239,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{t_gmc:.3f} s; ratio MC / exact {t_gmc / t_gex:.2f}x"
     )
     print(f"    relative error of that MC gradient against the exact one: {num / den:.2f}")
+    fl_g, _, _ = exact_floor(n_eval, xs.shape[1], H, grad=True, window=window)
+    rows.append(("[3] gradient: exact vs MC", t_gex, t_gmc, fl_g))
 
     # 4. forward recursion vs naive O(M^2) formula
     M = 48 if args.quick else 784
@@ -254,6 +306,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"    forward recursion: {t_fw:.3f} s; naive O(M^2) formula: {t_nv:.2f} s; "
         f"ratio {t_nv / t_fw:.0f}x (target >= 10x); relative difference {agree:.1e}"
     )
+    rows.append(("[4] forward vs naive O(M^2)", t_fw, t_nv, math.nan))
+
+    # 5. pathwise estimate (the training penalty's default) vs the exact recursion
+    from nrnn_theory._pathwise import draw_probes, pathwise_noise_gap
+
+    probes_n = 4 if args.quick else 16
+    theta5 = {k: getattr(params, k).detach().clone().requires_grad_() for k in keys}
+    p5 = params.replace(**theta5)
+    g5 = torch.Generator().manual_seed(args.seed + 5)
+
+    def pathwise_grad():
+        pr = draw_probes(
+            noise, H, xs.shape[1], 1, n_eval, dtype=xs.dtype, device="cpu", generator=g5
+        )
+        v = pathwise_noise_gap(p5, xs, ys, noise, pr).mean()
+        return torch.autograd.grad(v, list(theta5.values()))
+
+    def exact_grad():
+        v = explicit_regularizer(p5, xs, ys, noise).noise_gap.mean()
+        return torch.autograd.grad(v, list(theta5.values()))
+
+    cmp = compare({"pathwise": pathwise_grad, "exact": exact_grad}, rounds=2 if args.quick else 5)
+    pr = draw_probes(
+        noise, H, xs.shape[1], probes_n, n_eval, dtype=xs.dtype, device="cpu", generator=g5
+    )
+    with torch.no_grad():
+        each = torch.stack(
+            [pathwise_noise_gap(params, xs, ys, noise, q).mean() for q in pr.split(1, dim=1)]
+        )
+    est, se = float(each.mean()), float(each.std() / math.sqrt(probes_n))
+    ex = float(exact.noise_gap.mean())
+    fl5, fl5_flops, fl5_rate = pathwise_floor(n_eval, xs.shape[1], H, grad=True, window=window)
+    print(f"\n[5] value and gradient of the batch-mean gap, one probe per example, "
+          f"{cmp.rounds} interleaved rounds")  # fmt: skip
+    print(f"    pathwise: {cmp.times['pathwise']:.3f} s; exact: {cmp.times['exact']:.3f} s; "
+          f"exact / pathwise {cmp.ratios['exact/pathwise']:.1f}x")  # fmt: skip
+    print(f"    floor of the pathwise estimate: {fl5_flops / 1e9:.2f} GFLOP at "
+          f"{fl5_rate:.1f} GFLOP/s = {fl5:.3f} s; pathwise/floor "
+          f"{cmp.times['pathwise'] / fl5:.2f}x")  # fmt: skip
+    print(f"    batch mean over {probes_n} probes {est:.4g} +- {se:.2g} (1 SE), exact {ex:.4g}: "
+          f"{abs(est - ex) / se:.1f} SE apart; one probe's relative SE on the batch mean "
+          f"{float(each.std()) / abs(ex):.2f}")  # fmt: skip
+    rows.append(("[5] gradient: pathwise vs exact", cmp.times["pathwise"], cmp.times["exact"], fl5))
+
+    print("\nsummary (package = the exact regularizer in [1]-[4], the pathwise one in [5]; "
+          "floor nan where not computed)")  # fmt: skip
+    print(report(rows))
     return 0
 
 

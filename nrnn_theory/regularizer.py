@@ -475,7 +475,7 @@ def _reference_pass(kernel: StepKernel, xs: Tensor, h0: Tensor):
         hs.append(h)
         acts.append(act)
         fs.append(f)
-        h = h + kernel.s_mean * f  # == kernel.advance(h, ux, None)[0]
+        h = torch.addcmul(h, kernel.s_mean, f)  # == kernel.advance(h, ux, None)[0]
     return h, hs, acts, fs
 
 

@@ -139,6 +139,8 @@ def test_explicit_reg_round_trip(tmp_path, capsys):
         "name": "explicit_regularizer",
         "weight": 2.0,
         "max_examples": 16,
+        "estimator": "pathwise",
+        "probes": 1,
         "noise": NoiseSpec.paper_code(add=0.05, mult=0.1).to_dict(),
     }
     assert ck.history[0]["train_penalty"] > 0

@@ -716,7 +716,10 @@ class _Run:
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             loss = batch_loss * (world / B)
             if self.penalty is not None:
-                pen = self.penalty(self.inner, x, y)
+                if getattr(self.penalty, "uses_generator", False):  # e.g. a sampled estimate
+                    pen = self.penalty(self.inner, x, y, generator=self.noise_gen)
+                else:
+                    pen = self.penalty(self.inner, x, y)
                 loss = loss + pen * (len(local) * world / B)
             if world == 1 and not bool(torch.isfinite(loss.detach())):
                 # before the step, so the weights stay finite (under DDP the epoch's
@@ -829,7 +832,8 @@ def fit(
         :func:`~nrnn_theory.train.explicit_regularizer_penalty`) is recorded by that
         JSON record in the checkpoints (``Checkpoint.fit["penalty"]``), otherwise by
         its name; one with a ``check_model(model)`` method has it called before
-        training starts.
+        training starts, and one whose ``uses_generator`` is true is called as
+        ``penalty(model, xs, ys, generator=g)`` with the training-noise generator.
     out_dir : str or Path, optional
         Run directory: ``history.jsonl`` (one JSON record per epoch), checkpoints in
         ``checkpoints/epoch-NNNN`` of the initial state (``epoch-0000``, written before

@@ -15,6 +15,28 @@ so a **noise-free** model can be trained with
 .. math:: \mathrm{penalty} = \lambda\,\frac1B\sum_i\tfrac{\epsilon^2}{2}(\hat Q_i + \hat R_i)
 
 (the ``noise_gap`` of :func:`~nrnn_theory.explicit_regularizer`) instead of the noise.
+
+Two estimators of it:
+
+* ``estimator="pathwise"`` (default): an **unbiased** estimate at O(M H^2) per example,
+  the cost of a few rollouts. For each example and each of ``probes`` Rademacher probes
+  :math:`\eta` it propagates the first-order response :math:`h^{(1)}` of the chain to
+  the probe and the reference chain's adjoint :math:`\lambda`, and returns
+  :math:`\epsilon^2 Z` with
+  :math:`Z = \sum_k\lambda_{k+1}^\top(\tfrac12 s\odot\tanh''(z_k)\odot(Wh^{(1)}_k)^2)
+  + \tfrac12 h^{(1)\top}_MH_\ell h^{(1)}_M`, whose expectation over the probes is
+  exactly :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` (because
+  :math:`\mathbb E\,h^{(1)}_kh^{(1)\top}_k = \hat\Sigma_k`; derivation in
+  :mod:`nrnn_theory._pathwise`). The penalty and its gradient are therefore unbiased
+  estimates of the exact ones; the probes are drawn from the generator that ``fit``
+  passes (its training-noise generator, saved in every checkpoint, so a resumed run
+  draws the same probes).
+* ``estimator="exact"``: the exact value (forward covariance recursion, O(M H^3) per
+  example), deterministic.
+
+Both are computed on the first ``max_examples`` rows of each batch, which ``fit``
+shuffles every epoch: a uniformly random subset, so the sub-sample keeps either
+estimate unbiased for the whole batch's penalty.
 For the ``"sde"`` convention the mean shift is exactly zero and :math:`\lambda = 1`
 reproduces the noisy training objective to second order. For ``"paper_code"`` with
 :math:`\mu > 0` the mean shift, first order in :math:`\mu`, is deliberately **left
@@ -38,7 +60,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nrnn_theory._contract import check_positive_int
+from nrnn_theory._contract import check_choice, check_positive_int
+from nrnn_theory._pathwise import draw_probes, pathwise_noise_gap
 from nrnn_theory._types import NoiseSpec
 from nrnn_theory.regularizer import explicit_regularizer
 from nrnn_theory.train.adapters import params_from_module
@@ -46,6 +69,7 @@ from nrnn_theory.train.models import NoisyRNN, unwrap_model
 
 
 __all__ = [
+    "ESTIMATORS",
     "PENALTY_NAME",
     "ExplicitRegularizerPenalty",
     "explicit_regularizer_penalty",
@@ -54,6 +78,9 @@ __all__ = [
 
 #: The ``"name"`` of the explicit regularizer's record in ``Checkpoint.fit["penalty"]``.
 PENALTY_NAME = "explicit_regularizer"
+
+#: Estimators of the penalty (module docstring).
+ESTIMATORS = ("pathwise", "exact")
 
 
 @dataclass(frozen=True)
@@ -71,11 +98,22 @@ class ExplicitRegularizerPenalty:
         :math:`\lambda \ge 0`.
     max_examples : int or None
         Examples of each batch used (the first ``max_examples``), or all.
+    estimator : {"pathwise", "exact"}
+        The unbiased O(M H^2) estimate or the exact value (module docstring).
+    probes : int
+        Rademacher probes per example of the pathwise estimate.
     """
 
     noise: NoiseSpec
     weight: float
     max_examples: int | None = None
+    estimator: str = "pathwise"
+    probes: int = 1
+
+    @property
+    def uses_generator(self) -> bool:
+        """Whether a call draws random numbers (``fit`` then passes ``generator=``)."""
+        return self.estimator == "pathwise"
 
     def check_model(self, model: nn.Module) -> None:
         """Raise unless ``model`` is a noise-free model of the NRNN family.
@@ -105,36 +143,69 @@ class ExplicitRegularizerPenalty:
                 f"noise to the penalty instead"
             )
 
-    def __call__(self, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """The penalty of one batch: a differentiable 0-dim tensor (model's dtype)."""
+    def __call__(
+        self,
+        model: nn.Module,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The penalty of one batch: a differentiable 0-dim tensor (model's dtype).
+
+        ``generator`` is the source of the pathwise estimator's probes (``None``: torch's
+        default generator); the exact estimator draws nothing.
+        """
         if self.max_examples is not None:
             xs, ys = xs[: self.max_examples], ys[: self.max_examples]
         params = params_from_module(model, detach=False)
-        reg = explicit_regularizer(params, xs, ys, self.noise)
-        return self.weight * reg.noise_gap.mean()
+        if self.estimator == "exact":
+            gap = explicit_regularizer(params, xs, ys, self.noise).noise_gap
+        else:
+            B, M, _ = xs.shape
+            probes = draw_probes(
+                self.noise,
+                params.hidden_size,
+                M,
+                self.probes,
+                B,
+                dtype=xs.dtype,
+                device=xs.device,
+                generator=generator,
+            )
+            gap = pathwise_noise_gap(params, xs, ys, self.noise, probes)
+        return self.weight * gap.mean()
 
     def config(self) -> dict[str, Any]:
-        """JSON-able record: name, weight, max_examples and the noise's fields."""
+        """JSON-able record: name, weight, max_examples, estimator, probes and the noise."""
         return {
             "name": PENALTY_NAME,
             "weight": self.weight,
             "max_examples": self.max_examples,
+            "estimator": self.estimator,
+            "probes": self.probes,
             "noise": self.noise.to_dict(),
         }
 
 
 def explicit_regularizer_penalty(
-    noise: NoiseSpec, *, weight: float, max_examples: int | None = None
+    noise: NoiseSpec,
+    *,
+    weight: float,
+    max_examples: int | None = None,
+    estimator: str = "pathwise",
+    probes: int = 1,
 ) -> ExplicitRegularizerPenalty:
     r"""The explicit small-noise regularizer as a penalty for :func:`~nrnn_theory.train.fit`.
 
     .. math:: \mathrm{penalty}(\theta) = \frac{\lambda}{K}\sum_{i<K}
               \tfrac{\epsilon^2}{2}\big(\hat Q_i(\theta) + \hat R_i(\theta)\big)
 
-    over the first :math:`K` examples of each batch, with :math:`\hat Q, \hat R` exact
-    (THEORY.md §6; for ``"paper_code"`` around the mean-step reference chain, as
-    :func:`~nrnn_theory.explicit_regularizer` defines them, without the mean-step
-    shift: see the module docstring). It is differentiable
+    over the first :math:`K` examples of each batch (THEORY.md §6; for ``"paper_code"``
+    around the mean-step reference chain, as :func:`~nrnn_theory.explicit_regularizer`
+    defines :math:`\hat Q, \hat R`, without the mean-step shift: see the module
+    docstring), estimated without bias from probes (``"pathwise"``) or computed
+    exactly (``"exact"``). It is differentiable
     in the module's parameters: the NRNN parameters are taken with
     ``params_from_module(model, detach=False)``, so gradients flow through the
     Lipschitz parametrization to :math:`M_A, M_W, U, b, V, c` (and a learned step).
@@ -149,20 +220,25 @@ def explicit_regularizer_penalty(
         to second order (``"sde"``; up to the mean-step shift for ``"paper_code"``);
         :math:`\lambda = 0` is plain noise-free training.
     max_examples : int, optional
-        :math:`K`: use only the first ``K`` examples of each batch. The exact regularizer
-        costs :math:`O(B\,M\,H^3)` per batch (forward recursion of :math:`H\times H`
-        covariances) against :math:`O(B\,M\,H^2)` for the loss, so ``K`` bounds the cost.
-        ``fit`` shuffles the training set every epoch, so the first ``K`` rows of a
-        batch are a uniformly random ``K``-subset of it: the penalty and its gradient are
-        then **unbiased** estimates of the full-batch ones (over the shuffle), with a
-        variance that grows as ``K`` shrinks. Called on unshuffled batches, the first
-        rows are not random and the estimate is biased towards them. Default: the whole
-        batch (exact).
+        :math:`K`: use only the first ``K`` examples of each batch. ``fit`` shuffles the
+        training set every epoch, so the first ``K`` rows of a batch are a uniformly
+        random ``K``-subset of it: the penalty and its gradient are then **unbiased**
+        estimates of the full-batch ones (over the shuffle), with a variance that grows
+        as ``K`` shrinks. Called on unshuffled batches, the first rows are not random
+        and the estimate is biased towards them. Default: the whole batch.
+    estimator : {"pathwise", "exact"}
+        ``"pathwise"`` (default): unbiased over the probes, :math:`O(K\,M\,H^2)` per
+        batch, about the cost of training on the ``K`` examples with noise.
+        ``"exact"``: :math:`O(K\,M\,H^3)` per batch (forward recursion of
+        :math:`H\times H` covariances), deterministic.
+    probes : int
+        Probes per example of the pathwise estimate (variance falls as ``1/probes``).
 
     Returns
     -------
     ExplicitRegularizerPenalty
-        A callable ``penalty(model, xs, ys) -> Tensor`` (0-dim) with ``config()``.
+        A callable ``penalty(model, xs, ys, *, generator=None) -> Tensor`` (0-dim) with
+        ``config()``.
 
     Raises
     ------
@@ -185,9 +261,10 @@ def explicit_regularizer_penalty(
     >>> from nrnn_theory.train import LipschitzRNN
     >>> model = LipschitzRNN(1, 4, 2, generator=torch.Generator().manual_seed(0))
     >>> pen = explicit_regularizer_penalty(NoiseSpec(epsilon=0.1, sigma1=1.0), weight=2.0)
-    >>> value = pen(model, torch.ones(3, 5, 1), torch.tensor([0, 1, 0]))
-    >>> value.shape, value.requires_grad, pen.config()["weight"]
-    (torch.Size([]), True, 2.0)
+    >>> value = pen(model, torch.ones(3, 5, 1), torch.tensor([0, 1, 0]),
+    ...             generator=torch.Generator().manual_seed(0))
+    >>> value.shape, value.requires_grad, pen.config()["estimator"]
+    (torch.Size([]), True, 'pathwise')
     """
     if not isinstance(noise, NoiseSpec):
         raise TypeError(f"noise: expected a NoiseSpec, got {type(noise).__name__}")
@@ -202,7 +279,15 @@ def explicit_regularizer_penalty(
         raise ValueError(f"weight: expected a finite number >= 0 (lambda), got {weight!r}")
     if max_examples is not None:
         max_examples = check_positive_int("max_examples", max_examples)
-    return ExplicitRegularizerPenalty(noise=noise, weight=float(weight), max_examples=max_examples)
+    check_choice("estimator", estimator, ESTIMATORS)
+    probes = check_positive_int("probes", probes)
+    return ExplicitRegularizerPenalty(
+        noise=noise,
+        weight=float(weight),
+        max_examples=max_examples,
+        estimator=estimator,
+        probes=probes,
+    )
 
 
 def penalty_from_config(config: dict[str, Any]) -> ExplicitRegularizerPenalty:
@@ -212,7 +297,10 @@ def penalty_from_config(config: dict[str, Any]) -> ExplicitRegularizerPenalty:
     ----------
     config : dict
         ``{"name": "explicit_regularizer", "weight": ..., "max_examples": ...,
-        "noise": {...}}``, e.g. ``load_checkpoint(run).fit["penalty"]``.
+        "estimator": ..., "probes": ..., "noise": {...}}``, e.g.
+        ``load_checkpoint(run).fit["penalty"]``. A record without ``"estimator"`` and
+        ``"probes"`` (written before the pathwise estimator existed) is the exact
+        estimator it was trained with.
 
     Raises
     ------
@@ -233,10 +321,15 @@ def penalty_from_config(config: dict[str, Any]) -> ExplicitRegularizerPenalty:
             f"'noise'}}, got {config!r}; only the explicit regularizer can be rebuilt from a "
             "checkpoint (pass other penalties to fit(..., penalty=...) again)"
         )
-    fields = {"name", "weight", "max_examples", "noise"}
-    if set(config) != fields:
+    fields = {"name", "weight", "max_examples", "estimator", "probes", "noise"}
+    legacy = {"name", "weight", "max_examples", "noise"}
+    if set(config) not in (fields, legacy):
         raise ValueError(f"penalty: expected the fields {sorted(fields)}, got {sorted(config)}")
     noise = NoiseSpec.from_dict(config["noise"])
     return explicit_regularizer_penalty(
-        noise, weight=config["weight"], max_examples=config["max_examples"]
+        noise,
+        weight=config["weight"],
+        max_examples=config["max_examples"],
+        estimator=config.get("estimator", "exact"),
+        probes=config.get("probes", 1),
     )
