@@ -262,7 +262,7 @@ def _loop(
         h_next = hs[k + 1] if keep_h else hs[(k + 1) & 1]
         if k % CHUNK == 0:  # StepKernel.project of the next CHUNK steps, one GEMM
             n = min(CHUNK, T - k)
-            x_chunk = xs[:, k : k + n].reshape(B * n, -1)
+            x_chunk = xs[:, k : k + n].reshape(B * n, xs.shape[-1])
             proj = ws.ux[: B * n * H].view(B * n, H)
             uxs = torch.addmm(b, x_chunk, UT, out=proj).view(B, n, H).unbind(1)
         ux = uxs[k % CHUNK]

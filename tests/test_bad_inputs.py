@@ -806,7 +806,6 @@ CLI_CASES = [
     ("train-out-existing", ["train", "--out", "{tmp}/full"], "refusing to overwrite"),
     ("train-out-under-file", ["train", "--out", "{tmp}/file.txt/run"], "file.txt"),
     ("train-out-readonly", ["train", "--out", "{tmp}/ro/run"], "ro"),
-    ("train-resume-missing", ["train", "--resume", "{tmp}/none"], "none"),
     ("train-resume-foreign", ["train", "--resume", "{tmp}/full"], "checkpoint"),
     ("train-resume-and-out", ["train", "--resume", CK, "--out", "{tmp}/b"], "--out"),
     ("train-add-neg", ["train", "--add", "-1", "--out", "{tmp}/a"], "add"),
