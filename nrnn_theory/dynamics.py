@@ -497,7 +497,7 @@ def rollout(
     computed in chunks of 128 steps) and O(T B H) when differentiating.
 
     When a gradient is needed the whole loop is one autograd node with a
-    hand-written backward through time (:mod:`nrnn_theory._recurrence`): its states
+    hand-written backward through time (``nrnn_theory._recurrence``): its states
     are bitwise those of a loop of single steps, its noise is drawn in the order of
     :func:`sample_noise`, and its backward keeps only the states, activations, drifts
     and noise factors and forms the weight gradients with one product over all steps.

@@ -27,7 +27,7 @@ Two estimators of it:
   + \tfrac12 h^{(1)\top}_MH_\ell h^{(1)}_M`, whose expectation over the probes is
   exactly :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` (because
   :math:`\mathbb E\,h^{(1)}_kh^{(1)\top}_k = \hat\Sigma_k`; derivation in
-  :mod:`nrnn_theory._pathwise`). The penalty and its gradient are therefore unbiased
+  ``nrnn_theory._pathwise``). The penalty and its gradient are therefore unbiased
   estimates of the exact ones; the probes are drawn from the generator that ``fit``
   passes (its training-noise generator, saved in every checkpoint, so a resumed run
   draws the same probes).
