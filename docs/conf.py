@@ -83,6 +83,8 @@ api_modules = [
     "nrnn_theory.train.penalties",
     "nrnn_theory.train.checkpoint",
     "nrnn_theory.train.distributed",
+    "nrnn_theory.train.user_files",
+    "nrnn_theory.train.analysis",
     "nrnn_theory.experiments",
     "nrnn_theory.symbolic",
     "nrnn_theory.symbolic.dynamics",

@@ -93,20 +93,20 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError("--mc-pairs: expected 0 (no Monte Carlo) or at least 2 pairs, got 1")
 
 
-def _nrnn_or_explain(ck, path: str):
-    """``params_from_module`` in float64, or a ValueError saying why there is none."""
+def _nrnn_or_explain(ck, path: str) -> None:
+    """A ValueError saying why the checkpoint has no explicit regularizer, if it has none."""
     import torch
 
     from nrnn_theory.train import params_from_module
 
     try:
-        return params_from_module(ck.model, dtype=torch.float64)
+        params_from_module(ck.model, dtype=torch.float64)
     except TypeError:
         raise ValueError(
             f"--regularizer: checkpoint {path} holds a {ck.config.get('model')!r} model, not "
-            "one of the NRNN family (nrnn, lipschitz, antisymmetric); the explicit "
-            "regularizer of THEORY.md §6 is defined for the NRNN drift and its injected "
-            "noise only (--flatness works for any model)"
+            "one of the NRNN family (nrnn, lipschitz, antisymmetric, or a one-layer tanh "
+            "torch.nn.RNN); the explicit regularizer of THEORY.md §6 is defined for the NRNN "
+            "drift and its injected noise only (--flatness works for any model)"
         ) from None
 
 
@@ -126,75 +126,20 @@ def _regularizer_noise(ck, args: argparse.Namespace):
     return own, "checkpoint"
 
 
-def _stats(values) -> dict[str, float]:
-    import torch
-
-    v = values.detach().to(torch.float64)
-    q = torch.quantile(v, torch.tensor(QUANTILES, dtype=torch.float64, device=v.device))
-    out = {"mean": float(v.mean())}
-    out.update({f"q{round(100 * p):02d}": float(x) for p, x in zip(QUANTILES, q, strict=True)})
-    return out
-
-
-def _analyse_regularizer(ck, params, xs, ys, args) -> dict[str, Any]:
-    import torch
-
-    from nrnn_theory.experiments.model_analysis import analyse_regularizer
-
-    noise, source = _regularizer_noise(ck, args)
-    gen = torch.Generator(device=xs.device).manual_seed(args.seed) if args.mc_pairs else None
-    analysis = analyse_regularizer(params, xs, ys, noise, mc_pairs=args.mc_pairs, generator=gen)
-    reg = analysis.result
-    names = ["Q", "R", "total", "noise_gap"]
-    if noise.convention == "paper_code" and noise.multiplicative > 0:
-        names += ["mean_shift", "predicted_gap"]
-    summary = {name: _stats(getattr(reg, name)) for name in names}
-    per_step = reg.per_step_R.mean(dim=0)
-    n_top = min(args.top_steps, per_step.shape[0])
-    top = torch.topk(per_step, n_top)
-    r_mean = float(reg.R.mean())
-    steps = [
-        {
-            "step": int(i),
-            "R": float(v),
-            "share": float(v) / r_mean if r_mean != 0 else float("nan"),
-        }
-        for v, i in zip(top.values, top.indices, strict=True)
-    ]
+def _regularizer_dict(analysis, source: str) -> dict[str, Any]:
+    reg = analysis.regularizer
     return {
-        "noise": noise,
+        "noise": reg.noise,
         "noise_source": source,
-        "epsilon": noise.epsilon,
-        "summary": summary,
-        "top_steps": steps,
-        "result": reg,
-        "monte_carlo": analysis.monte_carlo,
+        "epsilon": reg.noise.epsilon,
+        "summary": analysis.summary,
+        "top_steps": [{"step": s.step, "R": s.R, "share": s.share} for s in analysis.top_steps],
+        "result": reg.result,
+        "monte_carlo": reg.monte_carlo,
     }
 
 
-def _analyse_flatness(ck, xs, ys, args) -> dict[str, Any]:
-    import copy
-
-    import torch
-
-    from nrnn_theory.experiments.model_analysis import analyse_flatness
-
-    model = copy.deepcopy(ck.model).to(torch.float64).eval()
-    n_params = sum(t.numel() for t in model.parameters())
-    if args.top_k > n_params:
-        raise ValueError(
-            f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
-        )
-    flat = analyse_flatness(
-        model,
-        xs,
-        ys,
-        n_probes=args.probes,
-        k=args.top_k,
-        per_parameter=True,
-        generator=torch.Generator(device=xs.device).manual_seed(args.seed),
-        eigen_generator=torch.Generator(device=xs.device).manual_seed(args.seed),
-    )
+def _flatness_dict(flat) -> dict[str, Any]:
     return {
         "loss": "mean cross-entropy of the clean (eval-mode, noise-free) model",
         "loss_value": flat.loss_value,
@@ -208,6 +153,8 @@ def _analyse_flatness(ck, xs, ys, args) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from nrnn_theory.train.analysis import analyse_model
+
     _check_options(args)
     if not args.regularizer:
         noise_from_options(args)  # reject stray noise options rather than ignore them silently
@@ -215,9 +162,28 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--add/--mult: the noise options only apply with --regularizer")
     (ck,), task, xs, ys = load_checkpoint_data([args.checkpoint], args)
     xs = xs.to(torch.float64)
-    params = _nrnn_or_explain(ck, args.checkpoint) if args.regularizer else None
+    noise = source = None
     if args.regularizer:
-        _regularizer_noise(ck, args)  # fail on a missing noise before any computation
+        _nrnn_or_explain(ck, args.checkpoint)
+        noise, source = _regularizer_noise(ck, args)  # fail before any computation
+    n_params = sum(t.numel() for t in ck.model.parameters())
+    if args.flatness and args.top_k > n_params:
+        raise ValueError(
+            f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
+        )
+    analysis = analyse_model(
+        ck.model,
+        xs,
+        ys,
+        regularizer=args.regularizer,
+        flatness=args.flatness,
+        noise=noise,
+        mc_pairs=args.mc_pairs,
+        top_steps=args.top_steps,
+        probes=args.probes,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
     result: dict[str, Any] = {
         "checkpoint": str(ck.path),
         "model": ck.config.get("model"),
@@ -227,13 +193,9 @@ def run(args: argparse.Namespace) -> int:
         "examples": f"the first {len(xs)} examples of the {args.split} split of {task.name}",
         "seed": args.seed,
         "dtype": "float64",
-        "regularizer": None,
-        "flatness": None,
+        "regularizer": _regularizer_dict(analysis, source) if args.regularizer else None,
+        "flatness": _flatness_dict(analysis.flatness) if args.flatness else None,
     }
-    if args.regularizer:
-        result["regularizer"] = _analyse_regularizer(ck, params, xs, ys, args)
-    if args.flatness:
-        result["flatness"] = _analyse_flatness(ck, xs, ys, args)
     if args.json:
         emit_json(result)
     else:

@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from nrnn_theory.stability import format_stability_report, stability_report
+    from nrnn_theory.stability import format_stability_report
     from nrnn_theory.train import noise_from_module, params_from_module
+    from nrnn_theory.train.analysis import certify_model
 
     override = noise_from_options(args)
     if args.exponents < 1:
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     except TypeError:
         raise ValueError(
             f"checkpoint {args.checkpoint} holds a {ck.config.get('model')!r} model, not one "
-            "of the NRNN family (nrnn, lipschitz, antisymmetric); the certificates of "
-            "THEORY.md §9 are about the NRNN drift"
+            "of the NRNN family (nrnn, lipschitz, antisymmetric, or a one-layer tanh "
+            "torch.nn.RNN); the certificates of THEORY.md §9 are about the NRNN drift"
         ) from None
     if args.exponents > params.hidden_size:
         raise ValueError(
@@ -87,14 +88,14 @@ def run(args: argparse.Namespace) -> int:
     noise = override if override is not None else noise_from_module(ck.model)
     source = "command line" if override is not None else "checkpoint"
     noises = [] if noise is None or noise.is_zero else [noise]
-    report = stability_report(
+    report = certify_model(
         params,
-        xs.to(torch.float64),
-        noises=noises,
+        xs,
+        noise=noises[0] if noises else None,
         one_sided=args.one_sided,
         k=args.exponents,
         transient=args.transient,
-        generator=torch.Generator(device=xs.device).manual_seed(args.seed),
+        seed=args.seed,
     )
     if args.json:
         emit_json(

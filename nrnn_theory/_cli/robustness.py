@@ -37,7 +37,11 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nrnn_theory.robustness import DEFAULT_GRIDS, DEFAULT_PERTURBATIONS, PERTURBATIONS
 
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint or run directories")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        help="checkpoints or run directories of nrnn train, or model files NAME.json",
+    )
     add_checkpoint_data_options(parser)
     parser.add_argument(
         "--perturbations",

@@ -186,9 +186,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise _fail(path, "expected an .npz archive (numpy.savez), got a single .npy array")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise _fail(path, "expected an .npz archive (numpy.savez), got a single .npy array")
+        with loaded as f:
             arrays = {}
             for key in f.files:
                 try:
