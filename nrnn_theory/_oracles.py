@@ -30,6 +30,17 @@ def normal_expectation(f: Callable[[float], float], root: float | None = None) -
     ignored and the integral taken over ``[-CUT, CUT]`` instead: the split would
     overflow the density for a root near :math:`\pm 10^{300}` (``s`` tiny).
 
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> float`` (vectorised over numpy arrays or not).
+    root : float, optional
+        Where ``f`` has an integrable singularity (default: none).
+
+    Returns
+    -------
+    float
+
     Examples
     --------
     >>> round(normal_expectation(lambda x: x * x), 10)
@@ -59,6 +70,19 @@ def em_gbm_exponent(lam: float, sigma: float, dt: float) -> float:
     :math:`\xi = -(1 + \lambda\Delta t)/(\sigma\sqrt{\Delta t})`; for
     :math:`\sigma = 0` it is :math:`\log|1 + \lambda\Delta t|/\Delta t`. As
     :math:`\Delta t\to 0` it tends to :math:`\lambda - \sigma^2/2`.
+
+    Parameters
+    ----------
+    lam : float
+        Drift rate :math:`\lambda`.
+    sigma : float
+        Noise level :math:`\sigma \ge 0`.
+    dt : float
+        Step size :math:`\Delta t > 0`.
+
+    Returns
+    -------
+    float
 
     Examples
     --------
