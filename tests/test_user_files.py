@@ -3,14 +3,16 @@ analyse_model / certify_model, checked against the command line and the core fun
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from nrnn_theory import NoiseSpec, explicit_regularizer, logits, stability_report
-from nrnn_theory.cli import main
+from nrnn_theory.cli import build_parser, main
 from nrnn_theory.train import (
     TorchRNNClassifier,
     load_data_file,
@@ -276,3 +278,31 @@ def test_cli_data_errors_are_one_line(files, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_off_with_quiet_and_threads(files, monkeypatch):
+    argv = ["certify", str(files["model_file"]), "--data", str(files["data"]), "--json"]
+    old = torch.get_num_threads()
+    try:
+        for extra, shown in (([], True), (["--quiet"], False)):
+            err = _Terminal()
+            monkeypatch.setattr(sys, "stderr", err)
+            monkeypatch.setattr(sys, "stdout", io.StringIO())
+            assert main([*argv, "--threads", "1", *extra]) == 0
+            assert ("certify" in err.getvalue()) is shown, err.getvalue()
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_every_subcommand_takes_quiet_and_threads():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        flags = {s for a in p._actions for s in a.option_strings}
+        assert {"--quiet", "--threads"} <= flags, name

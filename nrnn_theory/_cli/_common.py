@@ -19,17 +19,61 @@ __all__ = [
     "add_checkpoint_data_options",
     "add_noise_options",
     "add_output_options",
+    "add_run_options",
+    "apply_run_options",
     "emit_json",
     "load_checkpoint_data",
     "load_model_or_checkpoint",
+    "progress",
     "noise_from_options",
 ]
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--json`` and ``--quiet`` options every subcommand shares."""
+    """Add the ``--json`` option and the run options (:func:`add_run_options`)."""
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    add_run_options(parser)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet`` and ``--threads``, which every subcommand takes."""
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars or chatter on standard error"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch CPU threads (0: torch's default)",
+    )
+
+
+def apply_run_options(args: argparse.Namespace) -> None:
+    """Set torch's thread count from ``--threads`` (0: leave torch's default)."""
+    threads = getattr(args, "threads", 0) or 0
+    if threads < 0:
+        raise ValueError(f"--threads: expected an integer >= 0, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def progress(args: argparse.Namespace, total: int, desc: str, unit: str = "step"):
+    """A tqdm progress bar with ETA on standard error; off with ``--quiet``, and when
+    standard error is not a terminal (tqdm's ``disable=None``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=True if getattr(args, "quiet", False) else None,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def emit_json(data: Any) -> None:
@@ -127,6 +171,7 @@ def load_checkpoint_data(paths, args):
 
     from nrnn_theory.train import load_data_file, load_task
 
+    apply_run_options(args)
     if args.examples is not None and args.examples < 1:
         raise ValueError(f"--examples: expected an integer >= 1, got {args.examples}")
     ckpts = [load_model_or_checkpoint(p, args.device) for p in paths]

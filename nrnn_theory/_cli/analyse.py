@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from nrnn_theory._cli._common import (
@@ -35,6 +36,7 @@ from nrnn_theory._cli._common import (
     emit_json,
     load_checkpoint_data,
     noise_from_options,
+    progress,
 )
 
 
@@ -171,19 +173,34 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--top-k: expected at most {n_params} (the number of parameters), got {args.top_k}"
         )
-    analysis = analyse_model(
-        ck.model,
-        xs,
-        ys,
-        regularizer=args.regularizer,
-        flatness=args.flatness,
-        noise=noise,
-        mc_pairs=args.mc_pairs,
-        top_steps=args.top_steps,
-        probes=args.probes,
-        top_k=args.top_k,
-        seed=args.seed,
-    )
+    options = {
+        "noise": noise,
+        "mc_pairs": args.mc_pairs,
+        "top_steps": args.top_steps,
+        "probes": args.probes,
+        "top_k": args.top_k,
+        "seed": args.seed,
+    }
+    # One stage at a time, for the progress bar; each stage seeds its own generators,
+    # so the numbers equal those of one analyse_model call with both analyses.
+    stages = [name for name in ("regularizer", "flatness") if getattr(args, name)]
+    bar = progress(args, len(stages), "analyse")
+    parts = {}
+    for stage in stages:
+        bar.set_postfix_str(stage)
+        parts[stage] = analyse_model(
+            ck.model,
+            xs,
+            ys,
+            regularizer=stage == "regularizer",
+            flatness=stage == "flatness",
+            **options,
+        )
+        bar.update()
+    bar.close()
+    analysis = parts.get("regularizer", parts.get("flatness"))
+    if "flatness" in parts:
+        analysis = dataclasses.replace(analysis, flatness=parts["flatness"].flatness)
     result: dict[str, Any] = {
         "checkpoint": str(ck.path),
         "model": ck.config.get("model"),

@@ -31,6 +31,7 @@ from nrnn_theory._cli._common import (
     emit_json,
     load_checkpoint_data,
     noise_from_options,
+    progress,
 )
 
 
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     noise = override if override is not None else noise_from_module(ck.model)
     source = "command line" if override is not None else "checkpoint"
     noises = [] if noise is None or noise.is_zero else [noise]
+    bar = progress(args, 1, "certify")
+    bar.set_postfix_str(f"certificates and exponents on {len(xs)} inputs")
     report = certify_model(
         params,
         xs,
@@ -97,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         transient=args.transient,
         seed=args.seed,
     )
+    bar.update()
+    bar.close()
     if args.json:
         emit_json(
             {

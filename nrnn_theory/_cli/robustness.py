@@ -21,6 +21,7 @@ from nrnn_theory._cli._common import (
     add_output_options,
     emit_json,
     load_checkpoint_data,
+    progress,
 )
 
 
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     ckpts, task, xs, ys = load_checkpoint_data(args.checkpoints, args)
     names = _unique_names(args.checkpoints)
     sweeps = {}
+    bar = progress(args, len(ckpts), f"robustness on {len(xs)} examples", unit="model")
     for name, ck in zip(names, ckpts, strict=True):
-        if not args.quiet and not args.json:
-            print(f"sweeping {name} on {len(xs)} {args.split} examples of {task.name} ...")
+        bar.set_postfix_str(name)
         sweeps[name] = robustness_sweep(
             ck.model,
             xs,
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             name=name,
             generator=torch.Generator(device=xs.device).manual_seed(args.seed),
         )
+        bar.update()
+    bar.close()
     table = comparison_table(sweeps)
     figure = None
     if args.plot:
