@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command(argv)
     parser = build_parser(() if command not in COMMANDS else (command,))
     args = parser.parse_args(argv)
+    args.argv = argv  # the JSON output records its command line
     if args.command is None:
         parser.print_help()
         return 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import nrnn_theory
 from nrnn_theory import NoiseSpec, explicit_regularizer, logits, stability_report
 from nrnn_theory.cli import build_parser, main
 from nrnn_theory.train import (
@@ -166,6 +167,10 @@ def _cli_json(capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
+def mc_se(result):
+    return result.regularizer.monte_carlo.mean_stderr
+
+
 def test_analyse_model_agrees_with_the_core_and_the_cli(files, capsys):
     model, xs, ys = files["model"], files["xs"], files["ys"]
     noise = NoiseSpec.paper_code(add=0.05, mult=0.02)
@@ -182,35 +187,50 @@ def test_analyse_model_agrees_with_the_core_and_the_cli(files, capsys):
         and result.noise_source == "argument"
     )
     assert type(result).from_dict(json.loads(json.dumps(result.to_dict()))).seed == 1
-    out = _cli_json(
-        capsys,
-        [
-            "analyse",
-            str(files["model_file"]),
-            "--data",
-            str(files["data"]),
-            "--regularizer",
-            "--flatness",
-            "--add",
-            "0.05",
-            "--mult",
-            "0.02",
-            "--probes",
-            "5",
-            "--top-k",
-            "2",
-            "--mc-pairs",
-            "4",
-            "--seed",
-            "1",
-            "--json",
-        ],
-    )
+    argv = [
+        "analyse",
+        str(files["model_file"]),
+        "--data",
+        str(files["data"]),
+        "--regularizer",
+        "--flatness",
+        "--add",
+        "0.05",
+        "--mult",
+        "0.02",
+        "--probes",
+        "5",
+        "--top-k",
+        "2",
+        "--mc-pairs",
+        "4",
+        "--seed",
+        "1",
+        "--json",
+    ]
+    out = _cli_json(capsys, argv)
     assert out["task"] == "data.npz" and out["n_examples"] == 12 and out["model"] == "torch_rnn"
+    assert out["command_line"].startswith("nrnn analyse ") and out["command_line"].endswith(
+        "--json"
+    )
+    assert out["package_version"] == nrnn_theory.__version__ and out["date"].endswith("+00:00")
+    check = out["regularizer"]["monte_carlo_check"]
+    assert check["pass"] == (abs(check["difference"]) <= 4 * mc_se(result))
     assert out["regularizer"]["summary"] == result.summary  # the same computation
     mc = result.regularizer.monte_carlo
     assert out["regularizer"]["monte_carlo"]["mean"] == pytest.approx(mc.mean, rel=1e-12)
     assert out["flatness"]["trace"]["mean"] == pytest.approx(result.flatness.trace.mean, rel=1e-12)
+    # The text: every check says pass or fail; the rows carry the JSON keys.
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    verdict = "pass" if check["pass"] else "fail"
+    assert f"within 4 standard errors: {verdict}" in text and "converged: pass" in text
+    rows = [
+        line.split()[0]
+        for line in text.splitlines()
+        if line.startswith("  ") and line[2:3] in "QRtnmp"
+    ]
+    assert set(result.summary) <= set(rows), rows
 
 
 def test_certify_model_agrees_with_the_core_and_the_cli(files, capsys):

@@ -25,6 +25,7 @@ __all__ = [
     "load_checkpoint_data",
     "load_model_or_checkpoint",
     "progress",
+    "run_metadata",
     "noise_from_options",
 ]
 
@@ -76,8 +77,27 @@ def progress(args: argparse.Namespace, total: int, desc: str, unit: str = "step"
     )
 
 
-def emit_json(data: Any) -> None:
-    """Print ``data`` as indented, strict JSON on standard output."""
+def run_metadata(args: argparse.Namespace | None = None) -> dict[str, str]:
+    """``package_version``, ``command_line`` and ``date`` (UTC, ISO 8601) of this run."""
+    import datetime
+    import shlex
+
+    from nrnn_theory._version import __version__
+
+    argv = getattr(args, "argv", None)
+    argv = list(sys.argv[1:]) if argv is None else list(argv)
+    return {
+        "package_version": __version__,
+        "command_line": shlex.join(["nrnn", *argv]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def emit_json(data: Any, args: argparse.Namespace | None = None) -> None:
+    """Print ``data`` as indented, strict JSON on standard output; a dict gets the
+    :func:`run_metadata` of ``args`` first."""
+    if isinstance(data, dict):
+        data = {**run_metadata(args), **data}
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 

@@ -128,9 +128,25 @@ def _regularizer_noise(ck, args: argparse.Namespace):
     return own, "checkpoint"
 
 
+def _mc_check(mc) -> dict[str, Any] | None:
+    from nrnn_theory.testing.tolerances import STATISTICAL_SIGMAS
+
+    if mc is None:
+        return None
+    diff = mc.mean - mc.predicted_mean
+    se = mc.mean_stderr
+    return {
+        "difference": diff,
+        "z": diff / se if se > 0 else None,
+        "sigmas": STATISTICAL_SIGMAS,
+        "pass": bool(abs(diff) <= STATISTICAL_SIGMAS * se),
+    }
+
+
 def _regularizer_dict(analysis, source: str) -> dict[str, Any]:
     reg = analysis.regularizer
     return {
+        "monte_carlo_check": _mc_check(reg.monte_carlo),
         "noise": reg.noise,
         "noise_source": source,
         "epsilon": reg.noise.epsilon,
@@ -214,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         "flatness": _flatness_dict(analysis.flatness) if args.flatness else None,
     }
     if args.json:
-        emit_json(result)
+        emit_json(result, args)
     else:
         print(format_analysis(result))
     return 0
@@ -245,19 +261,15 @@ def format_analysis(result: dict[str, Any]) -> str:
             f"  noise ({reg['noise_source']}): {_noise_words(reg['noise'])}, "
             f"eps = {reg['epsilon']:g}",
         ]
-        labels = {
-            "Q": "Q-hat",
-            "R": "R-hat",
-            "total": "Q-hat + R-hat",
-            "noise_gap": "eps^2/2 (Q+R)",
-            "mean_shift": "mean shift",
-            "predicted_gap": "predicted gap",
-        }
+        # Rows are labelled with their JSON keys (regularizer.summary.<key>).
         header = ("quantity", "mean", *(f"q{round(100 * p):02d}" for p in QUANTILES))
         rows = [
-            (labels[name], *(f"{v: .4g}" for v in stats.values()))
-            for name, stats in reg["summary"].items()
+            (name, *(f"{v: .4e}" for v in stats.values())) for name, stats in reg["summary"].items()
         ]
+        lines.append(
+            "  (Q, R: Q-hat, R-hat; total = Q + R; noise_gap = eps^2/2 total, the predicted "
+            "noisy-minus-clean loss gap)"
+        )
         lines += _table(header, rows)
         if "predicted_gap" in reg["summary"]:
             lines.append(
@@ -267,19 +279,30 @@ def format_analysis(result: dict[str, Any]) -> str:
         lines.append("  steps whose noise contributes most to R-hat (mean over examples):")
         for s in reg["top_steps"]:
             lines.append(
-                f"    step {s['step']:>5}  R {s['R']: .4g}  ({100 * s['share']:.1f}% of R-hat)"
+                f"    step {s['step']:>5}  R {s['R']: .4e}  ({100 * s['share']:5.1f}% of R-hat)"
             )
         mc = reg["monte_carlo"]
-        if mc is not None:
-            diff = mc.mean - mc.predicted_mean
-            z = diff / mc.mean_stderr if mc.mean_stderr > 0 else float("nan")
+        check = reg.get("monte_carlo_check")
+        if mc is not None and check is not None:
+            verdict = "pass" if check["pass"] else "fail"
             lines += [
                 f"  Monte Carlo ({mc.n_pairs} antithetic pairs per example), batch mean:",
-                f"    measured gap   {mc.mean: .6g} ± {mc.mean_stderr:.3g} (standard error)",
-                f"    predicted gap  {mc.predicted_mean: .6g}",
-                f"    difference     {diff: .3g} ({z:+.1f} standard errors; the expansion "
-                "drops O(eps^4) terms, which this measures once it exceeds a few standard "
-                "errors)",
+                f"    measured gap   {mc.mean: .6e} ± {mc.mean_stderr:.2e} (standard error)",
+                f"    predicted gap  {mc.predicted_mean: .6e}",
+                f"    difference     {check['difference']: .6e} ("
+                + (
+                    f"{check['z']:+.1f} standard errors)"
+                    if check["z"] is not None
+                    else "standard error 0)"
+                ),
+                f"    within {check['sigmas']:g} standard errors: {verdict}"
+                + (
+                    ""
+                    if check["pass"]
+                    else " (the expansion drops O(eps^4) terms; antithetic pairs shrink the "
+                    "standard error at the same rate, so this shows them: try a smaller "
+                    "noise, or more pairs to be sure)"
+                ),
             ]
     flat = result["flatness"]
     if flat is not None:
@@ -289,18 +312,18 @@ def format_analysis(result: dict[str, Any]) -> str:
             f"Flatness (THEORY.md §7): Hessian of the {flat['loss']} on these examples",
             f"  loss {flat['loss_value']:.6g}; {flat['n_params']} parameters "
             f"({', '.join(f'{k} {v}' for k, v in flat['parameters'].items())})",
-            f"  Hutchinson trace  {tr.mean: .6g} ± {tr.stderr:.3g} ({tr.n_probes} probes)",
+            f"  Hutchinson trace  {tr.mean: .6e} ± {tr.stderr:.2e} ({tr.n_probes} probes)",
         ]
         rows = [
-            (name, f"{tr.block_means[name]: .4g}", f"{tr.block_stderrs[name]:.3g}")
+            (name, f"{tr.block_means[name]: .4e}", f"{tr.block_stderrs[name]:.2e}")
             for name in tr.block_means
         ]
         lines += _table(("parameter", "trace", "stderr"), rows, indent="    ")
-        values = ", ".join(f"{v:.6g}" for v in eig.eigenvalues.tolist())
+        values = ", ".join(f"{v:.6e}" for v in eig.eigenvalues.tolist())
         resid = max(eig.residuals.tolist())
         lines.append(
             f"  top {len(eig.eigenvalues)} eigenvalues  {values}  (Lanczos, max residual "
-            f"{resid:.2g}{'' if eig.converged else ', NOT converged'})"
+            f"{resid:.2e}; converged: {'pass' if eig.converged else 'fail'})"
         )
     return "\n".join(lines)
 

@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
                 "noise": noises[0] if noises else None,
                 "noise_source": source if noises else None,
                 "report": report,
-            }
+            },
+            args,
         )
         return 0
     print(

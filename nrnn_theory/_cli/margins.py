@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             note = "the global Lipschitz certificate is an l2 bound; see it with --norm l2"
     bar.close()
     if args.json:
-        emit_json(result)
+        emit_json(result, args)
         return 0
     if radius is not None:
         title = (

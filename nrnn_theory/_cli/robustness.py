@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 "table": table,
                 "sweeps": sweeps,
                 "figure": figure,
-            }
+            },
+            args,
         )
         return 0
     style = "markdown" if args.markdown else "text"
