@@ -48,7 +48,32 @@ SUMMARIES: dict[str, str] = {
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the line breaks of the description."""
+    """Shows each option's default once, in the format the option accepts (``S1,S2``
+    for a list), and keeps the line breaks of the description.
+
+    No ``(default: ...)`` is added where the help already states it ("default" or
+    "unset:" in the text), for flags, or for an unset (``None``) default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or "unset:" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or action.nargs == 0
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            # nargs options take separate words; the others parse "S1,S2"
+            shown = (" " if action.nargs is not None else ",").join(str(v) for v in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
