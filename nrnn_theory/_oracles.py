@@ -26,7 +26,7 @@ def normal_expectation(f: Callable[[float], float], root: float | None = None) -
     r""":math:`\mathbb E f(\xi)` for :math:`\xi\sim\mathcal N(0, 1)` by adaptive quadrature.
 
     ``f`` may have an integrable singularity at ``root`` (e.g. :math:`\log|a + s\xi|`);
-    the integral is then split there. A root beyond :data:`CUT` standard deviations is
+    the integral is then split there. A root beyond ``CUT`` (30) standard deviations is
     ignored and the integral taken over ``[-CUT, CUT]`` instead: the split would
     overflow the density for a root near :math:`\pm 10^{300}` (``s`` tiny).
 

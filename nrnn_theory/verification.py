@@ -149,7 +149,7 @@ def resolve_method(
 ) -> str:
     """The bound method ``"auto"`` stands for at this size and device.
 
-    CROWN when :math:`T^2H^3` is at most :data:`AUTO_CROWN_WORK` (CPU) or
+    CROWN when :math:`T^2H^3` is at most ``AUTO_CROWN_WORK`` (CPU) or
     :data:`AUTO_CROWN_WORK_GPU` (CUDA), else forward.
 
     Examples
@@ -270,7 +270,17 @@ class LogitBounds(Result):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LogitBounds:
-        """Rebuild from :meth:`to_dict` output (tensors on the CPU)."""
+        """Rebuild from :meth:`to_dict` output (tensors on the CPU).
+
+        Parameters
+        ----------
+        data : mapping
+            What :meth:`to_dict` returned (after a JSON round trip).
+
+        Returns
+        -------
+        LogitBounds
+        """
         names = {f for f in cls.__dataclass_fields__}
         d = _check_record_dict("LogitBounds", data, names)
         for name in cls._TENSORS:
@@ -301,10 +311,10 @@ class CertifiedRadius(Result):
         search closed ``[radius, bracket_upper]`` to ``rtol``. Not a bound on the true
         margin, only on what this method certifies.
     status : tuple of str
-        Per example, one of :data:`RADIUS_STATUSES`: ``"certified"`` (bracket closed),
+        Per example, one of ``RADIUS_STATUSES``: ``"certified"`` (bracket closed),
         ``"misclassified"`` (radius 0), ``"not_certified"`` (not even radius 0: frozen
         noise alone can flip it), ``"negligible"`` (the bound failed below
-        :data:`NEGLIGIBLE` times the first-order distance: the method is vacuous here;
+        ``NEGLIGIBLE`` times the first-order distance: the method is vacuous here;
         the radius is the largest certified one found, possibly 0), ``"whole_range"``
         (every point of the data range), ``"max_radius"`` (certified at the cap),
         ``"max_iter"`` (bracket not closed).
@@ -357,7 +367,17 @@ class CertifiedRadius(Result):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CertifiedRadius:
-        """Rebuild from :meth:`to_dict` output (tensors on the CPU)."""
+        """Rebuild from :meth:`to_dict` output (tensors on the CPU).
+
+        Parameters
+        ----------
+        data : mapping
+            What :meth:`to_dict` returned (after a JSON round trip).
+
+        Returns
+        -------
+        CertifiedRadius
+        """
         names = {f for f in cls.__dataclass_fields__}
         d = _check_record_dict("CertifiedRadius", data, names)
         for name in ("radius", "bracket_upper", "score_margin"):
@@ -672,7 +692,7 @@ def logit_difference_bounds(
         for :math:`\ell_2` balls).
     method : {"auto", "crown", "forward", "ibp"}
         Module docstring; ``"auto"`` picks by the size :math:`T^2H^3`
-        (:data:`AUTO_CROWN_WORK`). Each method is at least as tight as the cheaper
+        (``AUTO_CROWN_WORK``). Each method is at least as tight as the cheaper
         ones on every example (it takes the maximum with their bounds).
     data_range : (float, float), optional
         Intersect the ball with this box (e.g. ``(0, 1)`` for pixels); ``xs`` must lie
@@ -684,7 +704,7 @@ def logit_difference_bounds(
         whose standardized draws (``eta`` of :func:`nrnn_theory.rollout`) lie in
         ``noise_box``. ``None`` (default) is the clean inference model.
     noise_box : float or Tensor or (low, high)
-        The box of the draws, per step and coordinate: a radius (|eta| <= radius) or a
+        The box of the draws, per step and coordinate: a radius (``|eta| <= radius``) or a
         pair ``(low, high)``, each broadcastable to (B, T, r),
         ``r = noise_dim(noise, H)``. For ``"paper_code"`` the uniform coordinates are
         also clipped to their support :math:`[-\sqrt3, \sqrt3]`. Default 4: each
@@ -910,7 +930,7 @@ def certified_radius(
     The radius is certified for the method's bounds; it is a lower bound on the true
     input margin, so it never exceeds the distance of any successful attack
     (THEORY.md §8). Time: about 4-6 bound evaluations per example for the requested
-    method plus at most :data:`CASCADE_MAX_ITER` for each cheaper one
+    method plus at most ``CASCADE_MAX_ITER`` for each cheaper one
     (:func:`logit_difference_bounds`, Notes, for their cost); memory that of one
     evaluation of ``batch_size`` examples.
 

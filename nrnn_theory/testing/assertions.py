@@ -90,7 +90,7 @@ def assert_within_stderr(
         i = np.unravel_index(int(np.argmax(bad)), bad.shape) if bad.ndim else ()
         z = float(diff[i] / se.item(0)) if se.size == 1 and se.item(0) > 0 else float("nan")
         raise AssertionError(
-            f"{what}: {float(np.broadcast_to(est, bad.shape)[i]):.6g} differs from the exact "
+            f"{what}: {float(np.broadcast_to(est, bad.shape)[i]):.6g} differs from the expected "
             f"{float(np.broadcast_to(ex, bad.shape)[i]):.6g} by {float(diff[i]):.3g}, more "
             f"than {sigmas:g} standard errors ({float(np.broadcast_to(bound, bad.shape)[i]):.3g}"
             f"{'' if math.isnan(z) else f'; {z:.1f} SE'}) at {int(bad.sum())} of "
