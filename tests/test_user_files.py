@@ -326,3 +326,31 @@ def test_every_subcommand_takes_quiet_and_threads():
     for name, p in sub.choices.items():
         flags = {s for a in p._actions for s in a.option_strings}
         assert {"--quiet", "--threads"} <= flags, name
+
+
+def test_to_pandas_views_and_the_missing_extra(files, monkeypatch):
+    from nrnn_theory import comparison_table, robustness_sweep
+
+    model, xs, ys = files["model"], files["xs"], files["ys"]
+    result = analyse_model(model, xs, ys, noise=NoiseSpec.paper_code(add=0.05), flatness=False)
+    frame = result.to_pandas()
+    assert (
+        list(frame.index) == list(result.summary)
+        and frame.loc["Q", "mean"] == (result.summary["Q"]["mean"])
+    )
+    sweep = robustness_sweep(
+        model.double(),
+        xs,
+        ys,
+        perturbations=["white_noise"],
+        grids={"white_noise": (0.1,)},
+        n_draws=1,
+        generator=torch.Generator().manual_seed(0),
+    )
+    table = comparison_table({"m": sweep})
+    frame = table.to_pandas()
+    assert len(frame) == len(table.columns) and set(frame["model"]) == {"m"}
+    assert frame["accuracy"].tolist() == table.accuracy[0].tolist()
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"nrnn_theory\[pandas\]"):
+        table.to_pandas()

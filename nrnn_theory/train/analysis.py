@@ -113,6 +113,20 @@ class ModelAnalysis(Result):
     top_steps: tuple[StepShare, ...]
     flatness: FlatnessAnalysis | None
 
+    def to_pandas(self):
+        """The regularizer summary as a ``pandas.DataFrame`` (needs pandas).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per quantity (``Q``, ``R``, ``total``, ...), columns ``mean`` and
+            the quantiles; empty without the regularizer.
+        """
+        from nrnn_theory._record import require_pandas
+
+        pd = require_pandas()
+        return pd.DataFrame.from_dict(self.summary, orient="index")
+
 
 def _stats(values: Tensor) -> dict[str, float]:
     v = values.detach().to(torch.float64)
