@@ -133,7 +133,10 @@ def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:
         "--data-root", default=None, help="folder with the files of a local-path task"
     )
     parser.add_argument(
-        "--split", default="test", choices=["train", "val", "test"], help="data split used"
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="split of the task or of --data evaluated on",
     )
     parser.add_argument(
         "--examples", type=int, default=None, help="use only the first N examples of the split"

@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--flatness",
         action="store_true",
-        help="Hessian trace and top eigenvalues of the mean training loss (any model)",
+        help="Hessian trace and top eigenvalues of the clean mean loss on the evaluation "
+        "examples (--split, --examples; any model)",
     )
     add_checkpoint_arguments(parser, examples=200)
     reg = parser.add_argument_group("regularizer")
