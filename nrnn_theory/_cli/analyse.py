@@ -292,17 +292,23 @@ def format_analysis(result: dict[str, Any]) -> str:
                 f"    predicted gap  {mc.predicted_mean: .6e}",
                 f"    difference     {check['difference']: .6e} ("
                 + (
-                    f"{check['z']:+.1f} standard errors)"
+                    f"{check['z']:+.1f} standard errors"
                     if check["z"] is not None
-                    else "standard error 0)"
+                    else "standard error 0"
+                )
+                + (
+                    f"; {100 * check['difference'] / mc.predicted_mean:+.2f}% of the prediction)"
+                    if mc.predicted_mean != 0
+                    else ")"
                 ),
                 f"    within {check['sigmas']:g} standard errors: {verdict}"
                 + (
                     ""
                     if check["pass"]
-                    else " (the expansion drops O(eps^4) terms; antithetic pairs shrink the "
-                    "standard error at the same rate, so this shows them: try a smaller "
-                    "noise, or more pairs to be sure)"
+                    else " (the prediction drops O(eps^4) terms and the antithetic standard "
+                    "error shrinks at the same rate, so a fail means they are resolved, not "
+                    "that the formula is wrong; the relative difference says how good the "
+                    "second-order prediction is)"
                 ),
             ]
     flat = result["flatness"]
