@@ -64,7 +64,7 @@ def apply_run_options(args: argparse.Namespace) -> None:
 def progress(args: argparse.Namespace, total: int, desc: str, unit: str = "step"):
     """A tqdm progress bar with ETA on standard error; off with ``--quiet``, and when
     standard error is not a terminal (tqdm's ``disable=None``)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(
         total=total,
