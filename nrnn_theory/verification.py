@@ -51,9 +51,8 @@ draws, and the draw-dependent parts are enclosed by the box centre plus a radius
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -80,7 +79,7 @@ from nrnn_theory._contract import (
     resolve_generator,
 )
 from nrnn_theory._step import StepKernel, noise_dim
-from nrnn_theory._types import SCHEMA_VERSION, NoiseSpec, NRNNParams
+from nrnn_theory._types import NoiseSpec, NRNNParams
 from nrnn_theory.dynamics import logits, readout, rollout
 from nrnn_theory.losses import check_labels
 from nrnn_theory.results import Result
@@ -149,8 +148,24 @@ def resolve_method(
 ) -> str:
     """The bound method ``"auto"`` stands for at this size and device.
 
-    CROWN when :math:`T^2H^3` is at most ``AUTO_CROWN_WORK`` (CPU) or
+    CROWN when :math:`T^2H^3` is at most :data:`AUTO_CROWN_WORK` (CPU) or
     :data:`AUTO_CROWN_WORK_GPU` (CUDA), else forward.
+
+    Parameters
+    ----------
+    method : {"auto", "crown", "forward", "ibp"}
+        The requested method; anything but ``"auto"`` is returned unchanged.
+    n_steps : int
+        Sequence length :math:`T`.
+    hidden_size : int
+        Hidden size :math:`H`.
+    device : torch.device or str, default "cpu"
+        Where the bounds will be computed.
+
+    Returns
+    -------
+    str
+        ``"crown"``, ``"forward"`` or ``"ibp"``.
 
     Examples
     --------
@@ -167,54 +182,6 @@ def resolve_method(
 
 
 # ------------------------------------------------------------------------------ records
-def _tensor_from(value: Any, dtype: torch.dtype) -> Tensor:
-    if isinstance(value, list):
-        value = (
-            [_float(v) for v in value]
-            if not value or not isinstance(value[0], list)
-            else [[_float(v) for v in row] for row in value]
-        )
-    return torch.tensor(value, dtype=dtype)
-
-
-def _float(v: Any) -> Any:
-    if isinstance(v, str):
-        return float(v)  # "inf", "-inf", "nan" as written by to_jsonable
-    return v
-
-
-def _check_record_dict(kind: str, data: object, fields: set[str]) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise TypeError(
-            f"data: expected a mapping (the output of {kind}.to_dict), got {type(data).__name__}"
-        )
-    schema = data.get("schema")
-    if schema != f"{kind}/{SCHEMA_VERSION}":
-        raise ValueError(f"data: expected schema {kind}/{SCHEMA_VERSION!r}, got {schema!r}")
-    keys = set(data) - {"schema"}
-    if keys != fields:
-        raise ValueError(
-            f"data: expected keys {sorted(fields)} for {kind}, got missing "
-            f"{sorted(fields - keys)} and unknown {sorted(keys - fields)}"
-        )
-    return {k: data[k] for k in fields}
-
-
-def _box_to_dict(box: tuple[Tensor, Tensor] | None) -> Any:
-    if box is None:
-        return None
-    return [box[0].detach().cpu().tolist(), box[1].detach().cpu().tolist()]
-
-
-def _box_from_dict(value: Any) -> tuple[Tensor, Tensor] | None:
-    if value is None:
-        return None
-    return (
-        torch.tensor(value[0], dtype=torch.float64),
-        torch.tensor(value[1], dtype=torch.float64),
-    )
-
-
 @dataclass(frozen=True)
 class LogitBounds(Result):
     r"""Sound bounds on the logit differences :math:`z_y - z_j` over an input set.
@@ -258,43 +225,6 @@ class LogitBounds(Result):
     dtype: str
     assumptions: str
 
-    _TENSORS = ("lower", "upper", "nominal", "radius")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe, versioned dictionary, read back by :meth:`from_dict`."""
-        out = super().to_dict()
-        out["noise"] = None if self.noise is None else self.noise.to_dict()
-        out["noise_box"] = _box_to_dict(self.noise_box)
-        out["schema"] = f"LogitBounds/{SCHEMA_VERSION}"
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LogitBounds:
-        """Rebuild from :meth:`to_dict` output (tensors on the CPU).
-
-        Parameters
-        ----------
-        data : mapping
-            What :meth:`to_dict` returned (after a JSON round trip).
-
-        Returns
-        -------
-        LogitBounds
-        """
-        names = {f for f in cls.__dataclass_fields__}
-        d = _check_record_dict("LogitBounds", data, names)
-        for name in cls._TENSORS:
-            d[name] = _tensor_from(d[name], torch.float64)
-        d["labels"] = torch.tensor(d["labels"], dtype=torch.long)
-        d["certified"] = torch.tensor(d["certified"], dtype=torch.bool)
-        d["noise"] = NoiseSpec.from_dict(d["noise"])
-        d["noise_box"] = _box_from_dict(d["noise_box"])
-        if d["noise_probability"] is not None:
-            d["noise_probability"] = _tensor_from(d["noise_probability"], torch.float64)
-        if d["data_range"] is not None:
-            d["data_range"] = tuple(d["data_range"])
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class CertifiedRadius(Result):
@@ -311,10 +241,10 @@ class CertifiedRadius(Result):
         search closed ``[radius, bracket_upper]`` to ``rtol``. Not a bound on the true
         margin, only on what this method certifies.
     status : tuple of str
-        Per example, one of ``RADIUS_STATUSES``: ``"certified"`` (bracket closed),
+        Per example, one of :data:`RADIUS_STATUSES`: ``"certified"`` (bracket closed),
         ``"misclassified"`` (radius 0), ``"not_certified"`` (not even radius 0: frozen
         noise alone can flip it), ``"negligible"`` (the bound failed below
-        ``NEGLIGIBLE`` times the first-order distance: the method is vacuous here;
+        :data:`NEGLIGIBLE` times the first-order distance: the method is vacuous here;
         the radius is the largest certified one found, possibly 0), ``"whole_range"``
         (every point of the data range), ``"max_radius"`` (certified at the cap),
         ``"max_iter"`` (bracket not closed).
@@ -356,43 +286,6 @@ class CertifiedRadius(Result):
     n_checked: int
     dtype: str
     assumptions: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe, versioned dictionary, read back by :meth:`from_dict`."""
-        out = super().to_dict()
-        out["noise"] = None if self.noise is None else self.noise.to_dict()
-        out["noise_box"] = _box_to_dict(self.noise_box)
-        out["schema"] = f"CertifiedRadius/{SCHEMA_VERSION}"
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CertifiedRadius:
-        """Rebuild from :meth:`to_dict` output (tensors on the CPU).
-
-        Parameters
-        ----------
-        data : mapping
-            What :meth:`to_dict` returned (after a JSON round trip).
-
-        Returns
-        -------
-        CertifiedRadius
-        """
-        names = {f for f in cls.__dataclass_fields__}
-        d = _check_record_dict("CertifiedRadius", data, names)
-        for name in ("radius", "bracket_upper", "score_margin"):
-            d[name] = _tensor_from(d[name], torch.float64)
-        d["labels"] = torch.tensor(d["labels"], dtype=torch.long)
-        d["status"] = tuple(d["status"])
-        d["radii"] = {k: _tensor_from(v, torch.float64) for k, v in d["radii"].items()}
-        d["iterations"] = {k: torch.tensor(v, dtype=torch.long) for k, v in d["iterations"].items()}
-        d["noise"] = NoiseSpec.from_dict(d["noise"])
-        d["noise_box"] = _box_from_dict(d["noise_box"])
-        if d["noise_probability"] is not None:
-            d["noise_probability"] = _tensor_from(d["noise_probability"], torch.float64)
-        if d["data_range"] is not None:
-            d["data_range"] = tuple(d["data_range"])
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- the setup
@@ -692,7 +585,7 @@ def logit_difference_bounds(
         for :math:`\ell_2` balls).
     method : {"auto", "crown", "forward", "ibp"}
         Module docstring; ``"auto"`` picks by the size :math:`T^2H^3`
-        (``AUTO_CROWN_WORK``). Each method is at least as tight as the cheaper
+        (:data:`AUTO_CROWN_WORK`). Each method is at least as tight as the cheaper
         ones on every example (it takes the maximum with their bounds).
     data_range : (float, float), optional
         Intersect the ball with this box (e.g. ``(0, 1)`` for pixels); ``xs`` must lie
@@ -930,7 +823,7 @@ def certified_radius(
     The radius is certified for the method's bounds; it is a lower bound on the true
     input margin, so it never exceeds the distance of any successful attack
     (THEORY.md §8). Time: about 4-6 bound evaluations per example for the requested
-    method plus at most ``CASCADE_MAX_ITER`` for each cheaper one
+    method plus at most :data:`CASCADE_MAX_ITER` for each cheaper one
     (:func:`logit_difference_bounds`, Notes, for their cost); memory that of one
     evaluation of ``batch_size`` examples.
 
