@@ -56,8 +56,11 @@ Results (each defined beside the function returning it; all in :mod:`nrnn_theory
     LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport
 
 
-The training layer (models, data, ``fit``, checkpoints) is the subpackage
-:mod:`nrnn_theory.train`; the core never imports it.
+The training layer (models, data, ``fit``, checkpoints, your own data and model
+files, the per-model analyses of ``nrnn analyse`` and ``nrnn certify``) is the
+subpackage :mod:`nrnn_theory.train`; the core never imports it. Strategies, oracles
+and assertions for verifying a derivation property-based are in
+:mod:`nrnn_theory.testing`.
 
 Names are loaded lazily (PEP 562): ``import nrnn_theory`` imports neither torch nor
 any submodule, and the first access to a name imports the module that defines it

@@ -26,9 +26,20 @@ def normal_expectation(f: Callable[[float], float], root: float | None = None) -
     r""":math:`\mathbb E f(\xi)` for :math:`\xi\sim\mathcal N(0, 1)` by adaptive quadrature.
 
     ``f`` may have an integrable singularity at ``root`` (e.g. :math:`\log|a + s\xi|`);
-    the integral is then split there. A root beyond :data:`CUT` standard deviations is
+    the integral is then split there. A root beyond ``CUT`` (30) standard deviations is
     ignored and the integral taken over ``[-CUT, CUT]`` instead: the split would
     overflow the density for a root near :math:`\pm 10^{300}` (``s`` tiny).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> float`` (vectorised over numpy arrays or not).
+    root : float, optional
+        Where ``f`` has an integrable singularity (default: none).
+
+    Returns
+    -------
+    float
 
     Examples
     --------
@@ -59,6 +70,19 @@ def em_gbm_exponent(lam: float, sigma: float, dt: float) -> float:
     :math:`\xi = -(1 + \lambda\Delta t)/(\sigma\sqrt{\Delta t})`; for
     :math:`\sigma = 0` it is :math:`\log|1 + \lambda\Delta t|/\Delta t`. As
     :math:`\Delta t\to 0` it tends to :math:`\lambda - \sigma^2/2`.
+
+    Parameters
+    ----------
+    lam : float
+        Drift rate :math:`\lambda`.
+    sigma : float
+        Noise level :math:`\sigma \ge 0`.
+    dt : float
+        Step size :math:`\Delta t > 0`.
+
+    Returns
+    -------
+    float
 
     Examples
     --------

@@ -32,7 +32,7 @@ from torch import Tensor
 from nrnn_theory._types import SCHEMA_VERSION, NoiseSpec, NRNNParams
 
 
-__all__ = ["Result", "to_jsonable"]
+__all__ = ["Result", "require_pandas", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:  # Any: the point is to accept anything JSON-like
@@ -217,3 +217,15 @@ class Result:
                 continue
             kwargs[key] = _from_jsonable(data[key], hints[key], f"{name}.{key}", device)
         return cls(**kwargs)
+
+
+def require_pandas():
+    """The ``pandas`` module, for the ``to_pandas`` methods of records (an optional
+    dependency: an ``ImportError`` naming the extra to install when it is missing)."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            "to_pandas needs pandas, an optional dependency: pip install 'nrnn_theory[pandas]'"
+        ) from exc
+    return pandas

@@ -55,7 +55,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the line breaks of the description."""
+    """Shows each option's default once, in the format the option accepts (``S1,S2``
+    for a list), and keeps the line breaks of the description.
+
+    No ``(default: ...)`` is added where the help already states it ("default" or
+    "unset:" in the text), for flags, or for an unset (``None``) default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or "unset:" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or action.nargs == 0
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            # nargs options take separate words; the others parse "S1,S2"
+            shown = (" " if action.nargs is not None else ",").join(str(v) for v in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -121,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command(argv)
     parser = build_parser(() if command not in COMMANDS else (command,))
     args = parser.parse_args(argv)
+    args.argv = argv  # the JSON output records its command line
     if args.command is None:
         parser.print_help()
         return 0

@@ -212,6 +212,32 @@ class ComparisonTable(Result):
     confidence: float
     ci_method: str
 
+    def to_pandas(self):
+        """The table as a ``pandas.DataFrame`` in long form (needs pandas).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per model and column: ``model``, ``perturbation``, ``strength``,
+            ``accuracy``, ``ci_low``, ``ci_high``.
+        """
+        from nrnn_theory._record import require_pandas
+
+        pd = require_pandas()
+        rows = [
+            {
+                "model": model,
+                "perturbation": name,
+                "strength": strength,
+                "accuracy": float(self.accuracy[i, j]),
+                "ci_low": float(self.ci_low[i, j]),
+                "ci_high": float(self.ci_high[i, j]),
+            }
+            for i, model in enumerate(self.models)
+            for j, (name, strength) in enumerate(self.columns)
+        ]
+        return pd.DataFrame(rows)
+
 
 # ----------------------------------------------------------------------- perturbations
 def _check_strength(name: str, value: object, upper: float | None = None) -> float:

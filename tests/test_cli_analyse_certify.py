@@ -117,8 +117,10 @@ def test_analyse_human_output(runs, capsys, single_thread):
     argv = ["analyse", str(runs / "nrnn"), "--regularizer", "--flatness", "--examples", "6"]
     assert main([*argv, "--mc-pairs", "3", "--probes", "4", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
-    for row in ("Q-hat ", "R-hat ", "Q-hat + R-hat", "eps^2/2 (Q+R)", "predicted gap"):
+    # rows carry the JSON keys of regularizer.summary
+    for row in ("Q ", "R ", "total ", "noise_gap ", "mean_shift ", "predicted_gap "):
         assert f"\n  {row}" in text
+    assert "standard errors: pass" in text or "standard errors: fail" in text
     assert "paper_code add_noise a = 0.05, mult_noise mu = 0.3" in text
     assert "% of R-hat" in text and "measured gap" in text
     assert "Hutchinson trace" in text and "(4 probes)" in text

@@ -19,7 +19,9 @@ import pytest
 import nrnn_theory
 import nrnn_theory.experiments
 import nrnn_theory.symbolic
+import nrnn_theory.testing
 import nrnn_theory.train
+import nrnn_theory.train.analysis
 
 
 pytestmark = pytest.mark.slow
@@ -70,7 +72,14 @@ def test_docs_build_without_warnings(site):
 
 def test_every_public_name_has_an_api_page(site):
     inventory = _inventory(site)
-    modules = [nrnn_theory, nrnn_theory.train, nrnn_theory.experiments, nrnn_theory.symbolic]
+    modules = [
+        nrnn_theory,
+        nrnn_theory.train,
+        nrnn_theory.train.analysis,
+        nrnn_theory.experiments,
+        nrnn_theory.symbolic,
+        nrnn_theory.testing,
+    ]
     missing = []
     for module in modules:
         for name in module.__all__:
@@ -88,6 +97,20 @@ def test_every_public_name_has_an_api_page(site):
 def test_executed_tutorial_shows_outputs(site):
     html = (site / "tutorials" / "quickstart.html").read_text()
     assert "cell_output" in html and "Q-hat:" in html  # the cells ran and printed
+
+
+@pytest.mark.parametrize(
+    ("page", "printed"),
+    [
+        ("own_rnn", "Measured leading exponents"),
+        ("analyse_checkpoint", "standard errors:"),
+        ("read_report", "Claims at a glance"),
+        ("property_testing", "gap vs last_step_only"),
+    ],
+)
+def test_every_tutorial_ran(site, page, printed):
+    html = (site / "tutorials" / f"{page}.html").read_text()
+    assert "cell_output" in html and printed in html
 
 
 def test_citation_table_anchors_exist(site):

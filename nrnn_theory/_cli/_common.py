@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nrnn_theory._record import to_jsonable
@@ -12,25 +14,91 @@ from nrnn_theory._types import CONVENTIONS, NOISE_STRUCTURES, NoiseSpec
 
 
 __all__ = [
+    "UserModel",
     "add_checkpoint_arguments",
     "add_checkpoint_data_options",
     "add_noise_options",
     "add_output_options",
+    "add_run_options",
+    "apply_run_options",
     "cli_device",
     "emit_json",
     "load_checkpoint_data",
+    "load_model_or_checkpoint",
+    "progress",
+    "run_metadata",
     "noise_from_options",
 ]
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--json`` and ``--quiet`` options every subcommand shares."""
+    """Add the ``--json`` option and the run options (:func:`add_run_options`)."""
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    add_run_options(parser)
 
 
-def emit_json(data: Any) -> None:
-    """Print ``data`` as indented, strict JSON on standard output."""
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet`` and ``--threads``, which every subcommand takes."""
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars or chatter on standard error"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch CPU threads (0: torch's default)",
+    )
+
+
+def apply_run_options(args: argparse.Namespace) -> None:
+    """Set torch's thread count from ``--threads`` (0: leave torch's default)."""
+    threads = getattr(args, "threads", 0) or 0
+    if threads < 0:
+        raise ValueError(f"--threads: expected an integer >= 0, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def progress(args: argparse.Namespace, total: int, desc: str, unit: str = "step"):
+    """A tqdm progress bar with ETA on standard error; off with ``--quiet``, and when
+    standard error is not a terminal (tqdm's ``disable=None``)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=True if getattr(args, "quiet", False) else None,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def run_metadata(args: argparse.Namespace | None = None) -> dict[str, str]:
+    """``package_version``, ``command_line`` and ``date`` (UTC, ISO 8601) of this run."""
+    import datetime
+    import shlex
+
+    from nrnn_theory._version import __version__
+
+    argv = getattr(args, "argv", None)
+    argv = list(sys.argv[1:]) if argv is None else list(argv)
+    return {
+        "package_version": __version__,
+        "command_line": shlex.join(["nrnn", *argv]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def emit_json(data: Any, args: argparse.Namespace | None = None) -> None:
+    """Print ``data`` as indented, strict JSON on standard output; a dict gets the
+    :func:`run_metadata` of ``args`` first."""
+    if isinstance(data, dict):
+        data = {**run_metadata(args), **data}
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
@@ -38,7 +106,11 @@ def emit_json(data: Any) -> None:
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, examples: int) -> None:
     """The positional ``checkpoint`` and the evaluation-data options of a subcommand that
     analyses one checkpoint, on its first ``examples`` examples by default."""
-    parser.add_argument("checkpoint", help="checkpoint or run directory")
+    parser.add_argument(
+        "checkpoint",
+        help="checkpoint or run directory of nrnn train, or a model file NAME.json of your "
+        "own nn.RNN (nrnn_theory.train.save_model_file)",
+    )
     add_checkpoint_data_options(parser)
     parser.set_defaults(examples=examples)
 
@@ -51,10 +123,21 @@ def add_checkpoint_data_options(parser: argparse.ArgumentParser) -> None:
         help="task to evaluate on (default: the task the first checkpoint was trained on)",
     )
     parser.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE.npz",
+        help="your own data instead of a task: arrays x (N, T, D) and y (N,), optionally "
+        "split or x_test/y_test, ... (format: nrnn_theory.train.user_files; a file with x "
+        "and y only is the test split)",
+    )
+    parser.add_argument(
         "--data-root", default=None, help="folder with the files of a local-path task"
     )
     parser.add_argument(
-        "--split", default="test", choices=["train", "val", "test"], help="data split used"
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="split of the task or of --data evaluated on",
     )
     parser.add_argument(
         "--examples", type=int, default=None, help="use only the first N examples of the split"
@@ -75,38 +158,93 @@ def cli_device(device: str):
         raise ValueError(f"--{exc}") from None
 
 
+@dataclass(frozen=True, eq=False)
+class UserModel:
+    """A model file of your own (``nrnn_theory.train.load_model_file``) in the place of a
+    checkpoint: the attributes the subcommands read from a checkpoint."""
+
+    path: Path
+    model: Any  # nn.Module (torch is not imported at parse time)
+    config: dict[str, object]
+    task: dict[str, object] | None = None
+
+
+def _is_model_file(path: str) -> bool:
+    return Path(path).suffix in (".json", ".safetensors")
+
+
+def load_model_or_checkpoint(path: str, device):
+    """A checkpoint of ``nrnn train`` (folder) or a model file of your own (``.json``)."""
+    import torch
+
+    from nrnn_theory.train import load_checkpoint, load_model_file
+
+    if not _is_model_file(path):
+        return load_checkpoint(path, map_location=device)
+    model = load_model_file(path).to(torch.device(device))
+    rnn = model.rnn
+    config = {
+        "model": "torch_rnn",
+        "input_size": rnn.input_size,
+        "hidden_size": rnn.hidden_size,
+        "num_classes": model.fc.out_features,
+    }
+    return UserModel(path=Path(path).with_suffix(".json"), model=model, config=config)
+
+
 def load_checkpoint_data(paths, args):
     """Load checkpoints and the evaluation data they are checked against.
 
-    Returns ``(checkpoints, task, xs, ys)``. The task is ``--task`` or the first
+    Returns ``(checkpoints, task, xs, ys)``. The data is ``--data`` (a data file of your
+    own, whose labels must be classes of the first model), else ``--task`` or the first
     checkpoint's own task (with its split seed); every checkpoint must take inputs of
-    the task's dimension and predict its number of classes, else a ``ValueError``
-    names the checkpoint.
+    the data's dimension and predict its number of classes, else a ``ValueError``
+    names the checkpoint. A path ending in ``.json`` is a model file of your own.
     """
 
-    from nrnn_theory.train import load_checkpoint, load_task
+    from nrnn_theory.train import load_data_file, load_task
 
+    apply_run_options(args)
     if args.examples is not None and args.examples < 1:
         raise ValueError(f"--examples: expected an integer >= 1, got {args.examples}")
     device = cli_device(args.device)
-    ckpts = [load_checkpoint(p, map_location=device) for p in paths]
-    task_args = dict(ckpts[0].task or {})
-    if args.task is not None and args.task != task_args.get("name"):
-        task_args = {"name": args.task}
-    if "name" not in task_args:
-        raise ValueError(f"--task: checkpoint {paths[0]} records no task; pass --task")
-    name = task_args.pop("name")
-    if args.data_root is not None:
-        task_args["root"] = args.data_root
-    task = load_task(name, **task_args)
+    ckpts = [load_model_or_checkpoint(p, device) for p in paths]
+    own_data = getattr(args, "data", None)
+    if own_data is not None:
+        for flag, value in (("--task", args.task), ("--data-root", args.data_root)):
+            if value is not None:
+                raise ValueError(f"{flag}: expected either --data or {flag}, got both")
+        n_cls = ckpts[0].config.get("num_classes")
+        task = load_data_file(own_data, num_classes=n_cls if isinstance(n_cls, int) else None)
+        name = task.name
+    else:
+        task_args = dict(ckpts[0].task or {})
+        if args.task is not None and args.task != task_args.get("name"):
+            task_args = {"name": args.task}
+        if "name" not in task_args:
+            raise ValueError(
+                f"--task: {paths[0]} records no task; pass --task or your own --data FILE.npz"
+            )
+        name = task_args.pop("name")
+        if args.data_root is not None:
+            task_args["root"] = args.data_root
+        task = load_task(name, **task_args)
     xs, ys = task.inputs(args.split), task.labels(args.split)
     if args.examples is not None:
         xs, ys = xs[: args.examples], ys[: args.examples]
     if len(xs) == 0:
-        raise ValueError(f"--split: the {args.split} split of task {name!r} is empty")
+        raise ValueError(f"--split: the {args.split} split of {name!r} is empty")
     for path, ck in zip(paths, ckpts, strict=True):
         d_in, n_cls = ck.config.get("input_size"), ck.config.get("num_classes")
-        if d_in != task.input_size or n_cls != task.num_classes:
+        if own_data is not None:
+            ok = d_in == task.input_size and isinstance(n_cls, int) and n_cls > int(ys.max())
+            if not ok:
+                raise ValueError(
+                    f"checkpoint {path}: expected a model for the data of {own_data} (input "
+                    f"size {task.input_size}, labels up to {int(ys.max())}), got input size "
+                    f"{d_in} and {n_cls} classes"
+                )
+        elif d_in != task.input_size or n_cls != task.num_classes:
             raise ValueError(
                 f"checkpoint {path}: expected a model for task {name!r} (input size "
                 f"{task.input_size}, {task.num_classes} classes), got input size {d_in} and "

@@ -40,6 +40,7 @@ from nrnn_theory._cli._common import (
     emit_json,
     load_checkpoint_data,
     noise_from_options,
+    progress,
 )
 
 
@@ -77,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-box",
         default=None,
         help="LO,HI: the input set of the reachable-set sector (default: the range of the "
-        "task's training inputs, [0,1] for digits/MNIST)",
+        "task's training inputs, [0,1] for digits/MNIST; the evaluated inputs' for a "
+        "--data file without a train split)",
     )
     parser.add_argument(
         "--horizon",
@@ -93,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from nrnn_theory.stability import format_stability_report, stability_report
+    from nrnn_theory.stability import format_stability_report
     from nrnn_theory.train import noise_from_module, params_from_module
+    from nrnn_theory.train.analysis import certify_model
 
     override = noise_from_options(args)
     if args.exponents < 1:
@@ -108,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     except TypeError:
         raise ValueError(
             f"checkpoint {args.checkpoint} holds a {ck.config.get('model')!r} model, not one "
-            "of the NRNN family (nrnn, lipschitz, antisymmetric); the certificates of "
-            "THEORY.md §9 are about the NRNN drift"
+            "of the NRNN family (nrnn, lipschitz, antisymmetric, or a one-layer tanh "
+            "torch.nn.RNN); the certificates of THEORY.md §9 are about the NRNN drift"
         ) from None
     if args.exponents > params.hidden_size:
         raise ValueError(
@@ -119,16 +122,20 @@ def run(args: argparse.Namespace) -> int:
     noise = override if override is not None else noise_from_module(ck.model)
     source = "command line" if override is not None else "checkpoint"
     noises = [] if noise is None or noise.is_zero else [noise]
-    report = stability_report(
+    bar = progress(args, 1, "certify")
+    bar.set_postfix_str(f"certificates and exponents on {len(xs)} inputs")
+    report = certify_model(
         params,
-        xs.to(torch.float64),
-        noises=noises,
+        xs,
+        noise=noises[0] if noises else None,
         one_sided=args.one_sided,
         k=args.exponents,
         transient=args.transient,
-        generator=torch.Generator(device=xs.device).manual_seed(args.seed),
+        seed=args.seed,
     )
     lmi = _lmi_rows(args, box, params, task, xs, report)
+    bar.update()
+    bar.close()
     if args.json:
         emit_json(
             {
@@ -145,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 "noise_source": source if noises else None,
                 "report": report,
                 "lmi": lmi,
-            }
+            },
+            args,
         )
         return 0
     print(lmi["conclusion"])
@@ -194,10 +202,13 @@ def _lmi_rows(args, box, params, task, xs, report) -> dict:
     if box is not None:
         lo, hi = box
         source = "command line"
-    else:
+    elif "train" in getattr(task, "splits", ("train",)):
         train = task.inputs("train")
         lo, hi = float(train.min()), float(train.max())
         source = f"range of the training inputs of {task.name}"
+    else:  # a data file of your own without a training split
+        lo, hi = float(xs.min()), float(xs.max())
+        source = f"range of the {len(xs)} evaluated inputs of {task.name} (no train split)"
     horizon = args.horizon if args.horizon is not None else int(xs.shape[1])
     with torch.no_grad():
         reach = reachable_set(params, (lo, hi), horizon)

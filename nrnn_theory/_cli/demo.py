@@ -11,7 +11,7 @@ import argparse
 import math
 import time
 
-from nrnn_theory._cli._common import add_output_options, emit_json
+from nrnn_theory._cli._common import add_output_options, apply_run_options, emit_json
 
 
 HELP = "roll a small NRNN out on digit sequences, with and without noise"
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nrnn_theory import NoiseSpec, NRNNParams, paper_code_to_sde, readout, rollout
 
+    apply_run_options(args)
     if args.hidden < 1:
         raise ValueError(f"--hidden: expected an integer >= 1, got {args.hidden}")
     if args.examples < 1:

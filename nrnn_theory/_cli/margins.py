@@ -23,6 +23,7 @@ from nrnn_theory._cli._common import (
     add_output_options,
     emit_json,
     load_checkpoint_data,
+    progress,
 )
 
 
@@ -56,14 +57,18 @@ def run(args: argparse.Namespace) -> int:
     from nrnn_theory.verification import certified_radius
 
     (ck,), task, xs, ys = load_checkpoint_data([args.checkpoint], args)
-    gen = torch.Generator(device=xs.device).manual_seed(args.seed)
-    empirical = minimal_perturbation(
-        ck.model, xs, ys, norm=args.norm, bounds=task.value_range, generator=gen
-    )
     try:
         params = params_from_module(ck.model)
     except TypeError:
         params = None
+    stages = 1 + (params is not None) * (1 + (args.bound_method != "none"))
+    bar = progress(args, stages, "margins")
+    bar.set_postfix_str(f"attack on {len(xs)} examples")
+    gen = torch.Generator(device=xs.device).manual_seed(args.seed)
+    empirical = minimal_perturbation(
+        ck.model, xs, ys, norm=args.norm, bounds=task.value_range, generator=gen
+    )
+    bar.update()
     result = {
         "task": task.name,
         "split": args.split,
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if params is not None and args.bound_method != "none":
         lo, hi = task.value_range
         inside = bool((xs >= lo).all() and (xs <= hi).all())
+        bar.set_postfix_str(f"certified radius ({args.bound_method})")
         radius = certified_radius(
             params,
             xs,
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             radius.radius, empirical, tight_factor=args.tight_factor, norm=args.norm
         )
         result["radius_summary"] = radius_summary
+        bar.update()
     if params is None:
         result["certified"] = None
         note = (
@@ -96,15 +103,18 @@ def run(args: argparse.Namespace) -> int:
             "(THEORY.md §8 applies to the NRNN drift)"
         )
     else:
+        bar.set_postfix_str("Lipschitz certificate")
         cert = certified_margin(params, xs, ys)
+        bar.update()
         result["certified"] = cert
         if args.norm == "l2":
             result["summary"] = margin_summary(cert, empirical, tight_factor=args.tight_factor)
             note = None
         else:
             note = "the global Lipschitz certificate is an l2 bound; see it with --norm l2"
+    bar.close()
     if args.json:
-        emit_json(result)
+        emit_json(result, args)
         return 0
     if radius is not None:
         title = (

@@ -21,6 +21,7 @@ from nrnn_theory._cli._common import (
     add_output_options,
     emit_json,
     load_checkpoint_data,
+    progress,
 )
 
 
@@ -37,7 +38,11 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nrnn_theory.robustness import DEFAULT_GRIDS, DEFAULT_PERTURBATIONS, PERTURBATIONS
 
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint or run directories")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        help="checkpoints or run directories of nrnn train, or model files NAME.json",
+    )
     add_checkpoint_data_options(parser)
     parser.add_argument(
         "--perturbations",
@@ -88,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     ckpts, task, xs, ys = load_checkpoint_data(args.checkpoints, args)
     names = _unique_names(args.checkpoints)
     sweeps = {}
+    bar = progress(args, len(ckpts), f"robustness on {len(xs)} examples", unit="model")
     for name, ck in zip(names, ckpts, strict=True):
-        if not args.quiet and not args.json:
-            print(f"sweeping {name} on {len(xs)} {args.split} examples of {task.name} ...")
+        bar.set_postfix_str(name)
         sweeps[name] = robustness_sweep(
             ck.model,
             xs,
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             name=name,
             generator=torch.Generator(device=xs.device).manual_seed(args.seed),
         )
+        bar.update()
+    bar.close()
     table = comparison_table(sweeps)
     figure = None
     if plot is not None:
@@ -116,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 "table": table,
                 "sweeps": sweeps,
                 "figure": figure,
-            }
+            },
+            args,
         )
         return 0
     style = "markdown" if args.markdown else "text"

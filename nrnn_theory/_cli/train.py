@@ -32,6 +32,7 @@ from typing import Any
 from nrnn_theory._cli._common import (
     add_noise_options,
     add_output_options,
+    apply_run_options,
     cli_device,
     emit_json,
     noise_from_options,
@@ -308,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     from nrnn_theory.train.loop import FitSettings, fit
     from nrnn_theory.train.models import build_model
 
+    apply_run_options(args)
     ctx = init_from_env(args.device)
     penalty = None
     try:

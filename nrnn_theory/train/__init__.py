@@ -21,6 +21,9 @@ Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
     save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint
 Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
+Your own data and model files (:mod:`~nrnn_theory.train.user_files`)
+    load_data_file, save_data_file, DataFile, load_model_file, save_model_file,
+    TorchRNNClassifier
 """
 
 from nrnn_theory.train.adapters import (
@@ -71,6 +74,14 @@ from nrnn_theory.train.penalties import (
     explicit_regularizer_penalty,
     penalty_from_config,
 )
+from nrnn_theory.train.user_files import (
+    DataFile,
+    TorchRNNClassifier,
+    load_data_file,
+    load_model_file,
+    save_data_file,
+    save_model_file,
+)
 
 
 __all__ = [
@@ -81,6 +92,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "CoRNN",
+    "DataFile",
     "ExplicitRegularizerPenalty",
     "FitHistory",
     "FitSettings",
@@ -89,6 +101,7 @@ __all__ = [
     "LipschitzRNN",
     "NoisyRNN",
     "TaskData",
+    "TorchRNNClassifier",
     "TrainingDivergedError",
     "build_model",
     "bundled_ucr_problems",
@@ -99,6 +112,8 @@ __all__ = [
     "init_from_env",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_data_file",
+    "load_model_file",
     "load_task",
     "model_config",
     "noise_from_module",
@@ -109,6 +124,8 @@ __all__ = [
     "read_ts",
     "read_ucr_text",
     "save_checkpoint",
+    "save_data_file",
+    "save_model_file",
     "spawn_fit",
     "split_indices",
     "teardown",
