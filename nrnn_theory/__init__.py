@@ -38,13 +38,14 @@ Lyapunov spectra (THEORY.md §9)
     lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
-    stability_report, format_stability_report
+    stability_report, format_stability_report, check_step
 Results (each defined beside the function returning it; all in :mod:`nrnn_theory.results`)
     ConventionMapping, JacobianNorm, MarginCertificate, LocalMarginEstimate,
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
     ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
     TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian,
-    LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport
+    LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport,
+    StepCheck
 
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
@@ -130,6 +131,7 @@ from nrnn_theory.results import (
     StabilityReport,
     StabilizingNoise,
     StateJacobianNorms,
+    StepCheck,
     TraceEstimate,
 )
 from nrnn_theory.robustness import (
@@ -144,6 +146,7 @@ from nrnn_theory.robustness import (
 )
 from nrnn_theory.stability import (
     check_stability,
+    check_step,
     format_stability_report,
     minimal_stabilizing_noise,
     one_sided_constant,
@@ -178,11 +181,13 @@ __all__ = [
     "StabilityReport",
     "StabilizingNoise",
     "StateJacobianNorms",
+    "StepCheck",
     "TraceEstimate",
     "__version__",
     "accuracy",
     "certified_margin",
     "check_stability",
+    "check_step",
     "comparison_table",
     "continuous_regularizer",
     "deepfool",

@@ -31,7 +31,7 @@ from nrnn_theory.regularizer import (
     RegularizerConvergence,
 )
 from nrnn_theory.robustness import ComparisonTable, RobustnessCurve, RobustnessSweep
-from nrnn_theory.stability import Certificate, StabilityReport, StabilizingNoise
+from nrnn_theory.stability import Certificate, StabilityReport, StabilizingNoise, StepCheck
 
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "StabilityReport",
     "StabilizingNoise",
     "StateJacobianNorms",
+    "StepCheck",
     "TraceEstimate",
     "to_jsonable",
 ]

@@ -14,11 +14,12 @@ Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
-    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory
+    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory, default_lr_schedule
 Penalties (:mod:`~nrnn_theory.train.penalties`)
     explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
-    save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint
+    save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint,
+    best_checkpoint
 Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
 """
@@ -32,6 +33,7 @@ from nrnn_theory.train.adapters import (
 from nrnn_theory.train.checkpoint import (
     Checkpoint,
     CheckpointError,
+    best_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -47,7 +49,14 @@ from nrnn_theory.train.data import (
     split_indices,
 )
 from nrnn_theory.train.distributed import init_from_env, spawn_fit, teardown
-from nrnn_theory.train.loop import OPTIMIZERS, FitHistory, FitSettings, evaluate, fit
+from nrnn_theory.train.loop import (
+    OPTIMIZERS,
+    FitHistory,
+    FitSettings,
+    default_lr_schedule,
+    evaluate,
+    fit,
+)
 from nrnn_theory.train.models import (
     MODELS,
     AntisymmetricRNN,
@@ -82,8 +91,10 @@ __all__ = [
     "LipschitzRNN",
     "NoisyRNN",
     "TaskData",
+    "best_checkpoint",
     "build_model",
     "bundled_ucr_problems",
+    "default_lr_schedule",
     "evaluate",
     "explicit_regularizer_penalty",
     "fit",
