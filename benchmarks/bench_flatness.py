@@ -11,19 +11,29 @@ the two estimates must agree to rounding, and both report a standard error.
 
 Model: a digits-sized NRNN (H = 64, T = 64, D = 1, C = 10) on a few hundred UCI
 digits (pixel sequences), Lipschitz-RNN initialisation, optionally trained for a few
-full-batch Adam steps first. Prints the package's time, the reference's and the ratio.
+full-batch Adam steps first.
 
-Run: ``python benchmarks/bench_flatness.py`` (``--quick`` for a seconds-long smoke run).
+Times (``benchmarks/_timing.py``): package and reference in interleaved rounds, the
+median of per-round ratios. The **floor** is the arithmetic of the cheapest of the two
+algorithms, the forward second-order pass: per step, one forward product
+(B, H) @ (H, 2H) per batch of probes, and for each probe eight (B, H) @ (H, H)
+products (first- and second-order tangents through W and A, and the parameter
+directions dW, dA applied to h and its tangent), divided by the GFLOP/s this machine
+measures now for those products. (A Hessian-vector product by double backward costs
+about twelve such products per step and probe.) ``--profile`` shows where the
+package's time goes.
+
+Run: ``python benchmarks/bench_flatness.py`` (``--quick`` for a seconds-long smoke run,
+``--threads 1`` for the single-thread figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import time
 
 import torch
+from _timing import compare, floor_seconds, machine_line, matmul_flops, measured_gflops, report
 
 from nrnn_theory import NRNNParams, estimate_hessian_trace, nrnn_loss, params_to_vector
 
@@ -100,19 +110,10 @@ def reference_trace(loss_fn, theta, n_probes: int, seed: int):
     return float(s.mean()), float(s.std() / math.sqrt(len(s)))
 
 
-def timed(fn, repeats: int):
-    """Best wall-clock and best process CPU time over ``repeats`` runs, and the output.
-
-    CPU time is reported too because the build machines are shared: waiting for a core
-    inflates wall-clock time but not the work done.
-    """
-    best_wall, best_cpu, out = math.inf, math.inf, None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        best_wall = min(best_wall, time.perf_counter() - w0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return (best_wall, best_cpu), out
+def floor_flops(T: int, B: int, H: int, n_probes: int, batch: int) -> float:
+    """Matrix-product FLOPs of the forward second-order pass (see the module docstring)."""
+    n_batches = math.ceil(n_probes / batch)
+    return T * (n_batches * matmul_flops(B, H, 2 * H) + n_probes * 8 * matmul_flops(B, H, H))
 
 
 def main(argv=None) -> int:
@@ -130,13 +131,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--train-steps", type=int, default=30, help="Adam steps (default 30)")
-    parser.add_argument("--repeats", type=int, default=3, help="timing repeats, best kept (3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (3)")
+    parser.add_argument("--profile", action="store_true", help="profile one package run")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
         args.hidden, args.examples, args.probes = 16, 32, 10
-        args.train_steps, args.repeats = 2, 1
+        args.train_steps, args.rounds = 2, 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -145,11 +147,11 @@ def main(argv=None) -> int:
     params = train(params, xs, labels, args.train_steps, lr=1e-2)
     loss_fn, theta = nrnn_loss(params, xs, labels)
     n = params_to_vector(theta).numel()
+    print(machine_line())
     print(
         f"digits NRNN: H={args.hidden} T=64 B={args.examples} n={n} {args.dtype} "
-        f"threads={torch.get_num_threads()} probes={args.probes} batch={args.batch_size} "
-        f"method={args.method} loss={float(loss_fn(theta)):.4f} "
-        f"load={os.getloadavg()[0]:.1f}"
+        f"probes={args.probes} batch={args.batch_size} method={args.method} "
+        f"loss={float(loss_fn(theta)):.4f}"
     )
 
     def package():
@@ -162,22 +164,41 @@ def main(argv=None) -> int:
             generator=torch.Generator().manual_seed(args.seed + 1),
         )
 
-    t_pkg, est = timed(package, args.repeats)
-    t_ref, (ref_mean, ref_se) = timed(
-        lambda: reference_trace(loss_fn, theta, args.probes, args.seed + 1), args.repeats
+    def reference():
+        return reference_trace(loss_fn, theta, args.probes, args.seed + 1)
+
+    est = package()
+    ref_mean, ref_se = reference()
+    if args.profile:
+        from torch.profiler import profile
+
+        with profile() as prof:
+            package()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    cmp = compare({"package": package, "reference": reference}, rounds=args.rounds, warmup=0)
+    B, H, P = args.examples, args.hidden, args.batch_size
+    gflops = measured_gflops([(B, H, H)], batch=P, dtype=dtype)
+    flops = floor_flops(64, B, H, args.probes, P)
+    fl = floor_seconds(flops, gflops)
+    print(
+        f"floor: {flops / 1e9:.3f} GFLOP at {gflops:.1f} GFLOP/s ({P} x ({B}x{H})@({H}x{H}), "
+        f"{args.dtype}) = {fl:.4f} s"
     )
     print(
-        f"package   (batched): wall {t_pkg[0]:8.3f} s  cpu {t_pkg[1]:8.3f} s   "
-        f"trace = {est.mean:.6g} +- {est.stderr:.3g}"
-    )
+        report(
+            [
+                (f"package ({args.method}, batch {P})", cmp.times["package"],
+                 cmp.times["reference"], fl),
+                ("reference (probe loop)", cmp.times["reference"], None, fl),
+            ]
+        )
+    )  # fmt: skip
     print(
-        f"reference (loop)   : wall {t_ref[0]:8.3f} s  cpu {t_ref[1]:8.3f} s   "
-        f"trace = {ref_mean:.6g} +- {ref_se:.3g}"
+        f"reference/package, median of {args.rounds} per-round ratios: "
+        f"{cmp.ratios['reference/package']:.2f}x"
     )
-    print(
-        f"speed-up at {args.probes} probes: {t_ref[0] / t_pkg[0]:.2f}x wall, "
-        f"{t_ref[1] / t_pkg[1]:.2f}x cpu"
-    )
+    print(f"package   trace = {est.mean:.6g} +- {est.stderr:.3g}")
+    print(f"reference trace = {ref_mean:.6g} +- {ref_se:.3g}")
     diff = abs(est.mean - ref_mean)
     print(f"|difference| = {diff:.3g} ({diff / max(est.stderr, 1e-300):.2g} standard errors)")
     return 0

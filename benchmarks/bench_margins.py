@@ -10,12 +10,18 @@ The references materialise J with ``torch.func.jacrev``, over the whole batch
 cross-example blocks) and per example (``vmap(jacrev)``, C rows per example), and
 take its largest singular value.
 
-Each case runs in a fresh subprocess that reports its wall time (best of
-``--repeats`` after one warm-up) and its peak resident memory above the baseline
-reached after building the inputs (``ru_maxrss``), so memory of one case does not
-leak into the next.
+* **floor**: the arithmetic of the exact answer, a forward pass
+  (T products (B, H) @ (H, 2H)) and one adjoint pass carrying C cotangents (T products
+  (B C, 2H) @ (2H, H)), divided by the GFLOP/s this machine measures now for those
+  shapes (``benchmarks/_timing.py``). Power iteration's own arithmetic (a tangent and
+  an adjoint pass with one vector per iteration) is printed beside it.
+* **times**: every case in one process, in interleaved rounds, medians of per-round
+  ratios (``_timing.compare``).
+* **memory**: each case once in a fresh subprocess, started before this process runs
+  any case, its peak resident memory above the baseline reached after building the
+  inputs (``ru_maxrss``); ``--no-memory`` skips it.
 
-Run: ``.venv/bin/python benchmarks/bench_margins.py`` (``--quick`` for a smoke run).
+Run: ``python benchmarks/bench_margins.py`` (``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -24,21 +30,22 @@ import argparse
 import multiprocessing as mp
 import resource
 import sys
-import time
+
+import torch
+from _timing import compare, floor_seconds, machine_line, matmul_flops, measured_gflops, report
 
 
 CASES = (
-    "power (analytic tangent/adjoint)",
-    "power (autograd, double-backward JVP)",
-    "gram (analytic, exact)",
-    "reference: jacrev over the batch + SVD",
-    "reference: vmap(jacrev) per example + SVD",
+    "power, analytic passes",
+    "power, autograd (double backward)",
+    "gram, analytic (exact)",
+    "ref: jacrev over the batch + SVD",
+    "ref: vmap(jacrev) per example+SVD",
 )
+REFERENCE = CASES[3]
 
 
 def _setup(T: int, H: int, B: int, C: int, seed: int):
-    import torch
-
     from nrnn_theory import NRNNParams
 
     g = torch.Generator().manual_seed(seed)
@@ -63,64 +70,51 @@ def _setup(T: int, H: int, B: int, C: int, seed: int):
     return params, xs
 
 
-def _run_case(case, T, H, B, C, repeats, threads, queue) -> None:
-    import torch
-
+def case_fn(case: str, params, xs):
+    """A callable returning ``(norms (B,), iterations)`` for ``case``."""
     from nrnn_theory import jacobian_spectral_norm, logits
 
-    if threads:
-        torch.set_num_threads(threads)
-    params, xs = _setup(T, H, B, C, seed=0)
+    B, C = xs.shape[0], params.V.shape[0]
 
     def f(x):
         return logits(params, x)
 
+    def single(x):
+        return f(x.unsqueeze(0)).squeeze(0)
+
     def run():
-        if case.startswith("power (analytic"):
+        if case.startswith("power, analytic"):
             r = jacobian_spectral_norm(params, xs, generator=torch.Generator().manual_seed(1))
             return r.norm, r.n_iter
-        if case.startswith("power (autograd"):
+        if case.startswith("power, autograd"):
             r = jacobian_spectral_norm(f, xs, generator=torch.Generator().manual_seed(1))
             return r.norm, r.n_iter
         if case.startswith("gram"):
             return jacobian_spectral_norm(params, xs, method="gram").norm, 0
-        if case.startswith("reference: jacrev"):
+        if case == REFERENCE:
             J = torch.func.jacrev(f)(xs)  # (B, C, B, T, D): the whole batch Jacobian
             idx = torch.arange(B)
-            Jb = J[idx, :, idx].reshape(B, C, -1)
-            return torch.linalg.matrix_norm(Jb, ord=2), 0
-
-        def single(x):
-            return f(x.unsqueeze(0)).squeeze(0)
-
+            return torch.linalg.matrix_norm(J[idx, :, idx].reshape(B, C, -1), ord=2), 0
         J = torch.func.vmap(torch.func.jacrev(single))(xs).reshape(B, C, -1)
         return torch.linalg.matrix_norm(J, ord=2), 0
 
+    return run
+
+
+def _memory_case(case, T, H, B, C, threads, queue) -> None:
+    """Subprocess entry: peak RSS (MiB) of one run of ``case`` above the set-up's."""
+    if threads:
+        torch.set_num_threads(threads)
+    params, xs = _setup(T, H, B, C, seed=0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    norm, n_iter = run()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        norm, n_iter = run()
-        best = min(best, time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base  # KiB on Linux
-    queue.put((best, peak / 1024.0, norm.tolist(), n_iter))
+    case_fn(case, params, xs)()
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0)
 
 
-class _ListQueue:
-    """Stands in for a multiprocessing queue when a case runs in-process."""
-
-    def __init__(self) -> None:
-        self.items: list = []
-
-    def put(self, item) -> None:
-        self.items.append(item)
-
-
-def _measure(case: str, T: int, H: int, B: int, C: int, repeats: int, threads: int):
+def _memory(case: str, T: int, H: int, B: int, C: int, threads: int) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_run_case, args=(case, T, H, B, C, repeats, threads, q))
+    p = ctx.Process(target=_memory_case, args=(case, T, H, B, C, threads, q))
     p.start()
     out = q.get()
     p.join()
@@ -134,45 +128,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=128, help="hidden units H")
     parser.add_argument("--batch", type=int, default=32, help="examples B")
     parser.add_argument("--classes", type=int, default=10, help="classes C")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads per case (0: torch's default)"
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = parser.parse_args(argv)
-    T, H, B, C, rep = args.T, args.hidden, args.batch, args.classes, args.repeats
+    T, H, B, C, rounds = args.T, args.hidden, args.batch, args.classes, args.rounds
     if args.quick:
-        T, H, B, rep = 64, 32, 4, 1
-
-    import torch
-
+        T, H, B, rounds = 64, 32, 4, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine_line())
+    print(f"bench_margins: T={T}, H={H}, D=1, B={B}, C={C}, float64")
+    # Memory first: a child inherits its parent's peak RSS (Linux keeps ru_maxrss across
+    # fork and exec), so the children must start before this process runs any case.
+    mem = {}
+    if not (args.quick or args.no_memory):
+        mem = {case: _memory(case, T, H, B, C, args.threads) for case in CASES}
+    params, xs = _setup(T, H, B, C, seed=0)
+    fns = {case: case_fn(case, params, xs) for case in CASES}
+    outputs = {case: fn() for case, fn in fns.items()}  # also the warm-up
+    cmp = compare(fns, rounds=rounds, warmup=0)
+
+    dtype = torch.float64
+    shapes = [(B, H, 2 * H), (B * C, 2 * H, H)]
+    gflops = measured_gflops(shapes, dtype=dtype)
+    fwd = T * matmul_flops(B, H, 2 * H)
+    adjoint = T * matmul_flops(B * C, 2 * H, H)
+    n_iter = outputs[CASES[0]][1]
+    power = fwd + n_iter * T * (matmul_flops(B, H, 2 * H) + matmul_flops(B, 2 * H, H))
+    fl = floor_seconds(fwd + adjoint, gflops)
     print(
-        f"bench_margins: T={T}, H={H}, D=1, B={B}, C={C}, float64, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-        + (" (quick: in-process, no memory figures)" if args.quick else "")
+        f"floor: forward + one adjoint pass with C cotangents = {(fwd + adjoint) / 1e9:.2f} "
+        f"GFLOP at {gflops:.1f} GFLOP/s ({shapes}, float64) = {fl:.4f} s; power iteration's "
+        f"own arithmetic ({n_iter} iterations) {power / 1e9:.2f} GFLOP = "
+        f"{floor_seconds(power, gflops):.4f} s"
     )
-    if args.quick:  # in-process: a seconds-long smoke run, no subprocess start-up
-        results = {}
-        for case in CASES:
-            q = _ListQueue()
-            _run_case(case, T, H, B, C, rep, args.threads, q)
-            t, _, norm, n_iter = q.items[0]
-            results[case] = (t, float("nan"), norm, n_iter)
-    else:
-        results = {case: _measure(case, T, H, B, C, rep, args.threads) for case in CASES}
-    ref_t, ref_mem, ref_norm, _ = results[CASES[3]]
+    ref_t = cmp.times[REFERENCE]
+    print(report([(case, cmp.times[case], ref_t, fl) for case in CASES]))
+    ref_norm = outputs[REFERENCE][0]
+    print(f"\n{'case':<36}{'iters':>6}{'ref/case (rounds)':>19}{'max rel err':>13}{'peak MiB':>10}")
+    for case in CASES:
+        norm, iters = outputs[case]
+        err = float(((norm - ref_norm).abs() / ref_norm.abs()).max())
+        ratio = 1.0 if case == REFERENCE else cmp.ratios[f"{REFERENCE}/{case}"]
+        peak = f"{mem[case]:10.1f}" if case in mem else f"{'-':>10}"
+        print(f"{case:<36}{iters:>6}{ratio:>18.1f}x{err:>13.1e}{peak}")
     print(
-        f"{'case':<44}{'time (s)':>10}{'peak MiB':>10}{'iters':>7}{'speed-up':>10}"
-        f"{'max rel err':>13}"
-    )
-    for case, (t, mem, norm, n_iter) in results.items():
-        err = max(abs(a - b) / abs(b) for a, b in zip(norm, ref_norm, strict=True))
-        print(f"{case:<44}{t:>10.3f}{mem:>10.1f}{n_iter:>7}{ref_t / t:>10.1f}{err:>13.1e}")
-    print(
-        "speed-up: reference (jacrev over the batch) time / case time; "
         f"J alone is B*C*B*T*D*8 bytes = {B * C * B * T * 8 / 2**20:.1f} MiB for jacrev over the "
-        f"batch, the analytic passes keep B*T*H*8 = {B * T * H * 8 / 2**20:.1f} MiB"
+        f"batch; the analytic passes keep B*T*H*8 = {B * T * H * 8 / 2**20:.1f} MiB"
     )
     return 0
 

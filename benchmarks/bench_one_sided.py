@@ -9,9 +9,17 @@ Adam loop). For each it prints :math:`\\hat\\lambda` by the ``standard``,
 to the truth they bound: the exact vertex maximum for ``H <= 12``, otherwise a vertex
 *lower* bound (greedy coordinate ascent over vertices, several restarts), so the true
 value lies in ``[lower, relaxation]`` and "closed" (the share of the midpoint's excess
-removed by the relaxation) is then an underestimate. Times: the relaxation against
-the exact enumeration of the ``2^H`` vertices (the reference) at ``H = 12``. For the
-trained models it also prints the measured clean top Lyapunov exponent on test digits.
+removed by the relaxation) is then an underestimate. For the trained models it also
+prints the measured clean top Lyapunov exponent on test digits.
+
+Times (``benchmarks/_timing.py``): the relaxation (the package's method above
+``H = 12``) against the exact enumeration of the ``2^H`` vertices (the reference) at
+``H = 12``, in interleaved rounds, and the relaxation alone at larger ``H``. The
+**floor** of each is its arithmetic at the GFLOP/s this machine measures now for
+(H x H) @ (H x H) float64 products: the relaxation's matrix-product FLOPs as counted by
+``torch.profiler`` plus its symmetric eigendecompositions (9 H^3 each with vectors,
+4/3 H^3 without, Golub & Van Loan), the enumeration's ``2^H`` eigenvalue problems
+(4/3 H^3 each) and matrix assemblies (2 H^2 each).
 
 Run: ``python benchmarks/bench_one_sided.py`` (``--quick`` for a seconds-long smoke run).
 """
@@ -23,6 +31,7 @@ import math
 import time
 
 import torch
+from _timing import compare, floor_seconds, machine_line, measured_gflops, report
 
 from nrnn_theory import NoiseSpec, NRNNParams, lyapunov_spectrum, one_sided_constant, readout
 from nrnn_theory import rollout as nrnn_rollout
@@ -85,6 +94,52 @@ def row(name: str, p: NRNNParams) -> str:
     )
 
 
+def relaxation_flops(p: NRNNParams) -> float:
+    """Arithmetic of one relaxation solve: profiled matrix products + eigendecompositions."""
+    from torch.profiler import profile
+
+    H = p.hidden_size
+    with profile(with_flops=True) as prof:
+        one_sided_constant(p, "relaxation")
+    events = {e.key: e for e in prof.key_averages()}
+    products = sum(e.flops for e in events.values() if e.flops)
+    with_vectors = events["aten::linalg_eigh"].count if "aten::linalg_eigh" in events else 0
+    all_eigh = events["aten::_linalg_eigh"].count if "aten::_linalg_eigh" in events else 0
+    return products + with_vectors * 9.0 * H**3 + (all_eigh - with_vectors) * 4.0 / 3.0 * H**3
+
+
+def exact_flops(H: int) -> float:
+    """The enumeration's arithmetic: 2^H symmetric eigenvalue problems and assemblies."""
+    return 2.0**H * (4.0 / 3.0 * H**3 + 2.0 * H**2)
+
+
+def timing(sizes, rounds: int, seed: int) -> None:
+    """Relaxation vs exact enumeration (H <= 12), and the relaxation alone above."""
+    rows = []
+    for H in sizes:
+        p = lipschitz_model(H, 3.0 if H == 12 else 1.0, seed)
+        fns = {"relaxation": lambda p=p: one_sided_constant(p, "relaxation")}
+        if H <= 12:
+            fns["exact"] = lambda p=p: one_sided_constant(p, "exact")
+        cmp = compare(fns, rounds=rounds)
+        gflops = measured_gflops((H, H, H), dtype=torch.float64)
+        ref = cmp.times.get("exact")
+        rows.append(
+            (
+                f"relaxation, H = {H}",
+                cmp.times["relaxation"],
+                ref,
+                floor_seconds(relaxation_flops(p), gflops),
+            )
+        )
+        if ref is not None:
+            rows.append(
+                (f"exact enumeration, H = {H}", ref, None, floor_seconds(exact_flops(H), gflops))
+            )
+        print(f"H = {H}: measured {gflops:.2f} GFLOP/s on ({H}x{H})@({H}x{H}) float64")
+    print(report(rows))
+
+
 def digits(n: int):
     from sklearn.datasets import load_digits
 
@@ -123,7 +178,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--train-steps", type=int, default=300, help="Adam steps per model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(machine_line())
     sizes = (8, 12) if args.quick else (8, 12, 32, 64, 128)
     betas = (0.75,) if args.quick else (0.75, 0.25)
     print(
@@ -134,17 +194,8 @@ def main(argv=None) -> int:
         for beta in betas:
             p = lipschitz_model(H, 1.0, args.seed, beta=beta)
             print(row(f"random, beta = {beta:g}", p))
-    p12 = lipschitz_model(12, 3.0, args.seed)
-    t0 = time.perf_counter()
-    one_sided_constant(p12, "exact")
-    t_exact = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    one_sided_constant(p12, "relaxation")
-    t_rel = time.perf_counter() - t0
-    print(
-        f"H = 12: relaxation {t_rel:.3f} s, exact enumeration of 4096 vertices "
-        f"{t_exact:.3f} s, ratio exact/relaxation {t_exact / t_rel:.2f}"
-    )
+    print()
+    timing((12,) if args.quick else (12, 32, 64, 128), 1 if args.quick else args.rounds, args.seed)
     if args.quick:
         return 0
     xs, ys = digits(1000)

@@ -71,6 +71,7 @@ api_modules = [
     "nrnn_theory.lyapunov",
     "nrnn_theory.stability",
     "nrnn_theory.margins",
+    "nrnn_theory.verification",
     "nrnn_theory.attacks",
     "nrnn_theory.robustness",
     "nrnn_theory.losses",

@@ -19,6 +19,8 @@ Margins (THEORY.md §8)
     score_margin, input_output_jacobian, jacobian_gram, jacobian_spectral_norm,
     certified_margin, local_margin_estimate, margin_growth, margin_summary,
     format_margin_summary
+Certified radii by bound propagation (THEORY.md §8; nrnn_theory.verification)
+    logit_difference_bounds, certified_radius, LogitBounds, CertifiedRadius
 Attacks and empirical margins (THEORY.md §8, §11)
     fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
 Robustness (THEORY.md §11, claim C5)
@@ -50,212 +52,173 @@ Results (each defined beside the function returning it; all in :mod:`nrnn_theory
 
 The training layer (models, data, ``fit``, checkpoints) is the subpackage
 :mod:`nrnn_theory.train`; the core never imports it.
+
+Names are loaded lazily (PEP 562): ``import nrnn_theory`` imports neither torch nor
+any submodule, and the first access to a name imports the module that defines it
+(``_EXPORTS`` below is the one table of re-exports), so that ``nrnn --version`` and
+``nrnn --help`` start without torch.
 """
 
-from nrnn_theory._types import NoiseSpec, NRNNParams
-from nrnn_theory._version import __version__
-from nrnn_theory.attacks import deepfool, fgsm, minimal_perturbation, perturbation_norm, pgd
-from nrnn_theory.conventions import paper_code_to_sde, sde_to_paper_code
-from nrnn_theory.dynamics import (
-    NonFiniteStateError,
-    diffusion,
-    drift,
-    input_jacobian,
-    logits,
-    noise_covariance,
-    noise_dim,
-    noise_matrix,
-    readout,
-    rollout,
-    sample_noise,
-    state_jacobian,
-    step,
-    step_moments,
-)
-from nrnn_theory.flatness import (
-    estimate_hessian_trace,
-    estimate_spectral_density,
-    hessian,
-    hessian_eigenvalues,
-    hessian_trace,
-    hidden_state_hessian,
-    hvp,
-    params_to_vector,
-    vector_to_params,
-)
-from nrnn_theory.lyapunov import (
-    kaplan_yorke_dimension,
-    lyapunov_spectrum,
-    lyapunov_spectrum_map,
-    state_jacobian_norms,
-)
-from nrnn_theory.margins import (
-    certified_margin,
-    format_margin_summary,
-    input_output_jacobian,
-    jacobian_gram,
-    jacobian_spectral_norm,
-    local_margin_estimate,
-    margin_growth,
-    margin_summary,
-    score_margin,
-)
-from nrnn_theory.objectives import module_loss, nrnn_loss
-from nrnn_theory.regularizer import (
-    continuous_regularizer,
-    estimate_noise_gap,
-    explicit_regularizer,
-    regularizer_convergence,
-    regularizer_penalty,
-)
-from nrnn_theory.results import (
-    Certificate,
-    ComparisonTable,
-    ContinuousRegularizer,
-    ConventionMapping,
-    EmpiricalMargin,
-    ExplicitRegularizer,
-    HessianEigenvalues,
-    HessianTrace,
-    HiddenStateHessian,
-    JacobianNorm,
-    LocalMarginEstimate,
-    LyapunovSpectrum,
-    MarginCertificate,
-    MarginSummary,
-    NoiseGapEstimate,
-    RegularizerConvergence,
-    RobustnessCurve,
-    RobustnessSweep,
-    SpectralDensity,
-    StabilityReport,
-    StabilizingNoise,
-    StateJacobianNorms,
-    StepCheck,
-    TraceEstimate,
-)
-from nrnn_theory.robustness import (
-    accuracy,
-    comparison_table,
-    format_comparison_table,
-    multiplicative_noise,
-    perturb,
-    robustness_sweep,
-    salt_and_pepper,
-    white_noise,
-)
-from nrnn_theory.stability import (
-    check_stability,
-    check_step,
-    format_stability_report,
-    minimal_stabilizing_noise,
-    one_sided_constant,
-    stability_report,
-    step_norm_bound,
-)
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from nrnn_theory._version import __version__ as __version__
 
 
-__all__ = [
-    "Certificate",
-    "ComparisonTable",
-    "ContinuousRegularizer",
-    "ConventionMapping",
-    "EmpiricalMargin",
-    "ExplicitRegularizer",
-    "HessianEigenvalues",
-    "HessianTrace",
-    "HiddenStateHessian",
-    "JacobianNorm",
-    "LocalMarginEstimate",
-    "LyapunovSpectrum",
-    "MarginCertificate",
-    "MarginSummary",
-    "NRNNParams",
-    "NoiseGapEstimate",
-    "NoiseSpec",
-    "NonFiniteStateError",
-    "RegularizerConvergence",
-    "RobustnessCurve",
-    "RobustnessSweep",
-    "SpectralDensity",
-    "StabilityReport",
-    "StabilizingNoise",
-    "StateJacobianNorms",
-    "StepCheck",
-    "TraceEstimate",
-    "__version__",
-    "accuracy",
-    "certified_margin",
-    "check_stability",
-    "check_step",
-    "comparison_table",
-    "continuous_regularizer",
-    "deepfool",
-    "diffusion",
-    "drift",
-    "estimate_hessian_trace",
-    "estimate_noise_gap",
-    "estimate_spectral_density",
-    "explicit_regularizer",
-    "fgsm",
-    "format_comparison_table",
-    "format_margin_summary",
-    "format_stability_report",
-    "hessian",
-    "hessian_eigenvalues",
-    "hessian_trace",
-    "hidden_state_hessian",
-    "hvp",
-    "input_jacobian",
-    "input_output_jacobian",
-    "jacobian_gram",
-    "jacobian_spectral_norm",
-    "kaplan_yorke_dimension",
-    "local_margin_estimate",
-    "logits",
-    "lyapunov_spectrum",
-    "lyapunov_spectrum_map",
-    "margin_growth",
-    "margin_summary",
-    "minimal_perturbation",
-    "minimal_stabilizing_noise",
-    "module_loss",
-    "multiplicative_noise",
-    "noise_covariance",
-    "noise_dim",
-    "noise_matrix",
-    "nrnn_loss",
-    "one_sided_constant",
-    "paper_code_to_sde",
-    "params_to_vector",
-    "perturb",
-    "perturbation_norm",
-    "pgd",
-    "readout",
-    "regularizer_convergence",
-    "regularizer_penalty",
-    "robustness_sweep",
-    "rollout",
-    "salt_and_pepper",
-    "sample_noise",
-    "score_margin",
-    "sde_to_paper_code",
-    "stability_report",
-    "state_jacobian",
-    "state_jacobian_norms",
-    "step",
-    "step_moments",
-    "step_norm_bound",
-    "vector_to_params",
-    "white_noise",
-]
+#: module -> the public names it defines, re-exported here (loaded on first access).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "nrnn_theory._types": (
+        "NoiseSpec",
+        "NRNNParams",
+    ),
+    "nrnn_theory.attacks": (
+        "deepfool",
+        "fgsm",
+        "minimal_perturbation",
+        "perturbation_norm",
+        "pgd",
+    ),
+    "nrnn_theory.conventions": (
+        "paper_code_to_sde",
+        "sde_to_paper_code",
+    ),
+    "nrnn_theory.dynamics": (
+        "NonFiniteStateError",
+        "diffusion",
+        "drift",
+        "input_jacobian",
+        "logits",
+        "noise_covariance",
+        "noise_dim",
+        "noise_matrix",
+        "readout",
+        "rollout",
+        "sample_noise",
+        "state_jacobian",
+        "step",
+        "step_moments",
+    ),
+    "nrnn_theory.flatness": (
+        "estimate_hessian_trace",
+        "estimate_spectral_density",
+        "hessian",
+        "hessian_eigenvalues",
+        "hessian_trace",
+        "hidden_state_hessian",
+        "hvp",
+        "params_to_vector",
+        "vector_to_params",
+    ),
+    "nrnn_theory.lyapunov": (
+        "kaplan_yorke_dimension",
+        "lyapunov_spectrum",
+        "lyapunov_spectrum_map",
+        "state_jacobian_norms",
+    ),
+    "nrnn_theory.margins": (
+        "certified_margin",
+        "format_margin_summary",
+        "input_output_jacobian",
+        "jacobian_gram",
+        "jacobian_spectral_norm",
+        "local_margin_estimate",
+        "margin_growth",
+        "margin_summary",
+        "score_margin",
+    ),
+    "nrnn_theory.objectives": (
+        "module_loss",
+        "nrnn_loss",
+    ),
+    "nrnn_theory.regularizer": (
+        "continuous_regularizer",
+        "estimate_noise_gap",
+        "explicit_regularizer",
+        "regularizer_convergence",
+        "regularizer_penalty",
+    ),
+    "nrnn_theory.results": (
+        "Certificate",
+        "ComparisonTable",
+        "ContinuousRegularizer",
+        "ConventionMapping",
+        "EmpiricalMargin",
+        "ExplicitRegularizer",
+        "HessianEigenvalues",
+        "HessianTrace",
+        "HiddenStateHessian",
+        "JacobianNorm",
+        "LocalMarginEstimate",
+        "LyapunovSpectrum",
+        "MarginCertificate",
+        "MarginSummary",
+        "NoiseGapEstimate",
+        "RegularizerConvergence",
+        "RobustnessCurve",
+        "RobustnessSweep",
+        "SpectralDensity",
+        "StabilityReport",
+        "StabilizingNoise",
+        "StateJacobianNorms",
+        "StepCheck",
+        "TraceEstimate",
+    ),
+    "nrnn_theory.robustness": (
+        "accuracy",
+        "comparison_table",
+        "format_comparison_table",
+        "multiplicative_noise",
+        "perturb",
+        "robustness_sweep",
+        "salt_and_pepper",
+        "white_noise",
+    ),
+    "nrnn_theory.stability": (
+        "check_stability",
+        "check_step",
+        "format_stability_report",
+        "minimal_stabilizing_noise",
+        "one_sided_constant",
+        "stability_report",
+        "step_norm_bound",
+    ),
+    "nrnn_theory.verification": (
+        "CertifiedRadius",
+        "LogitBounds",
+        "certified_radius",
+        "logit_difference_bounds",
+    ),
+}
+
+#: Deprecated aliases: name -> the module whose own ``__getattr__`` resolves it (with its
+#: DeprecationWarning, on every access). Not in ``__all__``.
+_DEPRECATED: dict[str, str] = {
+    # The robustness figure is presentation, drawn by
+    # nrnn_theory.experiments.zoo_plots.plot_robustness.
+    "plot_robustness": "nrnn_theory.robustness",
+}
+
+#: public name -> the module defining it.
+_ORIGIN: dict[str, str] = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(["__version__", *_ORIGIN])
 
 
 def __getattr__(name: str):
-    # Deprecated alias (see nrnn_theory.robustness.__getattr__): the robustness figure is
-    # presentation, drawn by nrnn_theory.experiments.zoo_plots.plot_robustness.
-    if name == "plot_robustness":
-        from nrnn_theory import robustness
-
-        return robustness.__getattr__(name)
+    """Import a re-exported name (or a public submodule) on first access (PEP 562)."""
+    module = _ORIGIN.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later accesses bypass __getattr__
+        return value
+    if name in _DEPRECATED:
+        return getattr(importlib.import_module(_DEPRECATED[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,6 +4,11 @@ Run ``nrnn --help`` (or ``python -m nrnn_theory.cli --help``, the form torchrun
 needs) for the list of subcommands. Each subcommand lives in its own module under
 :mod:`nrnn_theory._cli` exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports happen inside ``run``.
+
+Start-up is kept short: this module imports neither torch nor the package's numeric
+modules, ``nrnn --help`` and ``nrnn --version`` import no subcommand module (the
+one-line help of each is in :data:`SUMMARIES`), and ``nrnn CMD ...`` builds the
+arguments of ``CMD`` alone.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from nrnn_theory._version import __version__
 
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "SUMMARIES", "build_parser", "main"]
 
 #: Subcommand name -> module implementing it.
 COMMANDS: dict[str, str] = {
@@ -29,13 +34,33 @@ COMMANDS: dict[str, str] = {
     "reproduce": "nrnn_theory._cli.reproduce",
 }
 
+#: Subcommand name -> its one-line help, the module's ``HELP`` (a test keeps them equal),
+#: so that ``nrnn --help`` imports no subcommand module.
+SUMMARIES: dict[str, str] = {
+    "demo": "roll a small NRNN out on digit sequences, with and without noise",
+    "train": "train a noisy RNN or a baseline (digits, MNIST, UCR/UEA, ...)",
+    "margins": "certified and empirical input margins of a checkpoint",
+    "robustness": "accuracy of checkpoints under noise, salt-and-pepper and attacks",
+    "analyse": "explicit noise regularizer and Hessian flatness of a checkpoint",
+    "certify": "stability certificates of a checkpoint beside measured Lyapunov exponents",
+    "reproduce": "train the zoo, compute every theory quantity, draw figures, write the report",
+}
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the line breaks of the description."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``nrnn`` argument parser with every registered subcommand."""
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``nrnn`` argument parser.
+
+    Parameters
+    ----------
+    commands : iterable of str, optional
+        Subcommands whose arguments are built (their modules imported); the others
+        are listed with their one-line help only. Default: all of them.
+    """
+    full = set(COMMANDS) if commands is None else set(commands)
     parser = argparse.ArgumentParser(
         prog="nrnn",
         description="Noisy recurrent neural networks: train, analyse, certify, reproduce.",
@@ -43,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nrnn_theory {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if name not in full:
+            sub.add_parser(name, help=SUMMARIES[name])
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
@@ -55,9 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the top level takes no option values)."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nrnn`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command(argv)
+    parser = build_parser(() if command not in COMMANDS else (command,))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -74,6 +74,16 @@ def test_margins_certified_below_empirical(runs, capsys, single_thread):
     assert len(cert) == len(emp) == 12
     assert all(c <= e for c, e in zip(cert, emp, strict=True))
     assert out["summary"]["n_violations"] == 0
+    # The certified radius by bound propagation (CROWN by default) in the attack's norm.
+    radius = out["certified_radius"]
+    assert radius["method"] == "crown" and radius["norm"] == "l2"
+    assert radius["data_range"] == [0.0, 1.0]
+    assert all(r <= e for r, e in zip(radius["radius"], emp, strict=True))
+    assert out["radius_summary"]["n_violations"] == 0
+    assert main(["margins", str(runs / "nrnn"), "--examples", "6", "--norm", "linf"]) == 0
+    text = capsys.readouterr().out
+    assert "certified radius (crown, linf)" in text
+    assert "certified > empirical on 0 (must be 0)" in text
     assert main(["margins", str(runs / "lstm"), "--examples", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["certified"] is None
 

@@ -281,6 +281,46 @@ def test_quadratic_form_equals_hvp(problem, noise, lipschitz, subset):
     torch.testing.assert_close(quad, expected, rtol=1e-9, atol=1e-10 * scale)
 
 
+@pytest.mark.parametrize("with_step", [False, True])
+@pytest.mark.parametrize("lipschitz", [False, True])
+@pytest.mark.parametrize(
+    "noise",
+    [
+        None,
+        NoiseSpec(sigma1=0.3, sigma2=0.6, structure="diagonal"),
+        NoiseSpec(sigma1=0.3, sigma2=0.6, structure="scalar"),
+        NoiseSpec.paper_code(add=0.1, mult=0.4),
+    ],
+    ids=["clean", "diagonal", "scalar", "paper_code"],
+)
+def test_quadratic_form_both_step_paths_equal_hvp(generator, noise, lipschitz, with_step):
+    # The fused second-order pass folds a fixed step into the weights (clean, "sde", no
+    # step direction) and multiplies by it afterwards otherwise (a paper_code draw, a
+    # step direction); each path against v^T (H v) by double-backward autograd, at a size
+    # where every block of the batched product is non-trivial.
+    H, D, B, T = 8, 2, 6, 10
+    params = random_params(H, D, 3, generator=generator, scale=1.5, per_unit_step=with_step)
+    xs = torch.randn(B, T, D, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (B,), generator=generator)
+    eta = (
+        None if noise is None else sample_noise(noise, B, T, H, dtype=xs.dtype, generator=generator)
+    )
+    kw = dict(beta=0.7, gamma_A=0.1, gamma_W=0.05) if lipschitz else {}
+    loss_fn, theta = nrnn_loss(params, xs, labels, noise=noise, eta=eta, **kw)
+    assert ("step" in theta) == with_step
+    n = params_to_vector(theta).numel()
+    Z = torch.randn(3, n, generator=generator, dtype=xs.dtype)
+    dirs, start = {}, 0
+    for k, t in theta.items():
+        dirs[k] = Z[:, start : start + t.numel()].reshape(3, *t.shape)
+        start += t.numel()
+    quad = loss_fn.quadratic_form(theta, dirs)
+    expected = (Z * hvp(loss_fn, theta, Z, method="reverse_over_reverse")).sum(1)
+    # As above: the "reduction" kind with atol scaled by |v|^2 (n^2 terms of either sign).
+    scale = float((Z * Z).sum(1).max()) * (float(expected.abs().max()) / n + 1.0)
+    torch.testing.assert_close(quad, expected, rtol=1e-9, atol=1e-10 * scale)
+
+
 def test_trace_quadratic_form_path_matches_hvp_path(generator):
     params, xs, labels = small_nrnn(generator, per_unit_step=True)
     loss_fn, theta = nrnn_loss(params, xs, labels)
