@@ -77,7 +77,8 @@ def plot_flatness(records: Records, stem: str | Path, *, task: str = "") -> tupl
     """
     fig, axes = new_figure(1, 2, width=3.3)
     panels = (("hessian_trace", "Hessian trace"), ("hessian_top_eigenvalue", "top eigenvalue"))
-    family = ("lipschitz", "nrnn_small", "nrnn_high")
+    twin = "nrnn_step" if "nrnn_step" in records else "lipschitz"  # the matched twin
+    family = (twin, "nrnn_small", "nrnn_high")
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         xs, means = [], []
         for name in family:
