@@ -79,8 +79,23 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
             formatter_class=_HelpFormatter,
         )
         module.add_arguments(p)
+        if not any("--threads" in act.option_strings for act in p._actions):
+            p.add_argument(
+                "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+            )
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads N`` (every subcommand has it) before the command runs."""
+    n = getattr(args, "threads", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"--threads: expected an integer >= 0, got {n!r}")
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -101,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _set_threads(args)
         return int(args._run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"nrnn {args.command}: error: {exc}", file=sys.stderr)
