@@ -198,7 +198,7 @@ def step_effect_evidence(records: Records, task: str) -> dict[str, list[Evidence
         ("C5", "test_accuracy", "clean accuracy"),
         ("C5", fgsm_score, f"FGSM ε = {FGSM_EPS} accuracy"),
         ("C5", robust_score, "robust accuracy (mean over the sweeps)"),
-        ("C3c", "empirical_margin_median", "median empirical margin"),
+        ("C3c", "empirical_margin_median", "median ℓ₂ margin"),
     ):
         out[claim].append(
             _directional(

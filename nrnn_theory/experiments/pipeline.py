@@ -409,7 +409,11 @@ def write_report(
     if figure_names is None:
         figure_names = sorted(p.stem for p in figure_dir.glob("*.png"))
     rerun = f"nrnn reproduce --preset {preset.name} --out {out}"
-    if preset.name not in PRESETS or PRESETS[preset.name].tasks != preset.tasks:
+    if preset.name not in PRESETS:
+        rerun = f"nrnn_theory.experiments.pipeline.reproduce(<custom preset {preset.name!r}>)"
+    elif dataclasses.replace(PRESETS[preset.name], tasks=preset.tasks) != preset:
+        rerun = f"nrnn_theory.experiments.pipeline.reproduce(<modified preset {preset.name!r}>)"
+    elif PRESETS[preset.name].tasks != preset.tasks:
         rerun += "".join(f" --task {t}" for t in preset.tasks)
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
