@@ -50,6 +50,7 @@ __all__ = [
     "draw_figures",
     "draw_zoo_figures",
     "load_zoo_records",
+    "load_zoo_training",
     "open_run",
     "reproduce",
     "run_studies",
