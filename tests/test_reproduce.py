@@ -18,6 +18,7 @@ import pytest
 from nrnn_theory.cli import main as cli_main
 from nrnn_theory.experiments import pipeline
 from nrnn_theory.experiments.claims import regularizer_gap_evidence, zoo_evidence, zoo_table
+from nrnn_theory.experiments.report import render_markdown
 from nrnn_theory.experiments.store import ResultStore
 from nrnn_theory.experiments.zoo import PRESETS
 
@@ -334,3 +335,18 @@ def test_scale_banner_for_near_chance_or_still_improving_models():
     assert "this scale cannot test the claims" in render_html(
         Report("T", {}, (), banner=(warning,)), "."
     )
+
+
+def test_report_has_a_table_of_contents_with_working_anchors():
+    import re
+
+    from nrnn_theory.experiments.report import ClaimSection, Report, Table, anchor, render_html
+
+    claims = (ClaimSection("C3c", "noise favours larger margins", "s", "th", ()),)
+    report = Report("T", {}, claims, (Table("Zoo summary: digits", ("a",), ()),))
+    md = render_markdown(report)
+    assert "- [C3c: noise favours larger margins](#c3c-noise-favours-larger-margins)" in md
+    assert anchor("Zoo summary: digits") == "zoo-summary-digits"
+    page = render_html(report, ".")
+    for target in re.findall(r"href='#([^']+)'", page):
+        assert f"id='{target}'" in page  # every contents link lands on a heading

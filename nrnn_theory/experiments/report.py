@@ -21,6 +21,7 @@ __all__ = [
     "COMBINATION_RULE",
     "ClaimSection",
     "Evidence",
+    "anchor",
     "Report",
     "Table",
     "combine_verdicts",
@@ -123,6 +124,19 @@ class Report(Result):
     banner: tuple[str, ...] = ()
 
 
+def anchor(heading: str) -> str:
+    """The anchor of a report heading (GitHub's rule: lower case, spaces to hyphens,
+    punctuation dropped); the HTML page gives its headings the same ids."""
+    kept = "".join(ch for ch in heading.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+def _contents(report: Report) -> list[str]:
+    heads = ["Claims at a glance"] + [f"{c.key}: {c.title}" for c in report.claims]
+    heads += [t.title for t in report.tables]
+    return heads
+
+
 def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     def esc(c: str) -> str:
         return str(c).replace("|", "\\|").replace("\n", " ")
@@ -141,6 +155,8 @@ def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
     lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
     for warning in report.banner:
         lines += ["", f"> **Warning: this scale cannot test the claims.** {warning}"]
+    lines += ["", "## Contents", ""]
+    lines += [f"- [{h}](#{anchor(h)})" for h in _contents(report)]
     lines += ["", "## Claims at a glance", ""]
     for c in report.claims:
         lines.append(f"- {_MARK[c.verdict]} **{c.key}** {c.title}: *{c.verdict}*")
@@ -228,7 +244,10 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
             "<p class='banner'><b>Warning: this scale cannot test the claims.</b> "
             f"{html.escape(warning)}</p>"
         )
-    parts.append("<h2>Claims at a glance</h2>")
+    parts.append("<h2>Contents</h2><ul>")
+    parts += [f"<li><a href='#{anchor(h)}'>{html.escape(h)}</a></li>" for h in _contents(report)]
+    parts.append("</ul>")
+    parts.append(f"<h2 id='{anchor('Claims at a glance')}'>Claims at a glance</h2>")
     parts.append(
         _html_table(
             ("claim", "title", "verdict"),
@@ -238,7 +257,8 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
     )
     parts.append(f"<p>{html.escape(COMBINATION_RULE)}</p>")
     for c in report.claims:
-        parts.append(f"<h2>{html.escape(c.key)}: {html.escape(c.title)}</h2>")
+        head = f"{c.key}: {c.title}"
+        parts.append(f"<h2 id='{anchor(head)}'>{html.escape(head)}</h2>")
         parts.append(f"<blockquote>{html.escape(c.statement)}</blockquote>")
         parts.append(
             f"<p>Theory: {html.escape(c.theory)}. Verdict: "
@@ -265,7 +285,7 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
                 f"<figcaption>{caption}</figcaption></figure>"
             )
     for t in report.tables:
-        parts.append(f"<h2>{html.escape(t.title)}</h2>")
+        parts.append(f"<h2 id='{anchor(t.title)}'>{html.escape(t.title)}</h2>")
         parts.append(_html_table(t.columns, t.rows))
         if t.note:
             parts.append(f"<p><small>{html.escape(t.note)}</small></p>")
