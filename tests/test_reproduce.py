@@ -350,3 +350,14 @@ def test_report_has_a_table_of_contents_with_working_anchors():
     page = render_html(report, ".")
     for target in re.findall(r"href='#([^']+)'", page):
         assert f"id='{target}'" in page  # every contents link lands on a heading
+
+
+def test_zoo_table_counts_the_seeds_with_a_learned_step_below_zero():
+    def rec(seed, flagged, learned=True):
+        check = {"learned": learned, "flagged": flagged}
+        return ({"seed": seed, "test_accuracy": 0.9, "step_check": check}, {})
+
+    recs = {"nrnn_high": [rec(0, True), rec(1, False)], "lipschitz": [rec(0, False, False)]}
+    table = zoo_table(recs, "digits")
+    col = table.columns.index("learned step ≤ 0")
+    assert [row[col] for row in table.rows] == ["1/2", "n/a"]

@@ -362,6 +362,15 @@ def zoo_evidence(records: Records, task: str) -> dict[str, list[Evidence]]:
     return out
 
 
+def _step_flags(data: Sequence[Mapping[str, Any]]) -> str:
+    """Seeds whose learned step has entries <= 0, of those with a learned step."""
+    checks = [d.get("step_check") for d in data]
+    learned = [c for c in checks if c and c.get("learned")]
+    if not learned:
+        return "n/a"
+    return f"{sum(bool(c.get('flagged')) for c in learned)}/{len(learned)}"
+
+
 def _mean_pm(values: Sequence[float]) -> str:
     v = np.asarray([stored_float(x) for x in values], dtype=float)
     v = v[np.isfinite(v)]
@@ -380,11 +389,12 @@ def zoo_table(records: Records, task: str) -> Table:
         "test accuracy",
         "Q + R",
         "Hessian trace",
-        "lambda_1 clean",
-        "lambda_1 noisy",
+        "λ₁ clean",
+        "λ₁ noisy",
         "median margin",
         "robust accuracy",
         "certified stable (clean / noisy)",
+        "learned step ≤ 0",
     )
     rows = []
     for name, recs in records.items():
@@ -410,13 +420,16 @@ def zoo_table(records: Records, task: str) -> Table:
                 col("empirical_margin_median"),
                 _mean_pm([robust_score(d) for d in data]),
                 " / ".join(certs),
+                _step_flags(data),
             )
         )
     note = (
-        "Mean ± standard deviation over seeds. Q + R, lambda_1 (per unit time, finite-time "
+        "Mean ± standard deviation over seeds. Q + R, λ₁ (per unit time, finite-time "
         "exponent over the sequence) and certificates exist only for the NRNN family "
         "(n/a otherwise). The regularizer and the noisy exponent use the small reference "
         "noise (paper_code, a = mu = 0.02) for every model. Margins: median over correctly "
-        "classified examples of the smallest l2 perturbation an attack finds."
+        "classified examples of the smallest l2 perturbation an attack finds. Learned "
+        "step ≤ 0: seeds whose learned per-unit step has entries ≤ 0 at the selected "
+        "epoch (the map steps against its drift there; THEORY.md §3)."
     )
     return Table(f"Zoo summary: {task}", columns, tuple(rows), note)
