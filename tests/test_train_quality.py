@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -119,9 +120,13 @@ def test_quick_preset_nrnn_high_beats_its_matched_twin_under_fgsm(tmp_path):
     xs, ys = data.inputs("test"), data.labels("test")
     acc = {}
     for name in ("nrnn_high", "nrnn_step"):
-        model, hist = train_member(
-            ZOO[name], preset, data, seed=0, run_dir=tmp_path / name, device="cpu"
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # the twin's learned step may cross zero
+            model, hist = train_member(
+                ZOO[name], preset, data, seed=0, run_dir=tmp_path / name, device="cpu"
+            )
+        flagged = any("learned step has entries <= 0" in str(w.message) for w in caught)
+        assert flagged == hist.step_check.flagged  # warned exactly when flagged
         assert hist.selected == "best" and hist.epochs == preset.epochs
         model.eval()
         with torch.no_grad():
