@@ -12,6 +12,12 @@ The noise options use the vocabulary of the authors' code (THEORY.md §3): with
 --convention paper_code (the default) --add is add_noise (a) and --mult is mult_noise
 (mu); with --convention sde they are the Euler-Maruyama levels eps*sigma1 and
 eps*sigma2. The remaining defaults are the authors' driver defaults (THEORY.md §11).
+They are those of fit() (one set, in FitSettings); the learning rate decays x0.1 at
+floor(0.9 * epochs) unless --lr-decay-epochs says otherwise (the authors' 90 of 100).
+With a validation split the run keeps its best validation epoch in checkpoints/best
+and ends with its weights (--keep-last: the last epoch's); --patience N stops after N
+epochs without a better validation accuracy. A learned step (--learn-step) that ends
+with entries <= 0 is reported with a warning (THEORY.md §3).
 
 --explicit-reg LAMBDA trains a noise-free model with LAMBDA times the exact small-noise
 regularizer of THEORY.md §5-6 instead of injecting the noise: the noise options then
