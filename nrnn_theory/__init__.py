@@ -40,7 +40,7 @@ Lyapunov spectra (THEORY.md §9)
     lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
 Stability certificates (THEORY.md §9)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
-    stability_report, format_stability_report
+    stability_report, format_stability_report, check_step
 Reachable sets and slope sectors (THEORY.md §9; nrnn_theory.reachability)
     reachable_set, reachable_sector, global_sector, sector_from_preactivation_boxes,
     tanh_slope_range, ReachableSet, SlopeSector
@@ -53,7 +53,8 @@ Results (each defined beside the function returning it; all in :mod:`nrnn_theory
     EmpiricalMargin, MarginSummary, RobustnessCurve, RobustnessSweep, ComparisonTable,
     ExplicitRegularizer, NoiseGapEstimate, ContinuousRegularizer, RegularizerConvergence,
     TraceEstimate, HessianTrace, HessianEigenvalues, SpectralDensity, HiddenStateHessian,
-    LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport
+    LyapunovSpectrum, StateJacobianNorms, Certificate, StabilizingNoise, StabilityReport,
+    StepCheck
 
 
 The training layer (models, data, ``fit``, checkpoints, your own data and model
@@ -180,6 +181,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "StabilityReport",
         "StabilizingNoise",
         "StateJacobianNorms",
+        "StepCheck",
         "TraceEstimate",
     ),
     "nrnn_theory.robustness": (
@@ -205,6 +207,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "nrnn_theory.stability": (
         "check_stability",
+        "check_step",
         "format_stability_report",
         "minimal_stabilizing_noise",
         "one_sided_constant",

@@ -33,7 +33,7 @@ from nrnn_theory.regularizer import (
 )
 from nrnn_theory.robustness import ComparisonTable, RobustnessCurve, RobustnessSweep
 from nrnn_theory.sdp_certificates import LMISolution, LMIVerification, QuadraticCondition
-from nrnn_theory.stability import Certificate, StabilityReport, StabilizingNoise
+from nrnn_theory.stability import Certificate, StabilityReport, StabilizingNoise, StepCheck
 
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "StabilityReport",
     "StabilizingNoise",
     "StateJacobianNorms",
+    "StepCheck",
     "TraceEstimate",
     "to_jsonable",
 ]

@@ -62,7 +62,9 @@ __all__ = [
     "Certificate",
     "StabilityReport",
     "StabilizingNoise",
+    "StepCheck",
     "check_stability",
+    "check_step",
     "format_stability_report",
     "minimal_stabilizing_noise",
     "one_sided_constant",
@@ -1146,3 +1148,89 @@ def format_stability_report(report: StabilityReport, *, details: bool = False) -
                 f"trajectories, {spec.n_steps} steps after a transient of {spec.transient})"
             )
     return "\n".join(lines)
+
+
+# ============================================================================ learned step
+@dataclass(frozen=True)
+class StepCheck(Result):
+    r"""The sign of a model's Euler step :math:`s` (:func:`check_step`).
+
+    Attributes
+    ----------
+    learned : bool
+        Whether the model has a trained per-unit step (the authors' ``solver='noisy'``)
+        rather than the fixed ``dt``.
+    n_units : int
+        :math:`d_h`.
+    n_nonpositive : int
+        Units with :math:`s_i \le 0`.
+    step_min, step_median, step_max : float
+    flagged : bool
+        ``n_nonpositive > 0``.
+    message : str
+        What the flag means, or ``""``.
+    """
+
+    learned: bool
+    n_units: int
+    n_nonpositive: int
+    step_min: float
+    step_median: float
+    step_max: float
+    flagged: bool
+    message: str
+
+
+def check_step(params: NRNNParams) -> StepCheck:
+    r"""Flag a step with entries :math:`s_i \le 0` (THEORY.md §3).
+
+    The clean map is :math:`h_{k+1} = h_k + s\odot f(h_k, x_k)`. With :math:`s_i > 0`
+    it is the Euler step of the ODE :math:`\dot h = f` in every unit; a trained per-unit
+    step can cross zero, and a unit with :math:`s_i < 0` steps *against* its drift: the
+    map is then the Euler step of :math:`\dot h_i = -f_i`, anti-diffusive where
+    :math:`f` is dissipative, and the continuous-time certificates of THEORY.md §9 (which
+    read the drift with a positive step) do not describe it; only the discrete-map
+    bound (``"discrete"``), which allows any sign, applies. A unit with :math:`s_i = 0`
+    is frozen at its initial state.
+
+    Parameters
+    ----------
+    params : NRNNParams
+
+    Returns
+    -------
+    StepCheck
+
+    Examples
+    --------
+    >>> import torch
+    >>> from nrnn_theory import NRNNParams
+    >>> H = 3
+    >>> p = NRNNParams(A=-torch.eye(H), W=torch.zeros(H, H), U=torch.zeros(H, 1),
+    ...                b=torch.zeros(H), V=torch.eye(H), c=torch.zeros(H), dt=0.1,
+    ...                step=torch.tensor([0.1, -0.2, 0.3]))
+    >>> c = check_step(p)
+    >>> c.flagged, c.n_nonpositive, c.step_min
+    (True, 1, -0.2)
+    """
+    params = check_params(params)
+    s = params.drift_step.detach().to("cpu", torch.float64).reshape(-1)
+    n_bad = int((s <= 0).sum())
+    lo, mid, hi = float(s.min()), float(s.median()), float(s.max())
+    message = ""
+    if n_bad:
+        message = (
+            f"{n_bad} of {s.numel()} units have a step <= 0 (min {lo:.3g}): the map steps "
+            "against the drift there (anti-diffusive); the ODE/SDE certificates of THEORY.md "
+            "§9 do not describe it, only the discrete-map bound does (THEORY.md §3)"
+        )
+    return StepCheck(
+        learned=params.step is not None,
+        n_units=int(s.numel()),
+        n_nonpositive=n_bad,
+        step_min=lo,
+        step_median=mid,
+        step_max=hi,
+        flagged=n_bad > 0,
+        message=message,
+    )

@@ -43,3 +43,19 @@ def test_demo_json(capsys):
 def test_bad_argument_is_a_clean_error(capsys):
     assert main(["demo", "--dt", "-1"]) == 2
     assert "dt: expected a number > 0" in capsys.readouterr().err
+
+
+def test_every_subcommand_takes_threads(monkeypatch):
+    import torch
+
+    from nrnn_theory.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    for name in COMMANDS:
+        extra = {"margins": ["ck"], "robustness": ["ck"], "analyse": ["ck"], "certify": ["ck"]}
+        args = parser.parse_args([name, *extra.get(name, []), "--threads", "1"])
+        assert args.threads == 1, name
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert main(["demo", "--threads", "-1"]) == 2
+    assert calls == []

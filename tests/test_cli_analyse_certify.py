@@ -242,7 +242,7 @@ def test_certify_errors(runs, tmp_path, capsys):
     # A checkpoint whose tensor file was altered after writing.
     bad = tmp_path / "bad"
     shutil.copytree(runs / "nrnn", bad)
-    tensors = sorted(bad.glob("checkpoints/*/tensors.safetensors"))[-1]  # the latest
+    tensors = sorted(bad.glob("checkpoints/epoch-*/tensors.safetensors"))[-1]  # not best/
     data = bytearray(tensors.read_bytes())
     data[-1] ^= 0xFF
     tensors.write_bytes(bytes(data))
@@ -292,3 +292,26 @@ def test_stability_report_computes_each_one_sided_constant_once(generator, monke
     assert rep.certificates[2] == check_stability(p, noise)
     assert len(calls) == 2  # check_stability builds its own model
     assert rep.minimal_noise[0] == stability.minimal_stabilizing_noise(p)
+
+
+def test_certify_and_analyse_flag_a_learned_step_below_zero(runs, tmp_path, capsys, single_thread):
+    from nrnn_theory.train import save_checkpoint
+
+    _train(tmp_path / "learned", "nrnn", ["--learn-step"])
+    capsys.readouterr()  # the training's own output
+    ck = load_checkpoint(tmp_path / "learned")
+    with torch.no_grad():
+        ck.model.step[:2] = -0.05  # two units step against their drift
+    bad = save_checkpoint(
+        tmp_path / "negative", ck.model, epoch=ck.epoch, task=ck.task, fit=ck.fit, seed=ck.seed
+    )
+    out = _json(capsys, ["certify", str(bad), "--examples", "4", "--exponents", "1", "--json"])
+    assert out["step_check"]["flagged"] and out["step_check"]["n_nonpositive"] == 2
+    out = _json(
+        capsys, ["analyse", str(bad), "--examples", "4", "--flatness", "--probes", "2", "--json"]
+    )
+    assert out["step_check"]["flagged"] and out["step_check"]["step_min"] == pytest.approx(-0.05)
+    assert main(["certify", str(bad), "--examples", "4", "--exponents", "1"]) == 0
+    assert "warning: learned step: 2 of 6 units" in capsys.readouterr().out
+    fine = _json(capsys, ["certify", str(runs / "nrnn"), "--examples", "4", "--json"])
+    assert not fine["step_check"]["flagged"] and not fine["step_check"]["learned"]

@@ -55,10 +55,12 @@ def test_robustness_table_and_figure(runs, tmp_path, capsys, single_thread):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     table = out["table"]
-    assert [r for r in table["models"]] == ["nrnn", "lstm"]
+    assert [r for r in table["models"]] == ["nrnn@epoch 1", "lstm@epoch 1"]  # folder, epoch
     families = {name for name, _ in table["columns"]}
     assert {"clean", "white_noise", "multiplicative_noise", "salt_and_pepper"} <= families
-    assert any(name.startswith("pgd") for name in families)
+    # the zoo's attacks by default: FGSM and PGD at l_inf 0.01, 0.03, 0.05
+    for attack in ("fgsm_linf", "pgd_linf"):
+        assert sorted(s for name, s in table["columns"] if name == attack) == [0.01, 0.03, 0.05]
     assert fig.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rob.png"]  # exactly the file named
     # An existing --plot file is refused before any work, and left as it was.
@@ -130,3 +132,20 @@ def test_trained_noisy_and_deterministic_models_compare_end_to_end(tmp_path, cap
         assert row[clean] > 0.6  # both models learned the task
         assert all(0.0 <= a <= 1.0 for a in row)
     assert len(table["columns"]) == 1 + 6 * 3
+
+
+def test_robustness_epoch_choice_and_refusal_of_other_data(runs, tmp_path, capsys):
+    base = ["--examples", "8", "--draws", "1", "--attack-steps", "1", "--json"]
+    base += ["--perturbations", "white_noise"]
+    assert main(["robustness", str(runs / "nrnn"), "--epoch", "best", *base]) == 0
+    assert json.loads(capsys.readouterr().out)["table"]["models"] == ["nrnn@best(epoch 1)"]
+    assert main(["robustness", str(runs / "nrnn"), "--epoch", "1", *base]) == 0
+    assert json.loads(capsys.readouterr().out)["table"]["models"] == ["nrnn@epoch 1"]
+    assert main(["robustness", str(runs / "nrnn"), "--epoch", "7", *base]) == 2
+    assert "--epoch 7" in capsys.readouterr().err
+    # a model trained on another split seed of the same task is refused, by name
+    _train(tmp_path / "other", "nrnn", 1, extra=["--split-seed", "1"])
+    capsys.readouterr()
+    assert main(["robustness", str(runs / "nrnn"), str(tmp_path / "other"), *base]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {tmp_path / 'other'}" in err and "split seed" in err

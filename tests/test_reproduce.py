@@ -18,6 +18,7 @@ import pytest
 from nrnn_theory.cli import main as cli_main
 from nrnn_theory.experiments import pipeline
 from nrnn_theory.experiments.claims import regularizer_gap_evidence, zoo_evidence, zoo_table
+from nrnn_theory.experiments.report import render_markdown
 from nrnn_theory.experiments.store import ResultStore
 from nrnn_theory.experiments.zoo import PRESETS
 
@@ -248,3 +249,115 @@ def test_derivation_script_prints_the_checked_expansion(capsys):
     printed = capsys.readouterr().out
     assert "eps^2" in printed
     assert "= 0" in printed  # simplify(derived - formula) = 0
+
+
+# ------------------------------------------- matched twin, step effect, rule, banner
+def _zoo(values: dict[str, list[float]], key: str = "test_accuracy"):
+    return {
+        m: [({"seed": s, key: v, "num_classes": 10}, {}) for s, v in enumerate(vals)]
+        for m, vals in values.items()
+    }
+
+
+def test_noisy_models_are_paired_with_the_matched_twin_and_the_step_is_context():
+    from nrnn_theory.experiments.claims import FIXED_TWIN, TWIN
+    from nrnn_theory.experiments.report import ClaimSection
+
+    recs = _zoo(
+        {
+            "nrnn_high": [0.95, 0.94, 0.96],
+            TWIN: [0.89, 0.88, 0.90],  # the noise gains 6 points at equal parametrization
+            FIXED_TWIN: [0.95, 0.96, 0.94],  # the learned step *loses* 6 points
+        }
+    )
+    c5 = zoo_evidence(recs, "digits")["C5"]
+    noisy_lines = [e for e in c5 if e.counts]
+    step_lines = [e for e in c5 if not e.counts]
+    assert noisy_lines and all("learned step, no noise" in e.label for e in noisy_lines)
+    assert noisy_lines[0].verdict == "supported"  # clean accuracy not worse than the twin
+    assert step_lines and "step effect" in step_lines[0].label
+    assert step_lines[0].verdict == "not supported"  # learned vs fixed step: lower accuracy
+    # the uncounted step line does not turn the claim's verdict
+    section = ClaimSection("C5", "t", "s", "th", (noisy_lines[0], step_lines[0]))
+    assert section.verdict == "supported"
+    # without the matched twin, the fixed-step model is the twin (older runs)
+    old = zoo_evidence(_zoo({"nrnn_high": [0.9, 0.9], FIXED_TWIN: [0.9, 0.9]}), "digits")
+    assert all("fixed step" in e.label for e in old["C5"])
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "combined"),
+    [
+        (["supported", "supported"], "supported"),
+        (["supported", "inconclusive"], "inconclusive"),
+        (["supported", "not supported"], "not supported"),
+        (["inconclusive", "not supported"], "not supported"),
+        ([], "inconclusive"),
+    ],
+)
+def test_combination_rule_counts_only_counted_lines(verdicts, combined):
+    from nrnn_theory.experiments.report import (
+        COMBINATION_RULE,
+        ClaimSection,
+        Evidence,
+        Report,
+        render_markdown,
+    )
+
+    lines = [Evidence(f"l{i}", "m", "i", "e", v, "r") for i, v in enumerate(verdicts)]
+    context = Evidence("step", "m", "i", "e", "not supported", "r", counts=False)
+    section = ClaimSection("C5", "t", "s", "th", (*lines, context))
+    assert section.verdict == combined
+    md = render_markdown(Report("T", {}, (section, section)))
+    assert md.count(COMBINATION_RULE) == 1 and "not supported (context)" in md
+
+
+def test_scale_banner_for_near_chance_or_still_improving_models():
+    from nrnn_theory.experiments.claims import TWIN, scale_warnings
+    from nrnn_theory.experiments.report import Report, render_html, render_markdown
+
+    good = _zoo({"nrnn_high": [0.95, 0.94], TWIN: [0.9, 0.9]})
+    assert scale_warnings(good, "digits") == []
+    chance = _zoo({"nrnn_high": [0.12, 0.15], TWIN: [0.9, 0.9]})
+    (warning,) = scale_warnings(chance, "digits")
+    assert "near chance" in warning and "NRNN (high noise)" in warning
+
+    def history(vals):
+        return {"records": [{"epoch": i + 1, "val_accuracy": v} for i, v in enumerate(vals)]}
+
+    rising = {TWIN: [history([0.5, 0.6, 0.7])] * 2}
+    flat = {TWIN: [history([0.5, 0.8, 0.8])] * 2}
+    (warning,) = scale_warnings(good, "digits", rising)
+    assert "still improving" in warning and "2/2 seeds" in warning
+    assert scale_warnings(good, "digits", flat) == []
+    md = render_markdown(Report("T", {}, (), banner=(warning,)))
+    assert "this scale cannot test the claims" in md and warning in md
+    assert "this scale cannot test the claims" in render_html(
+        Report("T", {}, (), banner=(warning,)), "."
+    )
+
+
+def test_report_has_a_table_of_contents_with_working_anchors():
+    import re
+
+    from nrnn_theory.experiments.report import ClaimSection, Report, Table, anchor, render_html
+
+    claims = (ClaimSection("C3c", "noise favours larger margins", "s", "th", ()),)
+    report = Report("T", {}, claims, (Table("Zoo summary: digits", ("a",), ()),))
+    md = render_markdown(report)
+    assert "- [C3c: noise favours larger margins](#c3c-noise-favours-larger-margins)" in md
+    assert anchor("Zoo summary: digits") == "zoo-summary-digits"
+    page = render_html(report, ".")
+    for target in re.findall(r"href='#([^']+)'", page):
+        assert f"id='{target}'" in page  # every contents link lands on a heading
+
+
+def test_zoo_table_counts_the_seeds_with_a_learned_step_below_zero():
+    def rec(seed, flagged, learned=True):
+        check = {"learned": learned, "flagged": flagged}
+        return ({"seed": seed, "test_accuracy": 0.9, "step_check": check}, {})
+
+    recs = {"nrnn_high": [rec(0, True), rec(1, False)], "lipschitz": [rec(0, False, False)]}
+    table = zoo_table(recs, "digits")
+    col = table.columns.index("learned step ≤ 0")
+    assert [row[col] for row in table.rows] == ["1/2", "n/a"]

@@ -7,6 +7,7 @@ quadrature of the Euler-Maruyama correction, and measured Lyapunov exponents.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -21,6 +22,7 @@ from nrnn_theory import (
     NoiseSpec,
     NRNNParams,
     check_stability,
+    check_step,
     format_stability_report,
     lyapunov_spectrum,
     minimal_stabilizing_noise,
@@ -596,3 +598,25 @@ def test_state_jacobian_used_by_certificates_is_the_mean_value_form(generator):
     J = state_jacobian(p, h, x)
     worst = float(torch.linalg.matrix_norm(J, ord=2).max())
     assert worst <= step_norm_bound(p) * (1 + ROUND)
+
+
+def test_check_step_counts_the_nonpositive_entries_of_a_learned_step():
+    H = 5
+    step = torch.tensor([0.1, -0.2, 0.0, 0.3, 0.05], dtype=torch.float64)
+    p = NRNNParams(
+        A=-torch.eye(H, dtype=torch.float64),
+        W=torch.zeros(H, H, dtype=torch.float64),
+        U=torch.zeros(H, 1, dtype=torch.float64),
+        b=torch.zeros(H, dtype=torch.float64),
+        V=torch.eye(H, dtype=torch.float64),
+        c=torch.zeros(H, dtype=torch.float64),
+        dt=0.1,
+        step=step,
+    )
+    c = check_step(p)
+    # oracle: direct count and order statistics of the given entries
+    assert c.learned and c.flagged and c.n_units == H and c.n_nonpositive == 2
+    assert (c.step_min, c.step_median, c.step_max) == (-0.2, 0.05, 0.3)
+    assert "2 of 5 units" in c.message
+    fixed = check_step(dataclasses.replace(p, step=None))
+    assert not fixed.learned and not fixed.flagged and fixed.step_min == 0.1 and fixed.message == ""

@@ -228,6 +228,7 @@ def test_checkpoint_in_the_old_noise_layout_loads_and_resumes(tmp_path, generato
     task = TaskData("toy", x, y, x[:3], y[:3], x[:4], y[:4], num_classes=3, value_range=(0, 1))
     noise = NoiseSpec.paper_code(add=0.02, mult=0.02)
     kwargs = {"batch_size": 4, "lr": 1e-2, "device": "cpu", "quiet": True, "seed": 1}
+    kwargs["lr_schedule"] = ()  # the default follows epochs: 2 epochs would decay at 1
 
     def model():
         return NoisyRNN(2, 5, 3, noise=noise, generator=torch.Generator().manual_seed(3))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from nrnn_theory import NoiseSpec
 from nrnn_theory.cli import build_parser, main
-from nrnn_theory.train import latest_checkpoint, load_checkpoint
+from nrnn_theory.train import FitSettings, latest_checkpoint, load_checkpoint
 from nrnn_theory.train.loop import CRASH_AFTER_STEPS_ENV
 
 
@@ -73,7 +73,9 @@ def test_train_prints_final_clean_accuracy(tmp_path, capsys):
     assert f"{summary['test_accuracy']:.4f}" in printed
     ck = load_checkpoint(out)
     assert ck.config["noise"]["convention"] == "paper_code" and ck.config["noise"]["sigma1"] == 0.02
-    assert ck.fit["lr_schedule"] == [30] and ck.task["name"] == "digits"
+    # the decay default follows --epochs: floor(0.9 * 2) = 1
+    assert ck.fit["lr_schedule"] == [1] and ck.task["name"] == "digits"
+    assert ck.fit["lr"] == FitSettings().lr and ck.fit["patience"] is None
     assert ck.fit["penalty"] is None and ck.explicit_regularizer is None
     assert main(["train", *SMALL, "--epochs", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -186,3 +188,16 @@ def test_explicit_reg_needs_a_noise_level(tmp_path, capsys):
     args = ["train", *SMALL[:6], "--explicit-reg", "1", "--epochs", "1", "--quiet"]
     assert main(args) == 2
     assert "--add and/or --mult" in capsys.readouterr().err
+
+
+def test_train_options_default_to_the_settings_record():
+    from nrnn_theory._cli.train import _fit_settings
+
+    args = build_parser().parse_args(["train", "--epochs", "50"])
+    assert _fit_settings(args) == FitSettings(epochs=50)  # one set of defaults
+    assert _fit_settings(args).lr_schedule == (45,)
+    args = build_parser().parse_args(
+        ["train", "--epochs", "50", "--patience", "5", "--keep-last", "--lr-decay-epochs"]
+    )
+    s = _fit_settings(args)
+    assert s.patience == 5 and not s.restore_best and s.lr_schedule == ()

@@ -16,6 +16,7 @@ from nrnn_theory.train import (
     LipschitzRNN,
     LSTMClassifier,
     NoisyRNN,
+    best_checkpoint,
     build_model,
     evaluate,
     fit,
@@ -24,7 +25,7 @@ from nrnn_theory.train import (
     model_config,
     spawn_fit,
 )
-from nrnn_theory.train.loop import lr_at_epoch
+from nrnn_theory.train.loop import best_epoch, default_lr_schedule, lr_at_epoch
 
 from _tolerances import tol
 
@@ -90,6 +91,7 @@ def test_fit_records_history_and_writes_the_run(tiny, tmp_path):
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == list(hist.records)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "best",
         "epoch-0002",
         "epoch-0003",
     ]
@@ -97,8 +99,11 @@ def test_fit_records_history_and_writes_the_run(tiny, tmp_path):
     assert summary["test_accuracy"] == hist.test_accuracy and summary["model"] == model_config(
         model
     )
-    ck = load_checkpoint(tmp_path / "run")
-    assert ck.epoch == 3 and _same(_weights(ck.model), _weights(model))
+    assert load_checkpoint(tmp_path / "run").epoch == 3
+    # model selection: the model ends with the best validation epoch's weights
+    ck = load_checkpoint(best_checkpoint(tmp_path / "run"))
+    assert hist.selected == "best" and ck.epoch == hist.best_epoch
+    assert _same(_weights(ck.model), _weights(model))
     # the returned test metrics are the clean ones
     assert evaluate(model, tiny, "test")["accuracy"] == hist.test_accuracy
 
@@ -134,6 +139,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, tmp_path):
     h_part = fit(part, tiny, epochs=3, out_dir=tmp_path / "part", stop_after_steps=12, **kw)
     assert h_part.interrupted and h_part.epochs == 1  # 8 steps per epoch: died in epoch 2
     assert sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir()) == [
+        "best",
         "epoch-0000",  # the initial state, written before anything else
         "epoch-0001",
     ]
@@ -371,3 +377,75 @@ def test_two_gloo_processes_equal_single_process_training(digits):
     for name, value in single.state_dict().items():
         torch.testing.assert_close(state[name], value, **tol("reduction"))
     assert hist["test_accuracy"] == pytest.approx(ref.test_accuracy, abs=1 / digits.size("test"))
+
+
+def test_model_selection_keeps_the_best_validation_epoch(tiny, tmp_path):
+    # A 1000x learning-rate jump at epoch 2 (0-based) wrecks the model in its last epoch:
+    # selection must end with an earlier epoch's weights, the last checkpoint must differ.
+    settings = FitSettings(epochs=3, batch_size=32, lr=1e-2, lr_schedule=(2,), lr_decay=1e3)
+    model = _model()
+    hist = fit(model, tiny, settings, device="cpu", quiet=True, out_dir=tmp_path / "run")
+    vals = [r["val_accuracy"] for r in hist.records]
+    assert vals[2] < max(vals[:2])  # the setup did wreck the last epoch
+    assert hist.best_epoch == best_epoch(hist.records) < 3 and hist.selected == "best"
+    best = load_checkpoint(best_checkpoint(tmp_path / "run"))
+    assert best.epoch == hist.best_epoch and _same(_weights(best.model), _weights(model))
+    assert hist.test_accuracy == evaluate(best.model, tiny, "test")["accuracy"]
+    last = load_checkpoint(tmp_path / "run")
+    assert last.epoch == 3 and not _same(_weights(last.model), _weights(model))
+    # restore_best=False keeps the last epoch's weights (and still writes best/)
+    kept = _model()
+    h2 = fit(
+        kept,
+        tiny,
+        dataclasses.replace(settings, restore_best=False),
+        device="cpu",
+        quiet=True,
+        out_dir=tmp_path / "run2",
+    )
+    assert h2.selected == "last" and h2.best_epoch == hist.best_epoch
+    assert _same(_weights(load_checkpoint(tmp_path / "run2").model), _weights(kept))
+    assert best_checkpoint(tmp_path / "run2") is not None
+
+
+def test_selection_rule_breaks_ties_by_the_lower_validation_loss():
+    recs = [
+        {"epoch": 1, "val_accuracy": 0.9, "val_loss": 0.5},
+        {"epoch": 2, "val_accuracy": 0.9, "val_loss": 0.3},
+        {"epoch": 3, "val_accuracy": 0.9, "val_loss": 0.3},
+        {"epoch": 4, "val_accuracy": 0.8, "val_loss": 0.1},
+    ]
+    assert best_epoch(recs) == 2  # lower loss wins a tie, then the earlier epoch
+    assert best_epoch([{"epoch": 1, "val_accuracy": None, "val_loss": None}]) is None
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tiny):
+    # lr = 1e-30 leaves the weights unchanged: every epoch ties with epoch 1, which stays
+    # the best (the earlier epoch wins exact ties), so patience=2 stops after epoch 3.
+    hist = fit(
+        _model(), tiny, FitSettings(epochs=6, lr=1e-30, patience=2), device="cpu", quiet=True
+    )
+    assert hist.stopped_early and len(hist.records) == 3 and hist.best_epoch == 1
+    full = fit(_model(), tiny, FitSettings(epochs=4, lr=1e-30), device="cpu", quiet=True)
+    assert not full.stopped_early and len(full.records) == 4
+    no_val = dataclasses.replace(tiny, val_x=tiny.val_x[:0], val_y=tiny.val_y[:0])
+    with pytest.raises(ValueError, match="patience"):
+        fit(_model(), no_val, FitSettings(epochs=2, patience=1), device="cpu", quiet=True)
+
+
+def test_lr_decay_default_follows_the_epochs():
+    assert FitSettings(epochs=100).lr_schedule == (90,) == default_lr_schedule(100)
+    assert FitSettings(epochs=40).lr_schedule == (36,)
+    assert FitSettings(epochs=1).lr_schedule == ()
+    assert FitSettings(epochs=40, lr_schedule=()).lr_schedule == ()
+
+
+def test_a_learned_step_below_zero_is_flagged_at_the_end_of_training(tiny):
+    model = _model(learn_step=True)
+    with torch.no_grad():
+        model.step[:3] = -0.05
+    with pytest.warns(RuntimeWarning, match="learned step has entries <= 0"):
+        hist = fit(model, tiny, FitSettings(epochs=1, lr=1e-30), device="cpu", quiet=True)
+    assert hist.step_check.flagged and hist.step_check.n_nonpositive == 3
+    ok = fit(_model(learn_step=True), tiny, FitSettings(epochs=1, lr=1e-30), quiet=True)
+    assert ok.step_check.learned and not ok.step_check.flagged

@@ -227,14 +227,29 @@ def run(args: argparse.Namespace) -> int:
         "examples": f"the first {len(xs)} examples of the {args.split} split of {task.name}",
         "seed": args.seed,
         "dtype": "float64",
+        "step_check": _step_check(ck),
         "regularizer": _regularizer_dict(analysis, source) if args.regularizer else None,
         "flatness": _flatness_dict(analysis.flatness) if args.flatness else None,
     }
     if args.json:
         emit_json(result, args)
     else:
+        if result["step_check"] is not None and result["step_check"].flagged:
+            print(f"warning: learned step: {result['step_check'].message}")
         print(format_analysis(result))
     return 0
+
+
+def _step_check(ck):
+    """The sign of the checkpoint's Euler step (NRNN family), else ``None``."""
+    from nrnn_theory.stability import check_step
+    from nrnn_theory.train import params_from_module
+
+    try:
+        params = params_from_module(ck.model)
+    except TypeError:
+        return None
+    return check_step(params)
 
 
 def _noise_words(noise) -> str:

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from nrnn_theory.stability import format_stability_report
+    from nrnn_theory.stability import check_step, format_stability_report
     from nrnn_theory.train import noise_from_module, params_from_module
     from nrnn_theory.train.analysis import certify_model
 
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             f"--exponents: expected at most the hidden size {params.hidden_size}, "
             f"got {args.exponents}"
         )
+    step_check = check_step(params)  # a learned step <= 0 changes which certificates apply
     noise = override if override is not None else noise_from_module(ck.model)
     source = "command line" if override is not None else "checkpoint"
     noises = [] if noise is None or noise.is_zero else [noise]
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "seed": args.seed,
                 "noise": noises[0] if noises else None,
                 "noise_source": source if noises else None,
+                "step_check": step_check,
                 "report": report,
                 "lmi": lmi,
             },
@@ -162,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.split} inputs of {task.name}; noise from the {source}"
         + ("" if noises else ": none")
     )
+    if step_check.flagged:
+        print(f"warning: learned step: {step_check.message}")
     print(format_stability_report(report, details=True))
     print("")
     print(

@@ -6,9 +6,16 @@ over a grid of strengths with a confidence interval per cell (THEORY.md §11). P
 comparison table (rows: models; columns: perturbation x strength) and, with --plot,
 writes the four-panel accuracy-versus-strength figure (PDF and PNG).
 
+The default perturbations are those of the reproduction's zoo: white, multiplicative
+and salt-and-pepper noise, FGSM and PGD at l_inf budgets 0.01, 0.03, 0.05. Every
+checkpoint must have been trained on the task, split and split seed it is evaluated on
+(the first checkpoint's, or --task); a checkpoint trained on other data is refused.
+Rows are named by run folder and epoch; --epoch best evaluates each run's
+best-validation checkpoint (checkpoints/best), --epoch N its epoch N.
+
 Example:
 
-  nrnn robustness runs/nrnn-digits runs/lip-digits --plot robustness.png
+  nrnn robustness runs/nrnn-digits runs/lip-digits --epoch best --plot robustness.png
 """
 
 from __future__ import annotations
@@ -35,8 +42,20 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+#: The default perturbations and l_inf attack budgets (those of the reproduction's zoo,
+#: nrnn_theory.experiments.model_analysis.PERTURBATIONS / ATTACK_EPS).
+PERTURBATIONS_DEFAULT = (
+    "white_noise",
+    "multiplicative_noise",
+    "salt_and_pepper",
+    "fgsm_linf",
+    "pgd_linf",
+)
+ATTACK_EPS_DEFAULT = (0.01, 0.03, 0.05)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nrnn_theory.robustness import DEFAULT_GRIDS, DEFAULT_PERTURBATIONS, PERTURBATIONS
+    from nrnn_theory.robustness import DEFAULT_GRIDS, PERTURBATIONS
 
     parser.add_argument(
         "checkpoints",
@@ -45,11 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_checkpoint_data_options(parser)
     parser.add_argument(
+        "--epoch",
+        default="last",
+        help="for run directories: 'last' (newest checkpoint), 'best' (best validation "
+        "epoch, checkpoints/best) or an epoch number",
+    )
+    parser.add_argument(
         "--perturbations",
-        default=",".join(DEFAULT_PERTURBATIONS),
+        default=",".join(PERTURBATIONS_DEFAULT),
         help=f"comma-separated subset of {', '.join(PERTURBATIONS)}",
     )
     for name, grid in DEFAULT_GRIDS.items():
+        if name in ("fgsm_linf", "pgd_linf"):
+            grid = ATTACK_EPS_DEFAULT
         parser.add_argument(
             f"--{name.replace('_', '-')}-grid",
             type=_floats,
@@ -90,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         )
     grids = {p: getattr(args, f"{p}_grid") for p in perturbations}
     plot = None if args.plot is None else _plot_target(args.plot, force=args.force)
-    ckpts, task, xs, ys = load_checkpoint_data(args.checkpoints, args)
-    names = _unique_names(args.checkpoints)
+    paths = [_at_epoch(p, args.epoch) for p in args.checkpoints]
+    ckpts, task, xs, ys = load_checkpoint_data(paths, args)
+    _check_same_data(paths, ckpts, args)
+    names = _unique_names(paths, [getattr(ck, "epoch", None) for ck in ckpts])
     sweeps = {}
     bar = progress(args, len(ckpts), f"robustness on {len(xs)} examples", unit="model")
     for name, ck in zip(names, ckpts, strict=True):
@@ -168,12 +197,76 @@ def _write_plot(sweeps, target: Path, task_name: str, *, force: bool) -> Path:
     return atomic_write_bytes(target, data)
 
 
-def _unique_names(paths) -> list[str]:
-    """Short row names: the run folder names, made unique."""
+def _at_epoch(path: str, epoch: str) -> str:
+    """The checkpoint of run ``path`` at ``--epoch`` (a checkpoint directory is kept)."""
+    from nrnn_theory.train.checkpoint import JSON_NAME, best_checkpoint
+
+    p = Path(path)
+    if not (p / "checkpoints").is_dir():  # a checkpoint directory (or a missing path)
+        if epoch != "last":
+            raise ValueError(
+                f"--epoch {epoch}: {path} is not a run directory (no checkpoints/ folder); "
+                "give the run folder to choose an epoch"
+            )
+        return path
+    if epoch == "last":
+        return path
+    if epoch == "best":
+        best = best_checkpoint(p)
+        if best is None:
+            raise ValueError(
+                f"--epoch best: run {path} has no best-validation checkpoint (trained "
+                "without a validation split, or by an older version)"
+            )
+        return str(best)
+    try:
+        n = int(epoch)
+    except ValueError:
+        raise ValueError(f"--epoch: expected 'last', 'best' or an integer, got {epoch!r}") from None
+    target = p / "checkpoints" / f"epoch-{n:04d}"
+    if not (target / JSON_NAME).is_file():
+        kept = sorted(d.name for d in (p / "checkpoints").iterdir() if d.name.startswith("epoch-"))
+        raise ValueError(f"--epoch {n}: run {path} has no such checkpoint (kept: {kept})")
+    return str(target)
+
+
+def _check_same_data(paths, ckpts, args) -> None:
+    """Refuse a checkpoint trained on another task, split or split seed than the
+    evaluated one (the first checkpoint's task, or --task)."""
+    reference = dict(ckpts[0].task or {})
+    if args.task is not None and args.task != reference.get("name"):
+        reference = {"name": args.task}
+    reference.pop("root", None)
+    for path, ck in zip(paths, ckpts, strict=True):
+        if ck.task is None:
+            continue  # trained on data built in Python: only the shapes can be checked
+        own = {k: v for k, v in ck.task.items() if k != "root"}
+        if args.task is not None and set(reference) == {"name"}:
+            differs = own.get("name") != reference["name"]
+        else:
+            differs = own != reference
+        if differs:
+            raise ValueError(
+                f"checkpoint {path}: trained on {own}, but the evaluation uses "
+                f"{reference}: a different task, split or split seed; evaluate it on its "
+                "own data (alone or with checkpoints of the same data)"
+            )
+
+
+def _unique_names(paths, epochs=None) -> list[str]:
+    """Short row names: the run folder names and epochs, made unique."""
     names: list[str] = []
-    for p in paths:
+    epochs = [None] * len(paths) if epochs is None else epochs
+    for p, epoch in zip(paths, epochs, strict=True):
         path = Path(p)
-        base = path.name if not path.name.startswith("epoch") else path.parent.name
+        inside = path.name.startswith("epoch") or path.name == "best"
+        base = (
+            path.parent.parent.name
+            if inside and path.parent.name == "checkpoints"
+            else (path.name if not inside else path.parent.name)
+        )
+        if epoch is not None:
+            base += f"@best(epoch {epoch})" if path.name == "best" else f"@epoch {epoch}"
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1

@@ -12,6 +12,12 @@ The noise options use the vocabulary of the authors' code (THEORY.md §3): with
 --convention paper_code (the default) --add is add_noise (a) and --mult is mult_noise
 (mu); with --convention sde they are the Euler-Maruyama levels eps*sigma1 and
 eps*sigma2. The remaining defaults are the authors' driver defaults (THEORY.md §11).
+They are those of fit() (one set, in FitSettings); the learning rate decays x0.1 at
+floor(0.9 * epochs) unless --lr-decay-epochs says otherwise (the authors' 90 of 100).
+With a validation split the run keeps its best validation epoch in checkpoints/best
+and ends with its weights (--keep-last: the last epoch's); --patience N stops after N
+epochs without a better validation accuracy. A learned step (--learn-step) that ends
+with entries <= 0 is reported with a warning (THEORY.md §3).
 
 --explicit-reg LAMBDA trains a noise-free model with LAMBDA times the exact small-noise
 regularizer of THEORY.md §5-6 instead of injecting the noise: the noise options then
@@ -148,27 +154,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="epochs (unset: 35, or the stored number on --resume)",
     )
-    train.add_argument("--batch-size", type=int, default=128, help="global minibatch size")
-    train.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    # Unset options take FitSettings' defaults (one set shared with fit(); THEORY.md §11).
+    train.add_argument("--batch-size", type=int, default=None, help="global minibatch size (128)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (0.01)")
     train.add_argument(
-        "--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"], help="optimizer"
+        "--optimizer",
+        default=None,
+        choices=["adam", "adamw", "sgd", "rmsprop"],
+        help="optimizer (adam)",
     )
-    train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
-    train.add_argument("--momentum", type=float, default=0.0, help="sgd/rmsprop momentum")
+    train.add_argument("--weight-decay", type=float, default=None, help="weight decay (0)")
+    train.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (0)")
     train.add_argument(
         "--lr-decay-epochs",
         type=int,
         nargs="*",
-        default=[30],
-        help="epochs from which the learning rate is multiplied by --lr-decay",
+        default=None,
+        help="epochs (0-based) from which the learning rate is multiplied by --lr-decay "
+        "(unset: floor(0.9 * epochs), the authors' 90 of 100; give none for no decay)",
     )
-    train.add_argument("--lr-decay", type=float, default=0.1, help="learning-rate decay factor")
+    train.add_argument(
+        "--lr-decay", type=float, default=None, help="learning-rate decay factor (0.1)"
+    )
     train.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
     train.add_argument(
         "--seed", type=int, default=0, help="seed of the initialisation, shuffling and noise"
     )
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
-    train.add_argument("--eval-batch-size", type=int, default=1000, help="evaluation batch size")
+    train.add_argument(
+        "--eval-batch-size", type=int, default=None, help="evaluation batch size (1000)"
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: stop after this many epochs without a better validation "
+        "accuracy (unset: train all epochs)",
+    )
+    train.add_argument(
+        "--keep-last",
+        action="store_true",
+        help="end with the last epoch's weights instead of the best validation epoch's "
+        "(checkpoints/best is written either way)",
+    )
 
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -179,9 +207,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint (model, data and settings "
-        "are read from it; --epochs, --device, --quiet and --json may be given); a DIR "
-        "without a checkpoint yet (a run killed at its start) is started with the "
-        "options given",
+        "are read from it; --epochs, --patience, --keep-last, --device, --quiet and --json "
+        "may be given); a DIR without a checkpoint yet (a run killed at its start) is "
+        "started with the options given",
     )
     out.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept")
     add_output_options(parser)
@@ -285,18 +313,25 @@ def _fit_settings(args: argparse.Namespace):
     """The :class:`~nrnn_theory.train.FitSettings` of a new run's options."""
     from nrnn_theory.train.loop import FitSettings
 
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "optimizer": args.optimizer,
+        "weight_decay": args.weight_decay,
+        "momentum": args.momentum,
+        "lr_schedule": None if args.lr_decay_epochs is None else tuple(args.lr_decay_epochs),
+        "lr_decay": args.lr_decay,
+        "eval_batch_size": args.eval_batch_size,
+    }
+    # unset options keep FitSettings' defaults, the ones fit() uses
+    kwargs = {k: v for k, v in given.items() if v is not None}
     return FitSettings(
-        epochs=35 if args.epochs is None else args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        lr_schedule=tuple(args.lr_decay_epochs),
-        lr_decay=args.lr_decay,
+        **kwargs,
         grad_clip=args.grad_clip,
         seed=args.seed,
-        eval_batch_size=args.eval_batch_size,
+        patience=args.patience,
+        restore_best=not args.keep_last,
     )
 
 
@@ -333,8 +368,12 @@ def run(args: argparse.Namespace) -> int:
             task = dict(ckpt.task)
             data = load_task(task.pop("name"), **task)
             model = build_model(dict(ckpt.config), generator=torch.Generator().manual_seed(0))
-            epochs = {} if args.epochs is None else {"epochs": args.epochs}
-            settings = FitSettings.from_checkpoint(ckpt.fit or {}, **epochs)
+            changes: dict[str, Any] = {} if args.epochs is None else {"epochs": args.epochs}
+            if args.patience is not None:
+                changes["patience"] = args.patience
+            if args.keep_last:
+                changes["restore_best"] = False
+            settings = FitSettings.from_checkpoint(ckpt.fit or {}, **changes)
             record = (ckpt.fit or {}).get("penalty")
             if record is not None:
                 from nrnn_theory.train.penalties import penalty_from_config

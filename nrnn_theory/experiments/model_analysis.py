@@ -1,4 +1,4 @@
-"""Every theory quantity of one trained model of the zoo, as stored numbers.
+r"""Every theory quantity of one trained model of the zoo, as stored numbers.
 
 :func:`analyse_member` computes, on a fixed subset of the test split:
 
@@ -10,8 +10,14 @@
 * the Lyapunov spectrum (top ``k``) of the input-driven dynamics, clean and along a
   frozen path of the reference noise (THEORY.md §9);
 * the stability certificates of THEORY.md §9, clean and with the reference noise;
-* certified and empirical input margins (THEORY.md §8);
-* the four robustness sweeps of THEORY.md §11.
+* certified and empirical input margins (THEORY.md §8), and the certified
+  :math:`\ell_\infty` robustness radius by bound propagation (CROWN,
+  :func:`nrnn_theory.certified_radius`) on ``preset.n_certified`` examples;
+* the robustness sweeps of THEORY.md §11 (:data:`PERTURBATIONS`: white, multiplicative
+  and salt-and-pepper noise, FGSM and PGD at :math:`\ell_\infty` budgets
+  :data:`ATTACK_EPS`), with the accuracy at every strength;
+* the sign of the Euler step (:func:`nrnn_theory.check_step`): a learned step with
+  entries :math:`\le 0` is flagged.
 
 Quantities that exist only for the NRNN family (regularizer, exponents, certificates,
 certified margins) are ``None`` for the other models, never invented.
@@ -37,6 +43,8 @@ from nrnn_theory.regularizer import ExplicitRegularizer, NoiseGapEstimate
 
 
 __all__ = [
+    "ATTACK_EPS",
+    "PERTURBATIONS",
     "FlatnessAnalysis",
     "RegularizerAnalysis",
     "analyse_flatness",
@@ -145,6 +153,18 @@ def analyse_flatness(
     )
 
 
+#: The perturbations of every zoo model's robustness analysis (THEORY.md §11).
+PERTURBATIONS: tuple[str, ...] = (
+    "white_noise",
+    "multiplicative_noise",
+    "salt_and_pepper",
+    "fgsm_linf",
+    "pgd_linf",
+)
+#: The l_inf attack budgets of the zoo (inputs in [0, 1]).
+ATTACK_EPS: tuple[float, ...] = (0.01, 0.03, 0.05)
+
+
 def evaluation_subset(data, n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` test examples after a seeded shuffle (the same for every model
     of a seed, so paired comparisons see the same examples)."""
@@ -186,7 +206,7 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     from nrnn_theory.lyapunov import lyapunov_spectrum
     from nrnn_theory.margins import certified_margin
     from nrnn_theory.robustness import robustness_sweep
-    from nrnn_theory.stability import check_stability
+    from nrnn_theory.stability import check_stability, check_step
     from nrnn_theory.train import evaluate, params_from_module
 
     model = model.eval()
@@ -194,7 +214,7 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     gen = torch.Generator().manual_seed(seed)
     xs, ys = evaluation_subset(data, preset.n_eval, seed=seed)
     xs, ys = xs.to(device), ys.to(device)
-    out: dict[str, Any] = {"seed": seed, "n_eval": len(ys)}
+    out: dict[str, Any] = {"seed": seed, "n_eval": len(ys), "num_classes": int(data.num_classes)}
     arrays: dict[str, np.ndarray] = {}
 
     test = evaluate(model, data, "test")
@@ -219,12 +239,15 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
         model,
         xs,
         ys,
+        perturbations=PERTURBATIONS,
+        grids={"fgsm_linf": ATTACK_EPS, "pgd_linf": ATTACK_EPS},
         n_draws=preset.robust_draws,
         data_range=data.value_range,
         generator=gen,
         name="model",
     )
     out["robustness"] = {}
+    out["robust_accuracy"] = {}  # perturbation -> {strength: accuracy}
     for curve in sweep.curves:
         key = curve.perturbation
         arrays[f"robust_{key}_strengths"] = np.asarray(curve.strengths, dtype=float)
@@ -232,6 +255,9 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
         arrays[f"robust_{key}_ci_low"] = np.asarray(curve.ci_low, dtype=float)
         arrays[f"robust_{key}_ci_high"] = np.asarray(curve.ci_high, dtype=float)
         out["robustness"][key] = float(np.mean(np.asarray(curve.accuracy, dtype=float)))
+        out["robust_accuracy"][key] = {
+            f"{s:g}": float(a) for s, a in zip(curve.strengths, curve.accuracy, strict=True)
+        }
     out["robust_clean_accuracy"] = float(sweep.clean_accuracy)
     out["robust_clean_ci"] = [float(v) for v in sweep.clean_ci]
 
@@ -257,9 +283,12 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
             "certified_margin_median",
             "certificate_clean",
             "certificate_noisy",
+            "certified_radius_median",
+            "step_check",
         ):
             out[key] = None
         return out, arrays
+    out["step_check"] = check_step(params).to_dict()
 
     noise = reference_noise()
     x64 = xs.to(torch.float64)
@@ -291,6 +320,27 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     cert = certified_margin(params, x64[: preset.n_margin], ym)
     arrays["certified_margin"] = cert.radius.cpu().numpy()
     out["certified_margin_median"] = _median_positive(arrays["certified_margin"])
+    out["certified_radius_median"] = None
+    if preset.n_certified:
+        from nrnn_theory.verification import certified_radius
+
+        n = min(preset.n_certified, len(ys))
+        crown = certified_radius(
+            params,
+            x64[:n],
+            ys[:n],
+            norm="linf",
+            method="crown",
+            data_range=data.value_range,
+            generator=gen,
+        )
+        lo, hi = data.value_range
+        # "whole_range" (inf): the ball covers the data box, whose l_inf radius is hi - lo
+        arrays["certified_radius"] = np.minimum(crown.radius.cpu().numpy(), hi - lo)
+        # median over all n examples, a misclassified one counting as radius 0: the
+        # paired comparison then sees the same examples for both models
+        out["certified_radius_median"] = float(np.median(arrays["certified_radius"]))
+        out["certified_radius_n"] = n
     for tag, spec in (("clean", None), ("noisy", noise)):
         c = check_stability(params, spec)
         out[f"certificate_{tag}"] = {

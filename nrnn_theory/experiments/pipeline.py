@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 
 from nrnn_theory._version import __version__
 from nrnn_theory.experiments._helpers import progress_bar
-from nrnn_theory.experiments.claims import CLAIMS, zoo_evidence, zoo_table
+from nrnn_theory.experiments.claims import CLAIMS, scale_warnings, zoo_evidence, zoo_table
 from nrnn_theory.experiments.report import (
     ClaimSection,
     Evidence,
@@ -49,6 +50,7 @@ __all__ = [
     "draw_figures",
     "draw_zoo_figures",
     "load_zoo_records",
+    "load_zoo_training",
     "open_run",
     "reproduce",
     "run_studies",
@@ -159,6 +161,18 @@ def load_zoo_records(store: ResultStore, task: str, preset: Preset):
     return records
 
 
+def load_zoo_training(store: ResultStore, task: str, preset: Preset) -> dict[str, list]:
+    """``{model: [training record, ...]}`` (:class:`~nrnn_theory.train.FitHistory` as
+    stored) of the verified training entries of one task."""
+    out: dict[str, list] = {}
+    for model in preset.models:
+        for seed in preset.seeds:
+            name, _ = _member_entries(task, model, seed)
+            if store.status(name) == "ok":
+                out.setdefault(model, []).append(store.load(name).data)
+    return out
+
+
 def build_report(
     store: ResultStore, preset: Preset, *, meta: dict[str, str], figure_names: Sequence[str]
 ) -> Report:
@@ -168,10 +182,12 @@ def build_report(
     captions: dict[str, str] = {}
     tables: list[Table] = []
     notes: dict[str, list[str]] = {k: [] for k in CLAIMS}
+    banner: list[str] = []
     for task in preset.tasks:
         records = load_zoo_records(store, task, preset)
         if not records:
             continue
+        banner += scale_warnings(records, task, load_zoo_training(store, task, preset))
         for key, lines in zoo_evidence(records, task).items():
             evidence[key] += lines
         tables.append(zoo_table(records, task))
@@ -207,7 +223,14 @@ def build_report(
         )
         for key, (title, statement, theory) in CLAIMS.items()
     )
-    return Report("Noisy RNNs: the paper's claims, checked", meta, claims, tuple(tables), captions)
+    return Report(
+        "Noisy RNNs: the paper's claims, checked",
+        meta,
+        claims,
+        tuple(tables),
+        captions,
+        tuple(banner),
+    )
 
 
 def _slug(task: str) -> str:
@@ -419,7 +442,16 @@ def write_report(
     figure_dir = out / "figures"
     if figure_names is None:
         figure_names = sorted(p.stem for p in figure_dir.glob("*.png"))
+    rerun = f"nrnn reproduce --preset {preset.name} --out {out}"
+    if preset.name not in PRESETS:
+        rerun = f"nrnn_theory.experiments.pipeline.reproduce(<custom preset {preset.name!r}>)"
+    elif dataclasses.replace(PRESETS[preset.name], tasks=preset.tasks) != preset:
+        rerun = f"nrnn_theory.experiments.pipeline.reproduce(<modified preset {preset.name!r}>)"
+    elif PRESETS[preset.name].tasks != preset.tasks:
+        rerun += "".join(f" --task {t}" for t in preset.tasks)
     meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "re-run": f"`{rerun}`",
         "preset": preset.name,
         "tasks": ", ".join(preset.tasks),
         "models": ", ".join(preset.models),

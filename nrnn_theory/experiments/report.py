@@ -18,8 +18,10 @@ from nrnn_theory.experiments.verdicts import Verdict
 
 
 __all__ = [
+    "COMBINATION_RULE",
     "ClaimSection",
     "Evidence",
+    "anchor",
     "Report",
     "Table",
     "combine_verdicts",
@@ -28,6 +30,16 @@ __all__ = [
 ]
 
 _MARK = {"supported": "[x]", "not supported": "[ ]", "inconclusive": "[~]"}
+
+#: How a claim's verdict follows from its evidence lines (:func:`combine_verdicts`),
+#: stated once in every report.
+COMBINATION_RULE = (
+    "A claim's verdict combines the verdicts of its counted evidence lines: "
+    "'not supported' if any line is not supported; 'supported' if every line is "
+    "supported; otherwise (or with no counted line) 'inconclusive'. Lines marked "
+    "'(context)' — the effect of the learned step, which is not a claim of the paper — "
+    "are shown beside the claim and not counted."
+)
 
 
 def combine_verdicts(verdicts: Iterable[Verdict]) -> Verdict:
@@ -52,7 +64,9 @@ class Evidence(Result):
     """One measured line of evidence for a claim.
 
     ``measured`` and ``interval`` are pre-formatted numbers (the pipeline formats them
-    from the stored results); ``verdict`` is the verdict of this line alone.
+    from the stored results); ``verdict`` is the verdict of this line alone. A line with
+    ``counts=False`` is context shown beside the claim (e.g. the learned step's effect)
+    and does not enter the claim's verdict (:data:`COMBINATION_RULE`).
     """
 
     label: str
@@ -61,6 +75,12 @@ class Evidence(Result):
     effect: str
     verdict: Verdict
     rule: str
+    counts: bool = True
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as the tables show it (``"(context)"`` appended if not counted)."""
+        return self.verdict if self.counts else f"{self.verdict} (context)"
 
 
 @dataclass(frozen=True)
@@ -77,8 +97,8 @@ class ClaimSection(Result):
 
     @property
     def verdict(self) -> Verdict:
-        """The combined verdict of the evidence (:func:`combine_verdicts`)."""
-        return combine_verdicts(e.verdict for e in self.evidence)
+        """The combined verdict of the counted evidence (:func:`combine_verdicts`)."""
+        return combine_verdicts(e.verdict for e in self.evidence if e.counts)
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,21 @@ class Report(Result):
     claims: tuple[ClaimSection, ...]
     tables: tuple[Table, ...] = ()
     figures: dict[str, str] = field(default_factory=dict)  # name -> caption
+    #: Warnings shown above the verdicts (e.g. "this scale cannot test the claims").
+    banner: tuple[str, ...] = ()
+
+
+def anchor(heading: str) -> str:
+    """The anchor of a report heading (GitHub's rule: lower case, spaces to hyphens,
+    punctuation dropped); the HTML page gives its headings the same ids."""
+    kept = "".join(ch for ch in heading.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+def _contents(report: Report) -> list[str]:
+    heads = ["Claims at a glance"] + [f"{c.key}: {c.title}" for c in report.claims]
+    heads += [t.title for t in report.tables]
+    return heads
 
 
 def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -118,10 +153,15 @@ def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
     """The report as Markdown; figures are referenced as ``<figure_dir>/<name>.png``."""
     lines = [f"# {report.title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
+    for warning in report.banner:
+        lines += ["", f"> **Warning: this scale cannot test the claims.** {warning}"]
+    lines += ["", "## Contents", ""]
+    lines += [f"- [{h}](#{anchor(h)})" for h in _contents(report)]
     lines += ["", "## Claims at a glance", ""]
     for c in report.claims:
         lines.append(f"- {_MARK[c.verdict]} **{c.key}** {c.title}: *{c.verdict}*")
     lines += ["", "`[x]` supported, `[ ]` not supported, `[~]` inconclusive at this scale.", ""]
+    lines += [COMBINATION_RULE, ""]
     for c in report.claims:
         lines += [
             f"## {c.key}: {c.title}",
@@ -131,7 +171,7 @@ def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
             f"Theory: {c.theory}. Verdict: **{c.verdict}**.",
             "",
         ]
-        rows = [(e.label, e.measured, e.interval, e.effect, e.verdict) for e in c.evidence]
+        rows = [(e.label, e.measured, e.interval, e.effect, e.shown_verdict) for e in c.evidence]
         lines += _md_table(("evidence", "measured", "95% interval", "effect", "verdict"), rows)
         rules = sorted({e.rule for e in c.evidence if e.rule})
         if rules:
@@ -158,6 +198,7 @@ font-size:.9rem;text-align:left}th{background:#f3f3f3}
 .supported{color:#1a7f37;font-weight:600}.not-supported{color:#b42318;font-weight:600}
 .inconclusive{color:#9a6700;font-weight:600}
 blockquote{border-left:4px solid #ddd;margin:0;padding:.2rem .8rem;color:#555}
+.banner{background:#fff4e5;border:1px solid #f0b429;padding:.5rem .8rem}
 figure{margin:1rem 0}img{max-width:100%}figcaption{font-size:.9rem;color:#555}
 """
 
@@ -171,7 +212,9 @@ def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]], verdict_c
     for row in rows:
         cells = []
         for i, c in enumerate(row):
-            cls = f' class="{_cls(c)}"' if verdict_col >= 0 and i == verdict_col else ""
+            cls = ""
+            if verdict_col >= 0 and i == verdict_col:
+                cls = f' class="{_cls(str(c).removesuffix(" (context)"))}"'
             cells.append(f"<td{cls}>{html.escape(str(c))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -195,7 +238,16 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
     parts += [
         f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in report.meta.items()
     ]
-    parts.append("</ul><h2>Claims at a glance</h2>")
+    parts.append("</ul>")
+    for warning in report.banner:
+        parts.append(
+            "<p class='banner'><b>Warning: this scale cannot test the claims.</b> "
+            f"{html.escape(warning)}</p>"
+        )
+    parts.append("<h2>Contents</h2><ul>")
+    parts += [f"<li><a href='#{anchor(h)}'>{html.escape(h)}</a></li>" for h in _contents(report)]
+    parts.append("</ul>")
+    parts.append(f"<h2 id='{anchor('Claims at a glance')}'>Claims at a glance</h2>")
     parts.append(
         _html_table(
             ("claim", "title", "verdict"),
@@ -203,14 +255,16 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
             verdict_col=2,
         )
     )
+    parts.append(f"<p>{html.escape(COMBINATION_RULE)}</p>")
     for c in report.claims:
-        parts.append(f"<h2>{html.escape(c.key)}: {html.escape(c.title)}</h2>")
+        head = f"{c.key}: {c.title}"
+        parts.append(f"<h2 id='{anchor(head)}'>{html.escape(head)}</h2>")
         parts.append(f"<blockquote>{html.escape(c.statement)}</blockquote>")
         parts.append(
             f"<p>Theory: {html.escape(c.theory)}. Verdict: "
             f"<span class='{_cls(c.verdict)}'>{c.verdict}</span>.</p>"
         )
-        rows = [(e.label, e.measured, e.interval, e.effect, e.verdict) for e in c.evidence]
+        rows = [(e.label, e.measured, e.interval, e.effect, e.shown_verdict) for e in c.evidence]
         parts.append(
             _html_table(
                 ("evidence", "measured", "95% interval", "effect", "verdict"), rows, verdict_col=4
@@ -231,7 +285,7 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
                 f"<figcaption>{caption}</figcaption></figure>"
             )
     for t in report.tables:
-        parts.append(f"<h2>{html.escape(t.title)}</h2>")
+        parts.append(f"<h2 id='{anchor(t.title)}'>{html.escape(t.title)}</h2>")
         parts.append(_html_table(t.columns, t.rows))
         if t.note:
             parts.append(f"<p><small>{html.escape(t.note)}</small></p>")

@@ -55,6 +55,7 @@ RC: dict[str, Any] = {
 MODEL_COLORS: dict[str, str] = {
     "nrnn_small": "#d6604d",
     "nrnn_high": "#8c1a10",
+    "nrnn_step": "#4393c3",
     "lipschitz": "#2166ac",
     "explicit_reg": "#e08214",
     "antisymmetric": "#4d9221",

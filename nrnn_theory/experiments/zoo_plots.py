@@ -77,7 +77,8 @@ def plot_flatness(records: Records, stem: str | Path, *, task: str = "") -> tupl
     """
     fig, axes = new_figure(1, 2, width=3.3)
     panels = (("hessian_trace", "Hessian trace"), ("hessian_top_eigenvalue", "top eigenvalue"))
-    family = ("lipschitz", "nrnn_small", "nrnn_high")
+    twin = "nrnn_step" if "nrnn_step" in records else "lipschitz"  # the matched twin
+    family = (twin, "nrnn_small", "nrnn_high")
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         xs, means = [], []
         for name in family:
@@ -172,7 +173,7 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
 #: Panel titles and strength axes of the four perturbation families (THEORY.md §11),
 #: indexed by :attr:`nrnn_theory.robustness.Perturbation.panel`.
 _PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
-_PANEL_X = ("sigma", "sigma", "alpha", "eps (in each attack's norm)")
+_PANEL_X = ("σ", "σ", "α", "ε (in each attack's norm)")
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -218,8 +219,12 @@ def _combine(model: str, perturbation: str, parts) -> _Curve:
 
 
 @styled
-def _draw_robustness(curves: Sequence[_Curve], stem: Path, *, title: str, dpi=None):
-    """The robustness figure: the one function that draws it, in the shared style."""
+def _draw_robustness(
+    curves: Sequence[_Curve], stem: Path, *, title: str, dpi=None, chance: float | None = None
+):
+    """The robustness figure: the one function that draws it, in the shared style. With
+    ``chance`` (1 / classes) each panel has a dashed chance line and the accuracy axis
+    starts just below it."""
     from nrnn_theory.robustness import PERTURBATIONS
 
     fig, axes = new_figure(1, 4, width=2.5, height=2.5, sharey=True)
@@ -243,7 +248,22 @@ def _draw_robustness(curves: Sequence[_Curve], stem: Path, *, title: str, dpi=No
         if not used[k]:
             ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
     axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].set_ylim(-0.02, 1.02)
+    if chance is not None:
+        for ax in axes[0]:
+            ax.axhline(chance, color="#777777", lw=0.8, ls=(0, (4, 3)), zorder=0)
+        axes[0, 0].text(  # at the left of panel (a), where the curves start at clean accuracy
+            0.02,
+            chance,
+            "chance",
+            transform=axes[0, 0].get_yaxis_transform(),
+            ha="left",
+            va="bottom",
+            fontsize="small",
+            color="#555555",
+        )
+        axes[0, 0].set_ylim(max(0.0, chance - 0.05), 1.02)
+    else:
+        axes[0, 0].set_ylim(-0.02, 1.02)
     _figure_legend(fig, axes)
     fig.suptitle(title)
     return save_figure(fig, stem, dpi=dpi)
@@ -365,7 +385,10 @@ def plot_robustness_curves(
         curves += [_combine(name, pert, parts) for pert, parts in per.items()]
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     title = f"Robustness to input perturbations at inference ({task})"
-    return _draw_robustness(curves, Path(stem), title=title)
+    classes = [d.get("num_classes") for recs in records.values() for d, _ in recs]
+    classes = [int(c) for c in classes if c]
+    chance = 1.0 / classes[0] if classes else None
+    return _draw_robustness(curves, Path(stem), title=title, chance=chance)
 
 
 @styled

@@ -14,11 +14,13 @@ Data (:mod:`~nrnn_theory.train.data`)
     TaskData, load_task, TASKS, bundled_ucr_problems, read_idx, read_ts, read_ucr_text,
     split_indices
 Training (:mod:`~nrnn_theory.train.loop`)
-    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory, TrainingDivergedError
+    fit, FitSettings, evaluate, OPTIMIZERS, FitHistory, TrainingDivergedError,
+    default_lr_schedule
 Penalties (:mod:`~nrnn_theory.train.penalties`)
     explicit_regularizer_penalty, ExplicitRegularizerPenalty, penalty_from_config
 Checkpoints (:mod:`~nrnn_theory.train.checkpoint`)
-    save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint
+    save_checkpoint, load_checkpoint, Checkpoint, CheckpointError, latest_checkpoint,
+    best_checkpoint
 Multi-process (:mod:`~nrnn_theory.train.distributed`)
     init_from_env, teardown, spawn_fit
 Your own data and model files (:mod:`~nrnn_theory.train.user_files`)
@@ -35,6 +37,7 @@ from nrnn_theory.train.adapters import (
 from nrnn_theory.train.checkpoint import (
     Checkpoint,
     CheckpointError,
+    best_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -55,6 +58,7 @@ from nrnn_theory.train.loop import (
     FitHistory,
     FitSettings,
     TrainingDivergedError,
+    default_lr_schedule,
     evaluate,
     fit,
 )
@@ -103,8 +107,10 @@ __all__ = [
     "TaskData",
     "TorchRNNClassifier",
     "TrainingDivergedError",
+    "best_checkpoint",
     "build_model",
     "bundled_ucr_problems",
+    "default_lr_schedule",
     "evaluate",
     "explicit_regularizer_penalty",
     "fit",

@@ -25,7 +25,10 @@ checkpoint is never overwritten.
 
 A training run (``fit(..., out_dir=RUN)``) keeps its checkpoints in
 ``RUN/checkpoints/epoch-NNNN``; :func:`load_checkpoint` accepts either such a
-directory or the run directory (then it loads the latest one).
+directory or the run directory (then it loads the latest one). With a validation
+split, the run also keeps a copy of its best-validation epoch in ``RUN/checkpoints/best``
+(:func:`best_checkpoint`; the one checkpoint that is replaced, by
+:func:`update_best_checkpoint`, when a later epoch is better).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,11 +54,14 @@ from nrnn_theory.train.models import build_model, model_config, unwrap_model
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
+    "BEST_NAME",
     "CheckpointError",
+    "best_checkpoint",
     "checkpoint_dirs",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
+    "update_best_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "nrnn_theory.checkpoint"
@@ -62,6 +69,9 @@ FORMAT_VERSION = 1
 JSON_NAME = "checkpoint.json"
 TENSORS_NAME = "tensors.safetensors"
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+#: Name of the best-validation checkpoint beside the ``epoch-NNNN`` ones.
+BEST_NAME = "best"
+_BEST_OLD = ".best-old-"
 
 
 class CheckpointError(ValueError):
@@ -329,6 +339,77 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The best-validation checkpoint of a run (``checkpoints/best``), or ``None``.
+
+    A run interrupted while replacing it keeps the previous best under a temporary
+    name; that one is returned then.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by :func:`~nrnn_theory.train.fit` or ``nrnn train``.
+
+    Returns
+    -------
+    Path or None
+    """
+    base = Path(run_dir) / "checkpoints"
+    best = base / BEST_NAME
+    if (best / JSON_NAME).is_file():
+        return best
+    if base.is_dir():
+        old = sorted(p for p in base.iterdir() if p.name.startswith(_BEST_OLD))
+        for p in old:
+            if (p / JSON_NAME).is_file():
+                return p
+    return None
+
+
+def update_best_checkpoint(run_dir: str | Path, source: str | Path) -> Path:
+    """Make the checkpoint ``source`` the run's best one (``checkpoints/best``).
+
+    The files are copied to a temporary folder, which then replaces the previous best
+    by two renames; the previous best is deleted last, so at any moment one complete
+    best checkpoint exists (:func:`best_checkpoint` finds it).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    source : str or Path
+        A checkpoint directory (normally ``checkpoints/epoch-NNNN`` of the same run).
+
+    Returns
+    -------
+    Path
+        ``run_dir/checkpoints/best``.
+    """
+    source = Path(source)
+    if not (source / JSON_NAME).is_file():
+        raise CheckpointError(f"source: {source} is not a checkpoint directory")
+    base = Path(run_dir) / "checkpoints"
+    target = base / BEST_NAME
+    new = base / f".best-new-{os.getpid()}"
+    shutil.rmtree(new, ignore_errors=True)  # left by an interrupted earlier call
+    with atomic_directory(new) as tmp:
+        for f in sorted(source.iterdir()):
+            shutil.copyfile(f, tmp / f.name)
+            os.chmod(tmp / f.name, 0o666 & ~current_umask())
+            with open(tmp / f.name, "rb+") as fh:
+                os.fsync(fh.fileno())
+    old = None
+    if target.exists():
+        old = base / f"{_BEST_OLD}{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+    os.rename(new, target)
+    for p in base.iterdir():
+        if p.name.startswith(_BEST_OLD):
+            shutil.rmtree(p, ignore_errors=True)
+    return target
 
 
 def _resolve(path: Path) -> Path:

@@ -32,7 +32,8 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,11 +51,14 @@ from nrnn_theory._contract import (
 from nrnn_theory._io import atomic_write_text
 from nrnn_theory._record import Result
 from nrnn_theory.dynamics import NonFiniteStateError, sample_noise
+from nrnn_theory.stability import StepCheck, check_step
 from nrnn_theory.train.checkpoint import (
     CheckpointError,
+    best_checkpoint,
     checkpoint_dirs,
     load_checkpoint,
     save_checkpoint,
+    update_best_checkpoint,
 )
 from nrnn_theory.train.data import TaskData
 from nrnn_theory.train.models import MODELS, NoisyRNN, model_config, unwrap_model
@@ -66,6 +70,8 @@ __all__ = [
     "FitHistory",
     "FitSettings",
     "TrainingDivergedError",
+    "best_epoch",
+    "default_lr_schedule",
     "evaluate",
     "fit",
     "lr_at_epoch",
@@ -108,6 +114,17 @@ class FitHistory(Result):
         True when the run stopped early (``stop_after_steps``).
     out_dir : str or None
         Run directory with ``history.jsonl`` and the checkpoints.
+    best_epoch : int or None
+        The selected epoch (1-based): highest validation accuracy, ties broken by the
+        lower validation loss, then the earlier epoch; ``None`` without validation.
+    selected : {"best", "last"}
+        Whose weights the model ends with, and whose the test metrics are.
+    stopped_early : bool
+        True when early stopping (``patience``) ended the run before ``epochs``.
+    step_check : StepCheck or None
+        The sign of the final model's Euler step (:func:`nrnn_theory.check_step`) for
+        the NRNN family, ``None`` for the other models; a warning is issued at the end
+        of training when a learned step has entries <= 0.
     """
 
     records: tuple[dict[str, float | None], ...]
@@ -123,12 +140,62 @@ class FitHistory(Result):
     seed: int
     interrupted: bool = False
     out_dir: str | None = None
+    best_epoch: int | None = None
+    selected: Literal["best", "last"] = "last"
+    stopped_early: bool = False
+    step_check: StepCheck | None = None
 
     @property
     def best_val_accuracy(self) -> float | None:
         """Highest validation accuracy over the epochs (``None`` without validation)."""
         vals = [r["val_accuracy"] for r in self.records if r.get("val_accuracy") is not None]
         return max(vals) if vals else None
+
+    @property
+    def still_improving(self) -> bool:
+        """Whether the best validation epoch is the last one (a run that may not have
+        converged); ``False`` without validation."""
+        return self.best_epoch is not None and self.best_epoch == self.epochs
+
+
+def best_epoch(records: Sequence[Mapping[str, Any]]) -> int | None:
+    """The best-validation epoch of a history: highest ``val_accuracy``, ties broken by
+    the lower ``val_loss``, then the earlier epoch (the selection rule of :func:`fit`).
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Per-epoch records with ``epoch``, ``val_accuracy`` and ``val_loss``.
+
+    Returns
+    -------
+    int or None
+        The ``epoch`` of the best record; ``None`` when no record has a validation
+        accuracy.
+
+    Examples
+    --------
+    >>> best_epoch([{"epoch": 1, "val_accuracy": 0.8, "val_loss": 0.5},
+    ...             {"epoch": 2, "val_accuracy": 0.9, "val_loss": 0.4},
+    ...             {"epoch": 3, "val_accuracy": 0.9, "val_loss": 0.3}])
+    3
+    """
+    best, best_key = None, None
+    for r in records:
+        key = _selection_key(r)
+        if key is not None and (best_key is None or key > best_key):
+            best, best_key = int(r["epoch"]), key
+    return best
+
+
+def _selection_key(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Larger is better: (validation accuracy, -validation loss); ``None`` without
+    validation. A strict ``>`` on it keeps the earlier epoch on exact ties."""
+    acc = record.get("val_accuracy")
+    if acc is None:
+        return None
+    loss = record.get("val_loss")
+    return float(acc), -(float(loss) if loss is not None else math.inf)
 
 
 Penalty = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -245,6 +312,31 @@ def lr_at_epoch(lr: float, epoch: int, lr_schedule: Sequence[int], lr_decay: flo
     """
     k = sum(1 for m in lr_schedule if epoch >= m)
     return lr * lr_decay**k
+
+
+def default_lr_schedule(epochs: int) -> tuple[int, ...]:
+    """The default decay milestones of ``epochs`` epochs: ``(floor(0.9 * epochs),)``.
+
+    The authors' tuned runs decay the learning rate x0.1 at epoch 90 of 100 (THEORY.md
+    §11); this keeps that fraction for any length (none when it would be epoch 0).
+
+    Parameters
+    ----------
+    epochs : int
+        Total number of epochs, >= 1.
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> default_lr_schedule(100), default_lr_schedule(35), default_lr_schedule(1)
+    ((90,), (31,), ())
+    """
+    epochs = check_positive_int("epochs", epochs)
+    milestone = (9 * epochs) // 10
+    return (milestone,) if milestone >= 1 else ()
 
 
 def _derive_seed(seed: int, purpose: str) -> int:
@@ -462,11 +554,21 @@ def _check_out_dir(out_dir: Path, resume: bool) -> bool:
     return False
 
 
+def _default_schedule(settings: dict[str, Any]) -> bool:
+    """Whether a settings record's ``lr_schedule`` is the default for its ``epochs``."""
+    epochs = settings.get("epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        return False
+    return tuple(settings.get("lr_schedule") or ()) == default_lr_schedule(epochs)
+
+
 def _settings_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     for key in sorted(set(stored) | set(current)):
-        if key in ("epochs", "world_size", "schema"):
+        if key in ("epochs", "world_size", "schema", "patience", "restore_best"):
             continue  # may change on resume: the noise and batches do not depend on them
+        if key == "lr_schedule" and _default_schedule(stored) and _default_schedule(current):
+            continue  # the default follows epochs; the resumed run keeps the stored one
         if stored.get(key) != current.get(key):
             out.append(f"{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}")
     return out
@@ -495,9 +597,12 @@ class FitSettings(Result):
         See :data:`OPTIMIZERS`.
     weight_decay, momentum : float
         Passed to the optimizer (``momentum`` for SGD and RMSprop only).
-    lr_schedule : tuple of int
-        Epochs (0-based) from which the learning rate is multiplied by ``lr_decay``,
-        e.g. ``(90,)`` with ``lr_decay=0.1`` for the authors' schedule (THEORY.md §11).
+    lr_schedule : tuple of int, optional
+        Epochs (0-based) from which the learning rate is multiplied by ``lr_decay``.
+        Unset (``None``): one decay at ``floor(0.9 * epochs)``, the authors' tuned
+        schedule (x0.1 at epoch 90 of 100, THEORY.md §11) scaled to ``epochs``
+        (none when that is epoch 0); resolved on construction, so a resumed run keeps
+        its schedule. ``()``: no decay.
     lr_decay : float
         Factor applied at each milestone.
     grad_clip : float or None
@@ -507,24 +612,41 @@ class FitSettings(Result):
         ``generator`` when building the model).
     eval_batch_size : int
         Batch size of validation and test evaluation.
+    patience : int or None
+        Early stopping: stop when ``patience`` epochs in a row have not improved on the
+        best validation epoch (the selection rule of ``restore_best``). ``None``: train
+        all ``epochs``. Needs a validation split.
+    restore_best : bool
+        Validation-based model selection: the best epoch is the one with the highest
+        clean validation accuracy, ties broken by the lower validation loss (then the
+        earlier epoch). With ``True`` the model ends with that epoch's weights and the
+        test metrics are that model's; ``False`` keeps the last epoch's. Either way the
+        run folder keeps the best epoch's checkpoint as ``checkpoints/best``. Without a
+        validation split the best epoch is the last one.
 
     Examples
     --------
     >>> FitSettings(epochs=3, lr_schedule=[2]).lr_schedule
     (2,)
+    >>> FitSettings(epochs=100).lr_schedule  # the default follows the epochs
+    (90,)
     """
 
-    epochs: int
+    # The defaults are those of the authors' driver (THEORY.md §11), shared by fit()
+    # and ``nrnn train`` (which reads them from here).
+    epochs: int = 35
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 0.01
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.0
-    lr_schedule: tuple[int, ...] = ()
+    lr_schedule: tuple[int, ...] | None = None
     lr_decay: float = 0.1
     grad_clip: float | None = None
     seed: int = 0
     eval_batch_size: int = 1000
+    patience: int | None = None
+    restore_best: bool = True
 
     def __post_init__(self) -> None:
         def put(name, value):
@@ -537,6 +659,8 @@ class FitSettings(Result):
         put("weight_decay", check_nonnegative("weight_decay", self.weight_decay))
         put("momentum", check_nonnegative("momentum", self.momentum))
         put("lr_decay", check_positive("lr_decay", self.lr_decay))
+        if self.lr_schedule is None:
+            put("lr_schedule", default_lr_schedule(self.epochs))
         schedule = [check_positive_int("lr_schedule entry", m, minimum=0) for m in self.lr_schedule]
         put("lr_schedule", tuple(schedule))
         if self.grad_clip is not None:
@@ -544,6 +668,10 @@ class FitSettings(Result):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise TypeError(f"seed: expected a non-negative integer, got {self.seed!r}")
         put("eval_batch_size", check_positive_int("eval_batch_size", self.eval_batch_size))
+        if self.patience is not None:
+            put("patience", check_positive_int("patience", self.patience))
+        if not isinstance(self.restore_best, bool):
+            raise TypeError(f"restore_best: expected a bool, got {self.restore_best!r}")
 
     @classmethod
     def from_checkpoint(cls, fit_record: dict[str, Any], **changes) -> FitSettings:
@@ -631,6 +759,79 @@ def _resume_checkpoint(run_dir: Path, inner: nn.Module, data: TaskData, record: 
     if diff:
         raise CheckpointError("resume: settings differ from the checkpoint's: " + "; ".join(diff))
     return ckpt
+
+
+def _step_check(inner: nn.Module) -> StepCheck | None:
+    """The step sign of an NRNN-family model (``None`` for the others)."""
+    if not isinstance(inner, NoisyRNN):
+        return None
+    with torch.no_grad():
+        return check_step(inner.nrnn_params())
+
+
+@dataclass
+class _Best:
+    """The best-validation epoch so far and a copy of its weights (internal to fit)."""
+
+    epoch: int | None = None
+    key: tuple[float, float] | None = None
+    state: dict[str, Tensor] | None = None
+
+    def update(self, entry: dict[str, Any], inner: nn.Module) -> bool:
+        """Record ``entry`` (just trained into ``inner``); True if it is the new best."""
+        key = _selection_key(entry)
+        if key is None or (self.key is not None and not key > self.key):
+            return False
+        self.epoch, self.key = int(entry["epoch"]), key
+        self.state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+        return True
+
+    def patience_spent(self, epochs_done: int, patience: int | None) -> bool:
+        """Early stopping: ``patience`` epochs without a new best."""
+        return (
+            patience is not None
+            and self.epoch is not None
+            and (epochs_done - self.epoch >= patience)
+        )
+
+    def restore(self, inner: nn.Module) -> bool:
+        """Load the best weights into ``inner``; False when there is no best epoch."""
+        if self.state is None:
+            return False
+        with torch.no_grad():
+            inner.load_state_dict(self.state)
+        return True
+
+    @classmethod
+    def resume(cls, history: list[dict[str, Any]], run_dir: Path | None, inner: nn.Module):
+        """The best of a resumed run: its epoch from the history, its weights from the
+        run's ``checkpoints/best`` (or from the resumed checkpoint when that is the
+        best epoch)."""
+        epoch = best_epoch(history)
+        if epoch is None:
+            return cls()
+        key = _selection_key(next(r for r in history if int(r["epoch"]) == epoch))
+        state = None
+        if epoch == len(history):
+            state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+        elif run_dir is not None and (path := best_checkpoint(run_dir)) is not None:
+            ck = load_checkpoint(path, map_location="cpu")
+            if ck.epoch == epoch:
+                state = {
+                    k: v.to(p.device)
+                    for (k, v), p in zip(
+                        ck.model.state_dict().items(), inner.state_dict().values(), strict=True
+                    )
+                }
+        if state is None:
+            warnings.warn(
+                f"resume: the best-validation checkpoint of epoch {epoch} is missing from "
+                f"{run_dir}; model selection continues from the epochs still to train",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return cls()
+        return cls(epoch=epoch, key=key, state=state)
 
 
 @dataclass
@@ -837,8 +1038,9 @@ def fit(
     out_dir : str or Path, optional
         Run directory: ``history.jsonl`` (one JSON record per epoch), checkpoints in
         ``checkpoints/epoch-NNNN`` of the initial state (``epoch-0000``, written before
-        anything else) and after every epoch, and ``summary.json`` at the end. It must
-        not exist or be empty, unless ``resume``.
+        anything else) and after every epoch, the best-validation epoch's in
+        ``checkpoints/best`` (model selection, see :class:`FitSettings`) and
+        ``summary.json`` at the end. It must not exist or be empty, unless ``resume``.
     resume : bool
         Continue the run in ``out_dir`` from its latest checkpoint; the model
         configuration, data and settings (except ``epochs``) must match it. A run killed
@@ -859,12 +1061,21 @@ def fit(
     Returns
     -------
     FitHistory
+        With ``restore_best`` (the default) the model ends with the weights of the
+        best validation epoch (``best_epoch``), and the test metrics are its own.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the final model's learned per-unit step has entries <= 0
+        (``FitHistory.step_check``; THEORY.md §3).
 
     Raises
     ------
     ValueError, TypeError
-        Invalid settings, a data/model mismatch, NaN inputs or labels out of range;
-        raised before anything is trained or written.
+        Invalid settings, a data/model mismatch, NaN inputs or labels out of range,
+        ``patience`` without a validation split; raised before anything is trained or
+        written.
     FileExistsError
         ``out_dir`` holds something and ``resume`` is False, or is a file.
     CheckpointError
@@ -902,6 +1113,12 @@ def fit(
     if resume and out_dir is None:
         raise ValueError("resume: needs out_dir, the run directory to resume")
     crash_after = _crash_after_steps()
+    has_val = data.size("val") > 0
+    if cfg.patience is not None and not has_val:
+        raise ValueError(
+            f"patience: early stopping needs a validation split, but task {data.name!r} has "
+            "none (load it with val_fraction > 0)"
+        )
     rank, world = _dist_info()
     dev = resolve_device(device)
     run_dir = None if out_dir is None else Path(out_dir)
@@ -918,6 +1135,11 @@ def fit(
 
     # ------------------------------------------------------------- state set-up
     ckpt = None if not has_checkpoint else _resume_checkpoint(run_dir, inner, data, record)
+    if ckpt is not None and ckpt.fit is not None:
+        stored_schedule = tuple(ckpt.fit.get("lr_schedule") or ())
+        if stored_schedule != cfg.lr_schedule:  # both defaults (checked): keep the run's
+            cfg = dataclasses.replace(cfg, lr_schedule=stored_schedule)
+            record["lr_schedule"] = list(stored_schedule)
     inner.to(dev)
     dtype = _model_dtype(inner)
     ddp_model: nn.Module = inner
@@ -955,12 +1177,13 @@ def fit(
         run.noise_gen.set_state(ckpt.generator_states["noise"].to("cpu"))
         history = list(ckpt.history)
         start_epoch, run.step = ckpt.epoch, ckpt.step
+    best = _Best.resume(history, run_dir, inner) if ckpt is not None else _Best()
     is_writer = rank == 0 and run_dir is not None
     task_spec = data.spec or None
     fingerprint = data.fingerprint() if is_writer else None  # hashes all the data
 
-    def checkpoint(epoch: int, run: _Run) -> None:  # run passed: it is deleted below
-        save_checkpoint(
+    def checkpoint(epoch: int, run: _Run) -> Path:  # run passed: it is deleted below
+        return save_checkpoint(
             run_dir / "checkpoints" / f"epoch-{epoch:04d}",
             inner,
             epoch=epoch,
@@ -999,7 +1222,8 @@ def fit(
         )
 
     interrupted = False
-    for epoch in range(start_epoch, cfg.epochs):
+    stopped_early = best.patience_spent(len(history), cfg.patience)
+    for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
         t0 = time.perf_counter()
         metrics, lr_now = run.train_epoch(epoch)
         if metrics is None:
@@ -1016,17 +1240,33 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(entry)
+        improved = best.update(entry, inner)
         if is_writer:
-            checkpoint(epoch + 1, run)
+            epoch_dir = checkpoint(epoch + 1, run)
             _append_line(run_dir / HISTORY_NAME, entry)
+            if improved:
+                update_best_checkpoint(run_dir, epoch_dir)
             for old in checkpoint_dirs(run_dir)[:-keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         if run.show:
             _log_epoch(entry, cfg.epochs)
+        if best.patience_spent(len(history), cfg.patience):
+            stopped_early = epoch + 1 < cfg.epochs
+            break
 
     test = {"loss": None, "accuracy": None}
+    selected = "last"
     if not interrupted:
+        if cfg.restore_best and best.restore(inner):
+            selected = "best"
         test = evaluate(inner, data, "test", batch_size=cfg.eval_batch_size, device=dev)
+    steps_check = _step_check(inner)
+    if steps_check is not None and steps_check.learned and steps_check.flagged and rank == 0:
+        warnings.warn(
+            f"fit: the trained model's learned step has entries <= 0: {steps_check.message}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     steps = run.step
     del ddp_model, run  # ENVIRONMENT.md §5: drop the DDP wrapper before the process group
     result = FitHistory(
@@ -1043,6 +1283,10 @@ def fit(
         seed=cfg.seed,
         interrupted=interrupted,
         out_dir=None if run_dir is None else str(run_dir),
+        best_epoch=best.epoch,
+        selected=selected,
+        stopped_early=stopped_early,
+        step_check=steps_check,
     )
     if is_writer and not interrupted:
         atomic_write_text(
