@@ -143,6 +143,8 @@ class TaskOutcome(Result):
         Epoch of the checkpoint training resumed from (members; None: from scratch).
     reused : bool
         Everything was already stored and verified; nothing was computed.
+    device : str
+        The torch device the job computed on (``""`` when not reported).
     """
 
     key: str
@@ -157,6 +159,7 @@ class TaskOutcome(Result):
     entries: dict[str, str] = field(default_factory=dict)
     resumed_from_epoch: int | None = None
     reused: bool = False
+    device: str = ""
 
 
 def _now() -> str:
@@ -280,6 +283,7 @@ def run_task(job: Job, out: str, token: str, threads: int) -> TaskOutcome:
         entries={str(k): str(v) for k, v in dict(result.get("entries", {})).items()},
         resumed_from_epoch=None if resumed is None else int(resumed),
         reused=bool(result.get("reused", False)),
+        device=str(result.get("device", "")),
     )
 
 

@@ -286,13 +286,9 @@ def run_member(
     run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
     ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
     resumed = None if ckpt is None else _checkpoint_epoch(ckpt)
+    dev = str(resolve_device(device))
     model, history = train_member(
-        ZOO[model_name],
-        preset,
-        data,
-        seed=seed,
-        run_dir=run_dir,
-        device=str(resolve_device(device)),
+        ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=dev
     )
     store.save(
         train_name,
@@ -309,6 +305,7 @@ def run_member(
     return {
         "entries": _checksums(store, train_name, analysis_name),
         "resumed_from_epoch": resumed,
+        "device": dev,
     }
 
 
@@ -518,7 +515,6 @@ def reproduce(
     out = Path(out)
     store = open_run(out, preset, resume=resume)
     seconds: dict[str, float] = {}
-    dev = resolve_device(device) if client is None and scheduler is None else device
     jobs = zoo_jobs(preset, out=out, data_root=data_root, device=str(device))
     jobs += study_jobs(preset, out=out)
     t0 = time.perf_counter()
@@ -538,6 +534,9 @@ def reproduce(
     seconds["jobs"] = time.perf_counter() - t0
     reused = sum(o.reused for o in outcomes)
     failures = {o.key: str(o.error) for o in outcomes if o.status == "failed"}
+    # The device the members computed on (on their workers); the local one if all reused.
+    devices = sorted({o.device for o in outcomes if o.device})
+    dev = ", ".join(devices) if devices else str(resolve_device(device))
     log(f"{len(jobs)} tasks ({reused} reused, {len(failures)} failed) in {seconds['jobs']:.0f} s")
 
     # ------------------------------------------------------------ figures
