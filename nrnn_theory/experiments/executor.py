@@ -47,15 +47,17 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nrnn_theory._contract import check_positive_int
 from nrnn_theory._io import atomic_write_text
 from nrnn_theory._record import Result
 
 
-if TYPE_CHECKING:  # dask is imported only where a cluster is used
+if TYPE_CHECKING:
     from distributed import Client
+else:  # dask is imported only where a cluster is used; annotations resolve to this
+    Client = Any  # Any: a distributed.Client
 
 
 __all__ = [

@@ -44,8 +44,10 @@ from nrnn_theory.experiments.store import ResultStore, atomic_write_bytes, git_r
 from nrnn_theory.experiments.zoo import PRESETS, ZOO, Preset
 
 
-if TYPE_CHECKING:  # dask is imported only where a cluster is used
+if TYPE_CHECKING:
     from distributed import Client
+else:  # dask is imported only where a cluster is used; annotations resolve to this
+    Client = Any  # Any: a distributed.Client
 
 __all__ = [
     "CLAIMS",
