@@ -76,6 +76,26 @@ def test_serial_jobs_run_with_the_task_threads_and_one_failure_does_not_stop_the
     assert outcomes[0].to_dict()["status"] == "ok"
 
 
+def _global_draw_job() -> dict[str, object]:
+    return {"entries": {"torch": str(torch.rand(()).item()), "np": str(np.random.rand())}}  # noqa: NPY002 - the legacy global generator, on purpose
+
+
+def test_a_job_drawing_from_the_global_generators_gets_the_same_numbers_anywhere(tmp_path):
+    # Oracle: the same job after other jobs and other draws of the caller draws the
+    # same numbers; the caller's global generator state is left as it was.
+    job = Job("g", "member", _global_draw_job)
+    first = run_jobs([job], out=tmp_path, progress=False)[0].entries
+    torch.manual_seed(123)
+    np.random.seed(5)  # noqa: NPY002 - the legacy global generator, on purpose
+    expected_next = (torch.rand(()).item(), np.random.rand())  # noqa: NPY002 - the legacy global generator, on purpose
+    torch.manual_seed(123)
+    np.random.seed(5)  # noqa: NPY002 - the legacy global generator, on purpose
+    other = Job("h", "member", _global_draw_job)
+    again = run_jobs([other, job], out=tmp_path, progress=False)
+    assert again[1].entries == first and again[0].entries != first
+    assert (torch.rand(()).item(), np.random.rand()) == expected_next  # noqa: NPY002 - the legacy global generator, on purpose
+
+
 def test_the_test_seam_fails_the_named_job(tmp_path, monkeypatch):
     monkeypatch.setenv(FAIL_TASK_ENV, "x,z")
     jobs = [Job(k, "member", _threads_job, (0,)) for k in ("x", "y")]

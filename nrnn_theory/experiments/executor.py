@@ -11,7 +11,8 @@ records and returns one :class:`TaskOutcome` per job:
   address, or any cluster the caller built (``dask_jobqueue.SLURMCluster``, ...).
 
 Both paths call the same task function, :func:`run_task`, with the same number of
-torch threads per task, so their stored results are bitwise identical on CPU. Only
+torch threads per task and the global random generators seeded from the job's key, so
+their stored results are bitwise identical on CPU. Only
 small results cross the scheduler: the job record (names, sizes, paths), and back the
 outcome (status, worker, seconds, the checksums of the entries written, the error
 message). Models, tensors and data never do: each task reads its data and writes its
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import os
 import secrets
 import socket
@@ -229,11 +231,36 @@ def _worker_identity() -> str:
         return "in-process"
 
 
+@contextlib.contextmanager
+def _seeded_global_rngs(key: str) -> Iterator[None]:
+    """The global torch, numpy and ``random`` generators seeded from the job's key for
+    the job (and restored afterwards): a job that draws from them gets the same numbers
+    in any process, after any other job."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002 - the legacy global generator, on purpose
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 - the legacy global generator, on purpose
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002 - the legacy global generator, on purpose
+            random.setstate(py_state)
+
+
 def run_task(job: Job, out: str, token: str, threads: int) -> TaskOutcome:
     """Run one job with ``threads`` torch threads and return its outcome.
 
     The task function of both executors (serial and Dask). It checks the shared
-    storage marker, logs a ``start`` line, runs ``job.fn(*job.args)`` and returns a
+    storage marker, logs a ``start`` line, runs ``job.fn(*job.args)`` (with the global
+    random generators seeded from ``job.key``, so that a job drawing from them gets the
+    same numbers wherever and after whatever it runs) and returns a
     :class:`TaskOutcome`; an exception of the job becomes a ``"failed"`` outcome
     with its message (it is not retried: bad data fail again).
 
@@ -266,7 +293,8 @@ def run_task(job: Job, out: str, token: str, threads: int) -> TaskOutcome:
         if job.key in os.environ.get(FAIL_TASK_ENV, "").split(","):
             raise RuntimeError(f"{FAIL_TASK_ENV} injected a failure into {job.key}")
         torch.set_num_threads(threads)
-        result = job.fn(*job.args)
+        with _seeded_global_rngs(job.key):
+            result = job.fn(*job.args)
     except Exception as exc:  # noqa: BLE001 - any failure of a job is reported, not raised
         return TaskOutcome(
             **common,
