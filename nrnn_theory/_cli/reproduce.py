@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786) instead",
     )
     parser.add_argument(
-        "--dashboard", action="store_true", help="serve the local cluster's Dask dashboard"
+        "--dashboard",
+        action="store_true",
+        help="serve the local cluster's Dask dashboard (needs bokeh)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
 

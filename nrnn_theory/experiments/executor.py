@@ -356,7 +356,8 @@ def local_cluster(
     threads_per_worker : int
         Torch threads per task.
     dashboard : bool
-        Serve the Dask dashboard (on port 8787, or a free one); off by default.
+        Serve the Dask dashboard (on port 8787, or a free one; it needs ``bokeh``);
+        off by default.
     gpus_per_worker : int
         ``GPU`` resource of each worker (tasks on CUDA request one).
 
@@ -378,7 +379,10 @@ def local_cluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":8787" if dashboard else None,
+        # Without the dashboard, the scheduler's bare HTTP endpoint (health, metrics)
+        # listens on a free port of the loopback interface only.
+        dashboard_address=":8787" if dashboard else "127.0.0.1:0",
+        scheduler_kwargs={"dashboard": dashboard},
         env=env,
         resources={"GPU": gpus_per_worker} if gpus_per_worker else None,
     )
