@@ -13,7 +13,8 @@ The two settings alternate (1, 2, 1, 2, ...) over ``--repeats`` rounds and the r
 the median of the per-round ratios, so a load change moves both sides together.
 
 Run: ``python benchmarks/bench_reproduce.py`` (smoke and quick presets, about 15 minutes
-on a quiet 2-core machine); ``--smoke``: the smoke preset only, one round.
+on a quiet 2-core machine); ``--smoke``: the smoke preset only, one round;
+``--preset quick``: that preset only.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="smoke preset, one round")
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default 1)")
+    parser.add_argument(
+        "--preset", action="append", default=None, help="these presets only (repeat)"
+    )
     args = parser.parse_args(argv)
-    presets = ("smoke",) if args.smoke else ("smoke", "quick")
+    presets = ("smoke",) if args.smoke else tuple(args.preset or ("smoke", "quick"))
     repeats = args.repeats or 1
     print(machine_line())
     with tempfile.TemporaryDirectory() as folder:

@@ -36,6 +36,7 @@ from nrnn_theory.experiments.executor import (
 )
 from nrnn_theory.experiments.store import ResultStore
 from nrnn_theory.experiments.zoo import PRESETS
+from nrnn_theory.train import latest_checkpoint
 
 
 # ------------------------------------------------------------- serial path (fast)
@@ -220,11 +221,12 @@ def dask_cluster(tmp_path_factory):
     sched_file = folder / "scheduler.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     common = {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL}
+    logs = [open(folder / name, "wb") for name in ("scheduler.err", "w0.err", "w1.err")]  # noqa: SIM115 - closed below
     procs = [
         subprocess.Popen(
             [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
             + ["--scheduler-file", str(sched_file)],
-            stderr=open(folder / "scheduler.err", "wb"),  # noqa: SIM115 - closed with the process
+            stderr=logs[0],
             **common,
         )
     ]
@@ -239,7 +241,7 @@ def dask_cluster(tmp_path_factory):
                     [dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "1"]
                     + ["--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
                     + ["--local-directory", str(folder / f"w{i}")],
-                    stderr=open(folder / f"worker{i}.err", "wb"),  # noqa: SIM115
+                    stderr=logs[1 + i],
                     **common,
                 )
             )
@@ -256,6 +258,8 @@ def dask_cluster(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for f in logs:
+            f.close()
 
 
 @pytest.fixture(scope="module")
@@ -313,11 +317,9 @@ def test_a_worker_killed_mid_training_loses_nothing(dask_cluster, tmp_path):
         )
         thread.start()
         deadline = time.monotonic() + 300
-        # Observable training: the member's first checkpoint, then its worker's pid
-        # from the task's start line in the log.
-        while not (run_dir / "checkpoints").is_dir() or not any(
-            (run_dir / "checkpoints").iterdir()
-        ):
+        # Observable training: the member's first complete checkpoint, then its
+        # worker's pid from the task's start line in the log.
+        while not run_dir.is_dir() or latest_checkpoint(run_dir) is None:
             assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint"
             time.sleep(0.02)
         start = [ln for ln in (out / LOG_NAME).read_text().splitlines() if f"start {key} " in ln]
