@@ -10,7 +10,11 @@ Layout of the output folder ``out``::
         theory/<study>                    the theory-only studies
     out/figures/*.pdf, *.png
     out/report.md, out/report.html
+    out/reproduce.log            one start line per task attempt, one end line per task
 
+The zoo members and the studies are independent jobs (:func:`zoo_jobs`,
+:func:`study_jobs`: :func:`run_member`, :func:`run_study`), run serially or as Dask
+tasks by :mod:`nrnn_theory.experiments.executor`; the figures and the report follow.
 Every stage skips what is already stored and verifies (``--resume``), so an
 interrupted run continues where it stopped; a corrupt entry is recomputed.
 """
