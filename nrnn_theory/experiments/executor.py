@@ -328,6 +328,11 @@ def default_workers(threads_per_worker: int = 1) -> int:
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> default_workers(threads_per_worker=10**6)
+    1
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -461,6 +466,15 @@ def run_jobs(
     ------
     SharedStorageError
         A worker cannot see the output folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> def double(x):
+    ...     return {"entries": {"x": str(2 * x)}}
+    >>> jobs = [Job("a", "member", double, (21,)), Job("b", "member", double, (5,))]
+    >>> [(o.status, o.entries) for o in run_jobs(jobs, out=tempfile.mkdtemp(), progress=False)]
+    [('ok', {'x': '42'}), ('ok', {'x': '10'})]
     """
     check_positive_int("threads", threads)
     check_positive_int("retries", retries, minimum=0)
