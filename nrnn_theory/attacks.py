@@ -688,8 +688,8 @@ def minimal_perturbation(
     if bool(unknown.any()):
         if initial_radius is not None:
             r0 = initial_radius
-        elif bool(torch.isfinite(hi).any() & (hi > 0).any()):
-            r0 = float(hi[torch.isfinite(hi) & (hi > 0)].median())
+        elif bool((known := torch.isfinite(hi) & (hi > 0)).any()):
+            r0 = float(hi[known].median())
         else:
             r0 = float(perturbation_norm(xs, norm).median()) or 1.0
         radius = torch.full((B,), r0, dtype=xs.dtype, device=xs.device)

@@ -92,6 +92,20 @@ def test_minimal_perturbation_on_linear_model(generator, norm):
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_search_with_only_misclassified_references(generator, norm):
+    """PGD search where no example has a known finite radius yet (the others are
+    misclassified, radius 0): the doubling starts from the data scale, not from the
+    median of an empty set (a NaN radius once reached the model as NaN inputs)."""
+    model, xs, y, exact = _linear_case(generator, C=2)
+    labels = y.clone()
+    labels[1:] = 1 - y[1:]  # only the first example is classified correctly
+    r = minimal_perturbation(model, xs, labels, norm=norm, method="pgd", generator=generator)
+    assert bool(torch.isfinite(r.distance[0])) and bool(r.success[0])
+    assert float(r.distance[0]) >= float(exact[norm][0]) * (1 - 1e-9)
+    assert bool((r.distance[1:] == 0).all())
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_fixed_budget_attacks_on_binary_linear_model(generator, norm):
     """FGSM and PGD succeed below the exact margin and (necessarily) fail above it."""
     model, xs, y, exact = _linear_case(generator, C=2, B=40)

@@ -53,8 +53,10 @@ def test_every_subcommand_takes_threads(monkeypatch):
     parser = build_parser()
     for name in COMMANDS:
         extra = {"margins": ["ck"], "robustness": ["ck"], "analyse": ["ck"], "certify": ["ck"]}
-        args = parser.parse_args([name, *extra.get(name, []), "--threads", "1"])
-        assert args.threads == 1, name
+        args = parser.parse_args([name, *extra.get(name, []), "--threads", "2"])
+        # reproduce: the torch threads of each of its tasks (alias of --threads-per-worker)
+        dest = "threads_per_worker" if name == "reproduce" else "threads"
+        assert getattr(args, dest) == 2, name
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     assert main(["demo", "--threads", "-1"]) == 2

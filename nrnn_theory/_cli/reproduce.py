@@ -13,6 +13,13 @@ Presets (expected wall time):
   full      full pixel MNIST / permuted MNIST / ECG5000 from local files (--data-root);
             for a GPU machine (several hours)
 
+The zoo members and the theory studies run as Dask tasks: by default on an embedded
+local cluster of worker processes (one per core, one torch thread each), on a running
+Dask scheduler with --scheduler ADDRESS (the output folder must then be on storage every
+worker sees), or in this process with --executor serial (or --workers 1). Results are
+the same, bit for bit, on CPU. A failed task does not stop the others; the exit status
+is 1 and the report names it. Per-task lines go to OUT/reproduce.log.
+
 An interrupted run continues with --resume (finished parts are not recomputed).
 
 Examples:
@@ -20,6 +27,7 @@ Examples:
   nrnn reproduce
   nrnn reproduce --preset standard --out runs/standard
   nrnn reproduce --out runs/standard --preset standard --resume
+  nrnn reproduce --preset standard --scheduler tcp://head-node:8786 --out /shared/std
 """
 
 from __future__ import annotations
@@ -44,21 +52,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+        "--executor",
+        default="local",
+        choices=("local", "serial"),
+        help="local: an embedded Dask cluster of worker processes (default); serial: "
+        "everything in this process",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the local cluster (default: cores / threads per worker)",
+    )
+    parser.add_argument(
+        "--threads-per-worker",
+        "--threads",
+        dest="threads_per_worker",
+        type=int,
+        default=1,
+        help="torch threads of each task, on every executor (default 1)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786) instead",
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve the local cluster's Dask dashboard (needs bokeh)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import sys
 
     from nrnn_theory._cli._common import cli_device
     from nrnn_theory.experiments.pipeline import reproduce
 
-    if args.threads < 0:
-        raise ValueError(f"--threads: expected >= 0, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads_per_worker < 1:
+        raise ValueError(f"--threads-per-worker: expected >= 1, got {args.threads_per_worker}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers: expected >= 1, got {args.workers}")
     result = reproduce(
         args.preset,
         tasks=args.task,
@@ -68,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         device=cli_device(args.device),
         progress=not args.quiet,
         log=(lambda _msg: None) if args.quiet else print,
+        executor=args.executor,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        scheduler=args.scheduler,
+        dashboard=args.dashboard,
     )
     width = max(len(k) for k in result.verdicts)
     print("claims:")
@@ -75,4 +117,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key:<{width}}  {verdict}")
     print(f"report: {result.report_md}")
     print(f"        {result.report_html}")
+    if result.failures:
+        listed = "; ".join(f"{k} ({v})" for k, v in result.failures.items())
+        n = len(result.failures)
+        print(f"{n} of {result.tasks} tasks failed: {listed}", file=sys.stderr)
+        return 1
     return 0

@@ -10,27 +10,33 @@ Layout of the output folder ``out``::
         theory/<study>                    the theory-only studies
     out/figures/*.pdf, *.png
     out/report.md, out/report.html
+    out/reproduce.log            one start line per task attempt, one end line per task
 
+The zoo members and the studies are independent jobs (:func:`zoo_jobs`,
+:func:`study_jobs`: :func:`run_member`, :func:`run_study`), run serially or as Dask
+tasks by :mod:`nrnn_theory.experiments.executor`; the figures and the report follow.
 Every stage skips what is already stored and verifies (``--resume``), so an
 interrupted run continues where it stopped; a corrupt entry is recomputed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from nrnn_theory._contract import check_positive_int
 from nrnn_theory._version import __version__
-from nrnn_theory.experiments._helpers import progress_bar
 from nrnn_theory.experiments.claims import CLAIMS, scale_warnings, zoo_evidence, zoo_table
+from nrnn_theory.experiments.executor import Job, TaskOutcome, local_cluster, run_jobs
 from nrnn_theory.experiments.report import (
     ClaimSection,
     Evidence,
@@ -43,12 +49,18 @@ from nrnn_theory.experiments.store import ResultStore, atomic_write_bytes, git_r
 from nrnn_theory.experiments.zoo import PRESETS, ZOO, Preset
 
 
+if TYPE_CHECKING:
+    from distributed import Client
+else:  # dask is imported only where a cluster is used; annotations resolve to this
+    Client = Any  # Any: a distributed.Client
+
 __all__ = [
     "CLAIMS",
     "ReproductionResult",
     "build_report",
     "draw_figures",
     "draw_zoo_figures",
+    "failure_summary",
     "load_zoo_records",
     "load_zoo_training",
     "open_run",
@@ -56,7 +68,9 @@ __all__ = [
     "run_studies",
     "run_zoo",
     "stored_preset",
+    "study_jobs",
     "write_report",
+    "zoo_jobs",
 ]
 
 _FIGURES = {
@@ -82,6 +96,10 @@ class ReproductionResult:
         The verdict of each claim, by claim name.
     seconds : dict of str to float
         Wall-clock time of each stage.
+    failures : dict of str to str
+        The jobs that failed (key -> ``"ExceptionType: message"``); empty if none.
+    tasks : int
+        Number of jobs (zoo members and studies) of the run.
     """
 
     out: Path
@@ -89,6 +107,8 @@ class ReproductionResult:
     report_html: Path
     verdicts: dict[str, str]
     seconds: dict[str, float]
+    failures: dict[str, str] = field(default_factory=dict)
+    tasks: int = 0
 
 
 def _studies() -> dict[str, Any]:
@@ -271,6 +291,154 @@ def open_run(out: str | Path, preset: Preset, *, resume: bool) -> ResultStore:
     return ResultStore(out / "results")
 
 
+def _load_data(task: str, data_root: str | Path | None):
+    """The task's data, loaded once per process (a worker runs many members of a task)."""
+    from nrnn_theory.train import load_task
+
+    key = (task, None if data_root is None else str(data_root))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one task's data at a time
+        _DATA_CACHE[key] = load_task(task, seed=0, root=data_root)
+    return _DATA_CACHE[key]
+
+
+_DATA_CACHE: dict[tuple[str, str | None], Any] = {}
+
+
+def run_member(
+    out: str | Path,
+    task: str,
+    model_name: str,
+    seed: int,
+    preset: Preset,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+) -> dict[str, object]:
+    """The job of one zoo member: train (or resume) it, analyse it, write its two
+    verified store entries; skipped when its analysis is already stored and verifies.
+
+    Package-internal (the executor's member task, :mod:`nrnn_theory.experiments.executor`).
+    Returns small values only: the entries written with their payload checksums, the
+    epoch training resumed from (``None``: from scratch) and whether all was reused.
+    """
+    from nrnn_theory.experiments.model_analysis import analyse_member
+    from nrnn_theory.experiments.zoo import train_member
+    from nrnn_theory.train import latest_checkpoint
+    from nrnn_theory.train.loop import TrainingDivergedError, resolve_device
+
+    out = Path(out)
+    store = ResultStore(out / "results")
+    train_name, analysis_name = _member_entries(task, model_name, seed)
+    diverged_name = _diverged_entry(task, model_name, seed)
+    if store.status(analysis_name) == "ok":
+        return {"entries": _checksums(store, analysis_name), "reused": True}
+    if store.status(diverged_name) == "ok":  # deterministic: resuming diverges again
+        return {"entries": _checksums(store, diverged_name), "reused": True, "diverged": True}
+    data = _load_data(task, data_root)
+    run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
+    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    resumed = None if ckpt is None else _checkpoint_epoch(ckpt)
+    dev = str(resolve_device(device))
+    try:
+        model, history = train_member(
+            ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=dev
+        )
+    except TrainingDivergedError as exc:  # a result (listed in the report), not a failure
+        store.save(
+            diverged_name,
+            {"status": "diverged", "epoch": exc.epoch, "step": exc.step, "error": str(exc)},
+            config={"member": model_name, "seed": seed, "preset": preset.name},
+        )
+        return {"entries": _checksums(store, diverged_name), "diverged": True, "device": dev}
+    store.save(
+        train_name,
+        history.to_dict(),
+        config={"member": model_name, "seed": seed, "preset": preset.name, "task": task},
+    )
+    result, arrays = analyse_member(model, data, preset, seed=seed)
+    store.save(
+        analysis_name,
+        {"model": model_name, "task": task, **result},
+        arrays=arrays,
+        config={"preset": preset.name},
+    )
+    return {
+        "entries": _checksums(store, train_name, analysis_name),
+        "resumed_from_epoch": resumed,
+        "device": dev,
+    }
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch of a checkpoint folder named ``epoch-NNNN`` (None for another name)."""
+    name = Path(path).name
+    return int(name.split("-")[-1]) if name.startswith("epoch-") else None
+
+
+def _checksums(store: ResultStore, *names: str) -> dict[str, str]:
+    return {n: str(store.load(n).meta["data_sha256"]) for n in names}
+
+
+def run_study(out: str | Path, name: str, preset: Preset) -> dict[str, object]:
+    """The job of one theory-only study: run it at the preset's study size and store
+    it; skipped when stored and verified. Package-internal (the executor's study task)."""
+    store = ResultStore(Path(out) / "results")
+    entry = f"theory/{name}"
+    if store.status(entry) == "ok":
+        return {"entries": _checksums(store, entry), "reused": True}
+    data, arrays = _studies()[name].run(preset.study_preset, seed=0, progress=False)
+    store.save(entry, data, arrays=arrays, config={"preset": preset.study_preset, "seed": 0})
+    return {"entries": _checksums(store, entry)}
+
+
+def zoo_jobs(
+    preset: Preset, *, out: str | Path, data_root: str | Path | None = None, device: str = "auto"
+) -> list[Job]:
+    """One :class:`~nrnn_theory.experiments.executor.Job` per (task, model, seed) of
+    ``preset``: :func:`run_member` on the output folder ``out``. Members on CUDA hold one
+    ``GPU`` resource of their worker."""
+    gpu = str(device).startswith("cuda")
+    root = None if data_root is None else str(data_root)
+    return [
+        Job(
+            f"{task}/{model}/seed{seed}",
+            "member",
+            run_member,
+            (str(out), task, model, seed, preset, root, str(device)),
+            gpu=gpu,
+        )
+        for task in preset.tasks
+        for model in preset.models
+        for seed in preset.seeds
+    ]
+
+
+def study_jobs(preset: Preset, *, out: str | Path, names: Sequence[str] | None = None) -> list[Job]:
+    """One :class:`~nrnn_theory.experiments.executor.Job` per theory-only study (all, or
+    ``names``): :func:`run_study` on the output folder ``out``."""
+    studies = _studies()
+    names = list(studies) if names is None else list(names)
+    for name in names:
+        if name not in studies:
+            raise ValueError(f"names: expected studies among {sorted(studies)}, got {name!r}")
+    return [Job(f"theory/{name}", "study", run_study, (str(out), name, preset)) for name in names]
+
+
+def _raise_failures(outcomes: Sequence[TaskOutcome]) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RuntimeError(failure_summary(outcomes))
+
+
+def failure_summary(outcomes: Sequence[TaskOutcome]) -> str:
+    """``"2 of 34 tasks failed: key (Error: message); ..."`` (empty if none failed)."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not failed:
+        return ""
+    listed = "; ".join(f"{o.key} ({o.error})" for o in failed)
+    return f"{len(failed)} of {len(outcomes)} tasks failed: {listed}"
+
+
 def run_zoo(
     preset: Preset,
     *,
@@ -279,82 +447,52 @@ def run_zoo(
     device: str | torch.device = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    client: Client | None = None,
+    threads: int = 1,
 ) -> dict[str, float]:
     """Train and analyse every (task, model, seed) of ``preset`` that ``out`` does not
-    already hold; returns the seconds per task. Call :func:`open_run` first."""
-    from nrnn_theory.experiments.model_analysis import analyse_member
-    from nrnn_theory.experiments.zoo import train_member
-    from nrnn_theory.train import load_task
-    from nrnn_theory.train.loop import TrainingDivergedError, resolve_device
+    already hold (serially, or on ``client``'s Dask workers); returns the seconds of the
+    stage. Call :func:`open_run` first.
 
-    out = Path(out)
-    store = ResultStore(out / "results")
-    dev = resolve_device(device)
-    seconds = {}
-    for task in preset.tasks:
-        t0 = time.perf_counter()
-        data = load_task(task, seed=0, root=data_root)
-        jobs = [(m, s) for m in preset.models for s in preset.seeds]
-        done = diverged = 0
-        for model_name, seed in progress_bar(
-            jobs, total=len(jobs), desc=f"zoo {task}", progress=progress
-        ):
-            train_name, analysis_name = _member_entries(task, model_name, seed)
-            diverged_name = _diverged_entry(task, model_name, seed)
-            if store.status(analysis_name) == "ok" or store.status(diverged_name) == "ok":
-                done += 1
-                continue
-            run_dir = out / "runs" / _slug(task) / model_name / f"seed{seed}"
-            try:
-                model, history = train_member(
-                    ZOO[model_name], preset, data, seed=seed, run_dir=run_dir, device=str(dev)
-                )
-            except TrainingDivergedError as exc:
-                # deterministic: a resume would diverge again, so it is a result, stored
-                store.save(
-                    diverged_name,
-                    {"status": "diverged", "epoch": exc.epoch, "step": exc.step, "error": str(exc)},
-                    config={"member": model_name, "seed": seed, "preset": preset.name},
-                )
-                diverged += 1
-                log(f"zoo {task}: {model_name} seed {seed} diverged: {exc}")
-                continue
-            store.save(
-                train_name,
-                history.to_dict(),
-                config={"member": model_name, "seed": seed, "preset": preset.name, "task": task},
-            )
-            result, arrays = analyse_member(model, data, preset, seed=seed)
-            store.save(
-                analysis_name,
-                {"model": model_name, "task": task, **result},
-                arrays=arrays,
-                config={"preset": preset.name},
-            )
-        seconds[f"zoo {task}"] = time.perf_counter() - t0
-        took = seconds[f"zoo {task}"]
-        failed = f", {diverged} diverged" if diverged else ""
-        log(f"zoo {task}: {len(jobs)} trained models ({done} reused{failed}) in {took:.0f} s")
-    return seconds
+    Raises
+    ------
+    RuntimeError
+        Some members failed (the others are stored; the message lists the failures).
+    """
+    t0 = time.perf_counter()
+    jobs = zoo_jobs(preset, out=out, data_root=data_root, device=str(device))
+    outcomes = run_jobs(jobs, out=out, client=client, threads=threads, progress=progress, log=log)
+    took = time.perf_counter() - t0
+    reused = sum(o.reused for o in outcomes)
+    diverged = sum(o.diverged for o in outcomes)
+    failed = f", {diverged} diverged in training" if diverged else ""
+    log(f"zoo: {len(jobs)} trained models ({reused} reused{failed}) in {took:.0f} s")
+    _raise_failures(outcomes)
+    return {"zoo": took}
 
 
 def run_studies(
-    preset: Preset, *, out: str | Path, names: Sequence[str] | None = None, progress: bool = True
+    preset: Preset,
+    *,
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+    client: Client | None = None,
+    threads: int = 1,
 ) -> list[str]:
     """Run the theory-only studies (all, or ``names``) that ``out`` does not already
-    hold, at the preset's study size; returns the names run or reused."""
-    store = ResultStore(Path(out) / "results")
-    studies = _studies()
-    names = list(studies) if names is None else list(names)
-    for name in names:
-        if name not in studies:
-            raise ValueError(f"names: expected studies among {sorted(studies)}, got {name!r}")
-        entry = f"theory/{name}"
-        if store.status(entry) == "ok":
-            continue
-        data, arrays = studies[name].run(preset.study_preset, seed=0, progress=progress)
-        store.save(entry, data, arrays=arrays, config={"preset": preset.study_preset, "seed": 0})
-    return names
+    hold, at the preset's study size (serially, or on ``client``'s Dask workers);
+    returns the names run or reused.
+
+    Raises
+    ------
+    RuntimeError
+        Some studies failed (the message lists them).
+    """
+    jobs = study_jobs(preset, out=out, names=names)
+    outcomes = run_jobs(jobs, out=out, client=client, threads=threads, progress=progress)
+    _raise_failures(outcomes)
+    return [job.key.split("/", 1)[1] for job in jobs]
 
 
 def reproduce(
@@ -367,8 +505,23 @@ def reproduce(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    executor: Literal["serial", "local"] = "serial",
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    client: Client | None = None,
+    dashboard: bool = False,
 ) -> ReproductionResult:
     """Run the whole reproduction and write its report.
+
+    The zoo members and the theory-only studies are independent jobs
+    (:mod:`nrnn_theory.experiments.executor`): run here one after another
+    (``executor="serial"``, the default of this function), on an embedded Dask
+    ``LocalCluster`` of worker processes (``executor="local"``, the default of
+    ``nrnn reproduce``), on the Dask scheduler at ``scheduler``, or on the workers of
+    ``client`` (any ``distributed.Client``, e.g. of a ``dask_jobqueue.SLURMCluster``).
+    The figures and the report are drawn here once every job has ended. Stored
+    results do not depend on where the jobs ran (bitwise, on CPU).
 
     Parameters
     ----------
@@ -378,38 +531,75 @@ def reproduce(
         Override the preset's tasks.
     out : path
         Output folder (layout in the module docstring). It must be new or empty unless
-        ``resume``.
+        ``resume``; with Dask workers it must be on storage that all of them see.
     resume : bool
         Continue a reproduction in ``out``: verified results are reused, training
         resumes from its newest checkpoint, corrupt entries are recomputed.
     data_root : path, optional
         Folder with the files of local-path tasks (full MNIST, ECG5000; see
-        :func:`nrnn_theory.train.load_task`).
+        :func:`nrnn_theory.train.load_task`); seen by every worker.
     device : str
-        Training and analysis device ("auto": CUDA when available).
+        Training and analysis device ("auto": CUDA when available, on each worker).
+        With ``"cuda"`` each member task holds one ``GPU`` resource of its worker.
     progress : bool
-        Progress bars on stderr.
+        One progress bar over the jobs, on stderr.
     log : callable
-        Receives one line per stage.
+        Receives one line per stage and per failed job.
+    executor : {"serial", "local"}
+        Where the jobs run when neither ``scheduler`` nor ``client`` is given.
+    workers : int, optional
+        Worker processes of the local cluster (default: one per core, over
+        ``threads_per_worker``); 1 means serial.
+    threads_per_worker : int
+        Torch threads of each job, on every path.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
+    client : distributed.Client, optional
+        Run on this client's workers (not closed here).
+    dashboard : bool
+        Serve the dashboard of the local cluster.
 
     Returns
     -------
     ReproductionResult
+        With ``failures`` (job key -> message); the report names them too.
     """
     from nrnn_theory.train.loop import resolve_device
 
+    check_positive_int("threads_per_worker", threads_per_worker)
+    if executor not in ("serial", "local"):
+        raise ValueError(f"executor: expected 'serial' or 'local', got {executor!r}")
+    if workers is not None:
+        check_positive_int("workers", workers)
+    if client is not None and scheduler is not None:
+        raise ValueError("client, scheduler: give one of them, not both")
     preset = _resolve(preset, tasks)
     out = Path(out)
     store = open_run(out, preset, resume=resume)
     seconds: dict[str, float] = {}
-    dev = resolve_device(device)
-    seconds.update(
-        run_zoo(preset, out=out, data_root=data_root, device=dev, progress=progress, log=log)
-    )
+    jobs = zoo_jobs(preset, out=out, data_root=data_root, device=str(device))
+    jobs += study_jobs(preset, out=out)
     t0 = time.perf_counter()
-    names = run_studies(preset, out=out, progress=progress)
-    seconds["studies"] = time.perf_counter() - t0
-    log(f"theory studies ({', '.join(names)}) in {seconds['studies']:.0f} s")
+    with _executor_client(
+        client=client,
+        scheduler=scheduler,
+        executor=executor,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        dashboard=dashboard,
+        gpus=str(device).startswith("cuda"),
+        log=log,
+    ) as run_on:
+        outcomes = run_jobs(
+            jobs, out=out, client=run_on, threads=threads_per_worker, progress=progress, log=log
+        )
+    seconds["jobs"] = time.perf_counter() - t0
+    reused = sum(o.reused for o in outcomes)
+    failures = {o.key: str(o.error) for o in outcomes if o.status == "failed"}
+    # The device the members computed on (on their workers); the local one if all reused.
+    devices = sorted({o.device for o in outcomes if o.device})
+    dev = ", ".join(devices) if devices else str(resolve_device(device))
+    log(f"{len(jobs)} tasks ({reused} reused, {len(failures)} failed) in {seconds['jobs']:.0f} s")
 
     # ------------------------------------------------------------ figures
     t0 = time.perf_counter()
@@ -418,10 +608,59 @@ def reproduce(
     log(f"{len(figure_names)} figures in {seconds['figures']:.0f} s -> {out / 'figures'}")
 
     md, html_path, verdicts = write_report(
-        out, preset, device=dev, seconds=seconds, figure_names=figure_names
+        out,
+        preset,
+        device=dev,
+        seconds=seconds,
+        figure_names=figure_names,
+        failures=failure_summary(outcomes),
     )
     log(f"report: {md} and {html_path}")
-    return ReproductionResult(out, md, html_path, verdicts, seconds)
+    return ReproductionResult(out, md, html_path, verdicts, seconds, failures, len(jobs))
+
+
+@contextlib.contextmanager
+def _executor_client(
+    *,
+    client: Client | None,
+    scheduler: str | None,
+    executor: str,
+    workers: int | None,
+    threads_per_worker: int,
+    dashboard: bool,
+    gpus: bool,
+    log: Callable[[str], None],
+) -> Iterator[Client | None]:
+    """The client the jobs run on (``None``: serial), started and closed here unless
+    given."""
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None:
+        from distributed import Client
+
+        with Client(scheduler) as remote:
+            log(f"Dask scheduler {scheduler}: {len(remote.scheduler_info()['workers'])} workers")
+            yield remote
+        return
+    if executor == "serial" or workers == 1:
+        yield None
+        return
+    from distributed import Client
+
+    with (
+        local_cluster(
+            workers,
+            threads_per_worker=threads_per_worker,
+            dashboard=dashboard,
+            gpus_per_worker=1 if gpus else 0,
+        ) as cluster,
+        Client(cluster) as local,
+    ):
+        n = len(cluster.workers)
+        link = f"; dashboard {local.dashboard_link}" if dashboard else ""
+        log(f"local Dask cluster: {n} worker processes x {threads_per_worker} thread(s){link}")
+        yield local
 
 
 def write_report(
@@ -431,11 +670,13 @@ def write_report(
     device: str | torch.device = "cpu",
     seconds: dict[str, float] | None = None,
     figure_names: Sequence[str] | None = None,
+    failures: str = "",
 ) -> tuple[Path, Path, dict[str, str]]:
     """Write ``out/report.md`` and ``out/report.html`` from the stored results.
 
     ``figure_names`` are the figures present in ``out/figures`` (default: every figure
-    name whose PNG exists there). Returns the two paths and the verdict of each claim.
+    name whose PNG exists there); ``failures`` (:func:`failure_summary`) is shown in the
+    report's header when not empty. Returns the two paths and the verdict of each claim.
     """
     out = Path(out)
     store = ResultStore(out / "results")
@@ -462,6 +703,8 @@ def write_report(
     diverged = _diverged_members(store, preset)
     if diverged:  # reported, not silently missing from the tables
         meta["diverged in training (not analysed)"] = "; ".join(diverged)
+    if failures:
+        meta["failed tasks"] = failures
     if seconds:
         meta["stage times (s)"] = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
     report = build_report(store, preset, meta=meta, figure_names=figure_names)

@@ -149,11 +149,13 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
     correctly classified example, pooled over seeds, per model."""
     fig, axes = new_figure(1, 1, width=4.4, height=3.0)
     ax = axes[0, 0]
+    drawn = 0
     for name, recs in records.items():
         d = np.concatenate([a["empirical_margin"] for _, a in recs if "empirical_margin" in a])
         d = np.sort(d[np.isfinite(d) & (d > 0)])
         if not d.size:
             continue
+        drawn += 1
         ax.step(
             d,
             np.arange(1, d.size + 1) / d.size,
@@ -165,7 +167,17 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("l2 distance to the decision boundary (attack)")
     ax.set_ylabel("fraction of examples")
-    ax.legend(loc="best")
+    if drawn:
+        ax.legend(loc="best")
+    else:  # e.g. models barely trained: said on the figure, not an empty legend
+        ax.text(
+            0.5,
+            0.5,
+            "no correctly classified example\nwith a finite margin",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.set_title(f"Empirical input margins ({task})")
     return save_figure(fig, stem)
 
