@@ -26,6 +26,7 @@ from nrnn_theory._contract import (
     check_tensor,
 )
 from nrnn_theory._linalg import lipschitz_matrix
+from nrnn_theory._vocabulary import CONVENTIONS, NOISE_STRUCTURES
 
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
 
 Convention = Literal["sde", "paper_code"]
 Structure = Literal["diagonal", "scalar"]
-CONVENTIONS: tuple[str, ...] = ("sde", "paper_code")
-NOISE_STRUCTURES: tuple[str, ...] = ("diagonal", "scalar")
 
 
 #: Version of the ``to_dict`` layouts below; ``from_dict`` reads this version and

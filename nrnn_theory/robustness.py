@@ -61,6 +61,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from nrnn_theory import _vocabulary
 from nrnn_theory._contract import (
     check_choice,
     check_nonnegative,
@@ -419,15 +420,7 @@ PERTURBATIONS: dict[str, Perturbation] = {
 
 #: Default strength grids (module docstring: the noise grids are [recalled] for MNIST
 #: in [0, 1], THEORY.md §11; the attack budgets are this package's choice).
-DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
-    "white_noise": (0.1, 0.2, 0.3),
-    "multiplicative_noise": (0.1, 0.2, 0.3),
-    "salt_and_pepper": (0.03, 0.05, 0.1),
-    "fgsm_linf": (0.01, 0.02, 0.05),
-    "fgsm_l2": (0.1, 0.3, 1.0),
-    "pgd_linf": (0.01, 0.02, 0.05),
-    "pgd_l2": (0.1, 0.3, 1.0),
-}
+DEFAULT_GRIDS: dict[str, tuple[float, ...]] = dict(_vocabulary.DEFAULT_GRIDS)
 
 #: The four families of THEORY.md §11, one attack for (d).
 DEFAULT_PERTURBATIONS: tuple[str, ...] = (

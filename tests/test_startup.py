@@ -1,8 +1,8 @@
 """Start-up of the package and the ``nrnn`` command: what is imported, not how fast.
 
-``nrnn --help`` and ``nrnn --version`` must not import torch (about 1-1.5 s on the
-build machines, most of the start-up); each check runs in a fresh interpreter and
-reads ``sys.modules``. Timings live in ``benchmarks/bench_startup.py``.
+``nrnn --help``, ``nrnn CMD --help`` and ``nrnn --version`` must not import torch
+(about 1-1.5 s on the build machines, most of the start-up); each check runs in a fresh
+interpreter and reads ``sys.modules``. Timings live in ``benchmarks/bench_startup.py``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,42 @@ def test_help_and_version_do_not_import_torch(flag):
         "    assert exc.code == 0, exc.code\n"
     )
     assert _heavy_modules(code) == []
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_subcommand_help_does_not_import_torch(command):
+    # the parsers are built from nrnn_theory._vocabulary; the numeric modules are
+    # imported by the commands' run functions only
+    code = (
+        "from nrnn_theory.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+    )
+    assert _heavy_modules(code) == []
+
+
+def test_the_vocabulary_is_the_numeric_modules_own():
+    from nrnn_theory import _types, _vocabulary, robustness, stability
+    from nrnn_theory.experiments.zoo import PRESETS
+
+    assert _vocabulary.CONVENTIONS == _types.CONVENTIONS == ("sde", "paper_code")
+    assert _vocabulary.NOISE_STRUCTURES == _types.NOISE_STRUCTURES
+    assert _vocabulary.ONE_SIDED_METHODS == stability.ONE_SIDED_METHODS
+    assert _vocabulary.PERTURBATION_NAMES == tuple(robustness.PERTURBATIONS)
+    assert _vocabulary.DEFAULT_GRIDS == robustness.DEFAULT_GRIDS
+    assert _vocabulary.PRESET_NAMES == tuple(PRESETS)
+
+
+def test_train_noise_defaults_are_paper_code_without_noise():
+    from nrnn_theory import NoiseSpec
+    from nrnn_theory.cli import build_parser
+
+    args = build_parser(["train"]).parse_args(["train"])
+    spec = NoiseSpec.paper_code()
+    assert (args.add, args.mult) == (spec.additive, spec.multiplicative) == (0.0, 0.0)
+    assert (args.convention, args.noise_structure) == (spec.convention, spec.structure)
 
 
 def test_a_subcommand_builds_only_its_own_arguments():

@@ -7,10 +7,15 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nrnn_theory._record import to_jsonable
-from nrnn_theory._types import CONVENTIONS, NOISE_STRUCTURES, NoiseSpec
+# Parsers are built without torch (``nrnn CMD --help`` stays fast): the numeric modules
+# are imported inside the functions that run a command.
+from nrnn_theory._vocabulary import CONVENTIONS, NOISE_STRUCTURES
+
+
+if TYPE_CHECKING:
+    from nrnn_theory._types import NoiseSpec
 
 
 __all__ = [
@@ -99,6 +104,8 @@ def emit_json(data: Any, args: argparse.Namespace | None = None) -> None:
     :func:`run_metadata` of ``args`` first."""
     if isinstance(data, dict):
         data = {**run_metadata(args), **data}
+    from nrnn_theory._record import to_jsonable
+
     json.dump(to_jsonable(data), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
@@ -254,7 +261,7 @@ def load_checkpoint_data(paths, args):
     return ckpts, task, xs.to(device=device, dtype=dtype), ys.to(device)
 
 
-def add_noise_options(parser: argparse.ArgumentParser, *, default: NoiseSpec | None) -> None:
+def add_noise_options(parser: argparse.ArgumentParser, *, from_checkpoint: bool) -> None:
     """The noise options of every subcommand that takes a noise, in one group.
 
     ``--add`` and ``--mult`` are the levels in the vocabulary of the authors' code
@@ -266,13 +273,14 @@ def add_noise_options(parser: argparse.ArgumentParser, *, default: NoiseSpec | N
     Parameters
     ----------
     parser : argparse.ArgumentParser
-    default : NoiseSpec or None
-        A :class:`~nrnn_theory.NoiseSpec` gives the options its levels, convention and
-        structure as defaults (``nrnn train``: no noise unless asked for). ``None`` leaves
-        every option unset: set, they replace a checkpoint's own training noise (the
-        analyses of ``nrnn analyse`` and ``nrnn certify``).
+    from_checkpoint : bool
+        True leaves every option unset: set, they replace a checkpoint's own training
+        noise (the analyses of ``nrnn analyse`` and ``nrnn certify``). False gives them
+        the defaults of :meth:`NoiseSpec.paper_code() <nrnn_theory.NoiseSpec.paper_code>`
+        (``nrnn train``: no noise unless asked for; levels 0, ``paper_code``,
+        ``diagonal``).
     """
-    if default is None:
+    if from_checkpoint:
         group = parser.add_argument_group(
             "noise (default: the checkpoint's own training noise)",
             "Set --add and/or --mult to use this noise instead of the checkpoint's own; the "
@@ -282,8 +290,7 @@ def add_noise_options(parser: argparse.ArgumentParser, *, default: NoiseSpec | N
         unset = {"convention": " (unset: paper_code)", "structure": " (unset: diagonal)"}
     else:
         group = parser.add_argument_group("noise (nrnn, antisymmetric)")
-        add, mult = default.additive, default.multiplicative
-        convention, structure = default.convention, default.structure
+        add, mult, convention, structure = 0.0, 0.0, "paper_code", "diagonal"
         unset = {"convention": "", "structure": ""}
     group.add_argument(
         "--add", type=float, default=add, help="additive noise level (add_noise a, or eps*sigma1)"
@@ -313,7 +320,7 @@ def noise_from_options(args: argparse.Namespace) -> NoiseSpec | None:
     """The :class:`~nrnn_theory.NoiseSpec` of the options of :func:`add_noise_options`.
 
     ``None`` when neither ``--add`` nor ``--mult`` is set (only possible with
-    ``default=None``); ``--convention`` or ``--noise-structure`` without a level is then
+    ``from_checkpoint=True``); ``--convention`` or ``--noise-structure`` without a level is then
     an error (it would silently be ignored otherwise). A level that is negative or not
     finite is an error naming its flag.
     """
@@ -330,6 +337,8 @@ def noise_from_options(args: argparse.Namespace) -> NoiseSpec | None:
     for flag, value in (("--add", args.add), ("--mult", args.mult)):
         if value is not None and not (value >= 0.0 and value < float("inf")):
             raise ValueError(f"{flag}: expected a finite level >= 0, got {value}")
+    from nrnn_theory._types import NoiseSpec
+
     return NoiseSpec(
         epsilon=1.0,
         sigma1=args.add or 0.0,

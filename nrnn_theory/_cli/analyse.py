@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reg.add_argument(
         "--top-steps", type=int, default=5, help="time steps listed by their share of R-hat"
     )
-    add_noise_options(parser, default=None)
+    add_noise_options(parser, from_checkpoint=True)
     flat = parser.add_argument_group("flatness")
     flat.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     flat.add_argument("--top-k", type=int, default=3, help="number of top Hessian eigenvalues")

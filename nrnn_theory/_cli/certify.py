@@ -48,7 +48,7 @@ HELP = "stability certificates of a checkpoint beside measured Lyapunov exponent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nrnn_theory.stability import ONE_SIDED_METHODS
+    from nrnn_theory._vocabulary import ONE_SIDED_METHODS
 
     add_checkpoint_arguments(parser, examples=64)
     parser.add_argument(
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="steps of the reachable set and of the finite-horizon bound (default: the "
         "sequence length of the task)",
     )
-    add_noise_options(parser, default=None)
+    add_noise_options(parser, from_checkpoint=True)
     add_output_options(parser)
 
 

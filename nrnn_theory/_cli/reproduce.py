@@ -39,9 +39,9 @@ HELP = "train the zoo, compute every theory quantity, draw figures, write the re
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nrnn_theory.experiments.zoo import PRESETS
+    from nrnn_theory._vocabulary import PRESET_NAMES
 
-    parser.add_argument("--preset", default="quick", choices=list(PRESETS), help="run size")
+    parser.add_argument("--preset", default="quick", choices=list(PRESET_NAMES), help="run size")
     parser.add_argument(
         "--task", action="append", default=None, help="task(s) instead of the preset's (repeat)"
     )

@@ -55,7 +55,7 @@ ATTACK_EPS_DEFAULT = (0.01, 0.03, 0.05)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nrnn_theory.robustness import DEFAULT_GRIDS, PERTURBATIONS
+    from nrnn_theory._vocabulary import DEFAULT_GRIDS, PERTURBATION_NAMES
 
     parser.add_argument(
         "checkpoints",
@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--perturbations",
         default=",".join(PERTURBATIONS_DEFAULT),
-        help=f"comma-separated subset of {', '.join(PERTURBATIONS)}",
+        help=f"comma-separated subset of {', '.join(PERTURBATION_NAMES)}",
     )
     for name, grid in DEFAULT_GRIDS.items():
         if name in ("fgsm_linf", "pgd_linf"):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nrnn_theory._cli._common import (
     add_noise_options,
@@ -43,7 +43,10 @@ from nrnn_theory._cli._common import (
     emit_json,
     noise_from_options,
 )
-from nrnn_theory._types import NoiseSpec
+
+
+if TYPE_CHECKING:
+    from nrnn_theory._types import NoiseSpec
 
 
 HELP = "train a noisy RNN or a baseline (digits, MNIST, UCR/UEA, ...)"
@@ -126,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype"
     )
 
-    add_noise_options(parser, default=NoiseSpec.paper_code())
+    add_noise_options(parser, from_checkpoint=False)
 
     reg = parser.add_argument_group("explicit regularizer (nrnn, lipschitz, antisymmetric)")
     reg.add_argument(
