@@ -1,8 +1,8 @@
-"""Derive the small-noise regularizer symbolically and print it (THEORY.md §4-6).
+"""Derive the small-noise regularizer symbolically and print it (docs/theory/regularizer.md).
 
 Expands E loss(h_M) of the discrete NRNN to second order in the noise level with
-sympy, takes the Gaussian expectations, checks the result against THEORY.md's
-Q-hat + R-hat formula and prints the derived expressions. Options are those of
+sympy, takes the Gaussian expectations, checks the result against the Q-hat + R-hat
+formula of docs/theory/regularizer.md and prints the derived expressions. Options are those of
 ``python -m nrnn_theory.symbolic.regularizer`` (``--hidden``, ``--steps``, ``--noise``,
 ``--order``), plus ``--smoke`` (the smallest case, H = 1, M = 1) and ``--seed``
 (accepted for uniformity: the derivation is exact and uses no randomness).

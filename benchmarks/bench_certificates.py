@@ -16,7 +16,7 @@ Three parts, each printed as a table:
    weight scale 0.3-3, dt in {0.01, 0.05, 0.1}, alpha in {0, 1}, learned per-unit step
    or not, A shifted by U(-1, 1) I), drawn until ``--n-models`` have a measured clean top
    exponent below -0.05 (inputs N(0, 1), 6 sequences of 300 steps, 50 discarded). Among
-   them, the fraction certified by today's norm-based condition of THEORY.md §9 (the
+   them, the fraction certified by today's norm-based condition of docs/theory/stability.md (the
    map's ``"discrete"``, exact one-sided constant; also "contraction or discrete") and
    by the map's LMI in each metric. Metrics are monotone (identity <= diagonal <= full),
    so a larger metric is only solved where the smaller one failed. For inputs in the box

@@ -48,7 +48,7 @@ def digits(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def model(H: int, D: int, C: int, dtype: torch.dtype, seed: int) -> NRNNParams:
-    """Lipschitz-RNN initialisation of the authors' code (THEORY.md §3)."""
+    """Lipschitz-RNN initialisation of the authors' code (docs/theory/conventions.md)."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape, std):

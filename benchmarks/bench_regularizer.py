@@ -1,4 +1,4 @@
-"""Benchmark: the exact small-noise regularizer against Monte Carlo (THEORY.md §6).
+"""Benchmark: the exact small-noise regularizer against Monte Carlo (docs/theory/regularizer.md).
 
 A digits-sized NRNN (H = 64, T = 64 pixel steps, D = 1) is trained here for a few
 seconds on scikit-learn's 8x8 digits with injected noise; then, on 256 held-out

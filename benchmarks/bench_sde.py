@@ -1,6 +1,6 @@
 """Euler-Maruyama forward + backward: the package's rollout against torchsde (issue 18).
 
-One NRNN SDE (THEORY.md §2-3, ``convention="sde"``, diagonal noise
+One NRNN SDE (docs/theory/model.md, conventions.md, ``convention="sde"``, diagonal noise
 :math:`\\epsilon(\\sigma_1 + \\sigma_2 h)\\,dB`) integrated by Euler-Maruyama over the same
 Brownian path, then a cross-entropy loss of the final state and its gradient in
 (A, W, U, b, V, c):

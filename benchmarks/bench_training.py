@@ -10,7 +10,7 @@ shape T = 784, H = 128, B = 128, D = 1, with the authors' small noise a = mu = 0
   github.com/erichson/NoisyRNN) imported from a local checkout given by
   ``--authors-repo PATH`` (nothing of theirs is in this repository; their ``tools.py``
   imports torchvision, which is stubbed when it is not installed), or, without it, a
-  re-implementation written here from the description of their forward in THEORY.md §3
+  re-implementation written here from the description of their forward in docs/theory/conventions.md
   [code]: row vectors ``h @ A``, a per-step input ``Linear``, per-step ``torch.randn`` /
   ``torch.rand`` draws, autograd. The script prints which one it ran;
 * **floor**: the matmul FLOPs of the step (input projection, T recurrent products
@@ -50,7 +50,7 @@ from _timing import compare, floor_seconds, machine_line, matmul_flops, measured
 
 # ------------------------------------------------------------------ the reference
 class WrittenFromTheory(torch.nn.Module):
-    """The authors' NoisyRNN forward as THEORY.md §3 [code] describes it.
+    """The authors' NoisyRNN forward as docs/theory/conventions.md [code] describes it.
 
     Row vectors (``h @ A``), free matrices ``B`` and ``C`` (their names), the input and
     output layers as ``nn.Linear``, the Lipschitz matrices formed at the first step,
@@ -165,7 +165,7 @@ def training_main(args) -> int:
         def ref_forward(model, x):
             return model(x, generator=g_ref)
 
-        ref_name = "re-implementation of the authors' forward (THEORY.md §3 [code])"
+        ref_name = "re-implementation of the authors' forward (docs/theory/conventions.md [code])"
     ref.train()
     opt_pkg = torch.optim.Adam(pkg.parameters(), lr=1e-3)
     opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)

@@ -4,47 +4,48 @@ A noisy RNN (NRNN) is an Euler-Maruyama discretization of the SDE
 ``dh = f(h, x) dt + eps * sigma(h) dB`` driven by its input (Lim, Erichson,
 Hodgkinson, Mahoney, *Noisy Recurrent Neural Networks*, NeurIPS 2021). The
 mathematics implemented here is specified, with its derivations and oracles, in the
-project's THEORY.md.
+project's theory pages (``docs/theory/``, built into the documentation site).
 
 API index
 ---------
 Records
     NRNNParams, NoiseSpec
-Dynamics (THEORY.md §2-3)
+Dynamics (docs/theory/model.md, conventions.md)
     drift, diffusion, noise_matrix, noise_covariance, step, step_moments,
     state_jacobian, input_jacobian, rollout, sample_noise, noise_dim, readout, logits
-Conventions (THEORY.md §3)
+Conventions (docs/theory/conventions.md)
     paper_code_to_sde, sde_to_paper_code
-Margins (THEORY.md §8)
+Margins (docs/theory/margins.md)
     score_margin, input_output_jacobian, jacobian_gram, jacobian_spectral_norm,
     certified_margin, local_margin_estimate, margin_growth, margin_summary,
     format_margin_summary
-Certified radii by bound propagation (THEORY.md §8; nrnn_theory.verification)
+Certified radii by bound propagation (docs/theory/margins.md; nrnn_theory.verification)
     logit_difference_bounds, certified_radius, LogitBounds, CertifiedRadius
-Attacks and empirical margins (THEORY.md §8, §11)
+Attacks and empirical margins (docs/theory/margins.md, experiments.md)
     fgsm, pgd, deepfool, minimal_perturbation, perturbation_norm
-Robustness (THEORY.md §11, claim C5)
+Robustness (docs/theory/experiments.md, claim C5)
     white_noise, multiplicative_noise, salt_and_pepper, perturb, accuracy,
     robustness_sweep, comparison_table, format_comparison_table
     (the four-panel figure: ``nrnn_theory.experiments.zoo_plots.plot_robustness``;
     ``nrnn_theory.plot_robustness`` is a deprecated alias of it)
-Regularizer (THEORY.md §5-6)
+Regularizer (docs/theory/regularizer.md)
     explicit_regularizer, regularizer_penalty, estimate_noise_gap,
     continuous_regularizer, regularizer_convergence
-Flatness (THEORY.md §7)
+Flatness (docs/theory/flatness.md)
     hvp, hessian, hessian_trace, estimate_hessian_trace, hessian_eigenvalues,
     estimate_spectral_density, hidden_state_hessian, params_to_vector, vector_to_params
 Objectives (losses as pure functions of named tensors, for the flatness estimators)
     nrnn_loss, module_loss
-Lyapunov spectra (THEORY.md §9)
+Lyapunov spectra (docs/theory/stability.md)
     lyapunov_spectrum, lyapunov_spectrum_map, kaplan_yorke_dimension, state_jacobian_norms
-Stability certificates (THEORY.md §9)
+Stability certificates (docs/theory/stability.md)
     check_stability, one_sided_constant, step_norm_bound, minimal_stabilizing_noise,
     stability_report, format_stability_report, check_step
-Reachable sets and slope sectors (THEORY.md §9; nrnn_theory.reachability)
+Reachable sets and slope sectors (docs/theory/stability.md; nrnn_theory.reachability)
     reachable_set, reachable_sector, global_sector, sector_from_preactivation_boxes,
     tanh_slope_range, ReachableSet, SlopeSector
-LMI certificates in the best quadratic metric (THEORY.md §9; nrnn_theory.sdp_certificates)
+LMI certificates in the best quadratic metric (docs/theory/stability.md;
+nrnn_theory.sdp_certificates)
     check_stability_lmi, finite_horizon_certificate, minimal_stabilizing_noise_lmi,
     quadratic_condition, solve_lmi, verify_lmi, QuadraticCondition, LMISolution,
     LMIVerification

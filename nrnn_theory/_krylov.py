@@ -1,7 +1,7 @@
 r"""Krylov and subspace methods for a symmetric operator given only by products.
 
 Pure torch, batched, device- and dtype-following. Used by :mod:`nrnn_theory.flatness`
-for top eigenvalues and stochastic Lanczos quadrature (THEORY.md §7), but written for
+for top eigenvalues and stochastic Lanczos quadrature (docs/theory/flatness.md), but written for
 any symmetric ``matvec`` mapping a batch of vectors (P, n) to (P, n), so the tests can
 drive it with dense matrices.
 

@@ -1,7 +1,7 @@
 """Small linear-algebra helpers shared by the numeric modules.
 
-Symmetric and skew parts, the Lipschitz-RNN parametrization of THEORY.md §2, and two
-batched reduced QR factorizations with a non-negative diagonal of ``R`` (THEORY.md §9:
+Symmetric and skew parts, the Lipschitz-RNN parametrization of docs/theory/model.md, and two
+batched reduced QR factorizations with a non-negative diagonal of ``R`` (docs/theory/stability.md:
 the Benettin algorithm needs ``log R_ii``, the stretch factors): Householder
 (:func:`qr_positive`, LAPACK) and CholeskyQR2 (:func:`cholesky_qr2`, matrix products
 and two small Cholesky factorizations).
@@ -44,7 +44,7 @@ def lipschitz_matrix(M: Tensor, beta: float, gamma: float) -> Tensor:
     Parameters
     ----------
     M : Tensor, shape (H, H)
-        Free (trainable) matrix, column convention (``M_A`` or ``M_W`` of THEORY.md §2).
+        Free (trainable) matrix, column convention (``M_A`` or ``M_W`` of docs/theory/model.md).
     beta : float
         Interpolates between a symmetric (``beta=0``) and a skew-symmetric
         (``beta=1``) matrix.

@@ -2,7 +2,7 @@ r"""Exact reference values computed by quadrature: the oracles shared by the pac
 
 The names are public within the package (see :mod:`nrnn_theory._contract` for the
 convention). :func:`em_gbm_exponent` is the exact Lyapunov exponent of the
-Euler-Maruyama chain of scalar geometric Brownian motion (THEORY.md §10 V4), the closed
+Euler-Maruyama chain of scalar geometric Brownian motion (docs/theory/oracles.md V4), the closed
 form the continuum study (:mod:`nrnn_theory.experiments.study_continuum`) and the
 Lyapunov and stability tests check measured exponents against.
 """
@@ -61,7 +61,7 @@ def normal_expectation(f: Callable[[float], float], root: float | None = None) -
 
 
 def em_gbm_exponent(lam: float, sigma: float, dt: float) -> float:
-    r"""Exact exponent of the Euler-Maruyama chain of scalar GBM (THEORY.md §10 V4).
+    r"""Exact exponent of the Euler-Maruyama chain of scalar GBM (docs/theory/oracles.md V4).
 
     .. math:: \lambda_{\rm EM} = \frac1{\Delta t}\,\mathbb E\log|1 + \lambda\Delta t +
               \sigma\sqrt{\Delta t}\,\xi|,\qquad \xi\sim\mathcal N(0, 1),

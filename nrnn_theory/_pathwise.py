@@ -1,10 +1,11 @@
-r"""An unbiased, O(M H^2) estimate of the explicit regularizer's noise gap (THEORY.md §6).
+r"""An unbiased, O(M H^2) estimate of the explicit regularizer's noise gap
+(docs/theory/regularizer.md).
 
 For the chain :math:`h_{k+1} = h_k + s\odot f(h_k, x_k) + \epsilon G_k\eta_k` the noise
 gap of :func:`nrnn_theory.explicit_regularizer` is
 :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)`. Its exact value needs the H x H
 covariances :math:`\hat\Sigma_k` (O(M H^3) per example). The pathwise expansion of
-THEORY.md §6 gives the same number as an expectation over *probes* :math:`\eta` (any
+docs/theory/regularizer.md gives the same number as an expectation over *probes* :math:`\eta` (any
 i.i.d. entries with mean 0 and variance 1; here Rademacher signs) of
 
 .. math::

@@ -1,7 +1,7 @@
 r"""The one implementation of an NRNN step, shared by every numeric module.
 
-Every step of either convention (THEORY.md §3) is written in the unified form of
-THEORY.md §6,
+Every step of either convention (docs/theory/conventions.md) is written in the unified form of
+docs/theory/regularizer.md,
 
 .. math:: h_{k+1} = h_k + s_{\mathrm{eff}}(\eta_k) \odot f(h_k, x_k) + G(h_k)\,\eta_k,
 
@@ -19,7 +19,7 @@ where :math:`\eta_k \in \mathbb R^r` are *standardized* draws (mean 0, covarianc
   i.e. :math:`d\odot m` with :math:`m = 1 - \mu + \mu u`.
 
 ``eta = None`` means :math:`\eta = 0`: the clean step for ``noise=None`` and the
-*reference chain* of THEORY.md §6 otherwise (for ``"paper_code"`` that is the mean
+*reference chain* of docs/theory/regularizer.md otherwise (for ``"paper_code"`` that is the mean
 step :math:`(1-\mu/2)\,d`, not the inference step :math:`d`).
 
 This module performs no validation; the public wrappers in
@@ -206,7 +206,7 @@ class StepKernel:
 
         For ``"paper_code"`` the multiplicative columns are
         :math:`\tfrac{\mu}{\sqrt{12}}\mathrm{diag}(d\odot f)`, so that the step is
-        :math:`h + (1-\mu/2)d\odot f + G\eta` (THEORY.md §6).
+        :math:`h + (1-\mu/2)d\odot f + G\eta` (docs/theory/regularizer.md).
         """
         B, H = h.shape
         eye = torch.eye(H, dtype=h.dtype, device=h.device)

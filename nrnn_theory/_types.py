@@ -1,6 +1,6 @@
 """The two records everything computes on: model parameters and noise specification.
 
-Both are frozen dataclasses validated on construction (THEORY.md §2-3,
+Both are frozen dataclasses validated on construction (docs/theory/model.md, conventions.md,
 CONVENTIONS.md §3). They hold tensors, not ``nn.Module`` objects, so every analysis
 is a pure function of them.
 """
@@ -82,7 +82,7 @@ class NRNNParams:
 
     The drift is :math:`f(h, x) = \alpha A h + \tanh(W h + U x + b)` and the clean
     Euler step is :math:`h_{k+1} = h_k + s \odot f(h_k, x_k)` with step ``s = dt``
-    or the per-unit ``step`` (THEORY.md §2-3). The readout is :math:`V h + c`.
+    or the per-unit ``step`` (docs/theory/model.md, conventions.md). The readout is :math:`V h + c`.
 
     Parameters
     ----------
@@ -213,7 +213,7 @@ class NRNNParams:
         alpha: float = 1.0,
         step: Tensor | None = None,
     ) -> NRNNParams:
-        r"""Build from the Lipschitz-RNN parametrization of THEORY.md §2.
+        r"""Build from the Lipschitz-RNN parametrization of docs/theory/model.md.
 
         .. math:: A = (1-\beta)(M_A + M_A^\top) + \beta(M_A - M_A^\top) - \gamma_A I,
 
@@ -374,7 +374,7 @@ class NRNNParams:
 class NoiseSpec:
     r"""Noise injected into the hidden state, and the convention that discretizes it.
 
-    ``"sde"`` (Euler-Maruyama, THEORY.md §3):
+    ``"sde"`` (Euler-Maruyama, docs/theory/conventions.md):
 
     .. math:: h_{k+1} = h_k + \Delta t\, f(h_k, x_k)
               + \epsilon\sqrt{\Delta t}\,\sigma(h_k)\,\xi_k,
@@ -384,7 +384,7 @@ class NoiseSpec:
     :math:`\sigma\,dB = \sigma_1 dB^{(1)} + \sigma_2 h\, d\beta` (one shared scalar
     Brownian motion :math:`\beta` for the multiplicative part).
 
-    ``"paper_code"`` (the authors' public code, THEORY.md §3):
+    ``"paper_code"`` (the authors' public code, docs/theory/conventions.md):
 
     .. math:: h_{k+1} = h_k + d\odot m_k\odot f(h_k, x_k) + a\,\zeta_k,\quad
               m_k = 1-\mu+\mu u_k,\ u_k\sim\mathcal U(0,1)^H,
@@ -396,16 +396,16 @@ class NoiseSpec:
     ----------
     epsilon : float
         Overall noise scale :math:`\epsilon \ge 0`; the small-noise expansions of
-        THEORY.md §4-6 are in powers of it.
+        docs/theory/regularizer.md are in powers of it.
     sigma1 : float
         Additive level :math:`\sigma_1 \ge 0`.
     sigma2 : float
         Multiplicative level :math:`\sigma_2 \ge 0`.
     structure : {"diagonal", "scalar"}
-        Noise structure of the ``"sde"`` convention (THEORY.md §2). ``"paper_code"``
+        Noise structure of the ``"sde"`` convention (docs/theory/model.md). ``"paper_code"``
         draws an independent factor per unit and requires ``"diagonal"``.
     convention : {"sde", "paper_code"}
-        Discretization convention (THEORY.md §3).
+        Discretization convention (docs/theory/conventions.md).
 
     Examples
     --------

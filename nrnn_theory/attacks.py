@@ -1,10 +1,10 @@
 r"""Gradient attacks and empirical margins: FGSM, PGD, DeepFool, PGD bisection.
 
-The empirical side of THEORY.md §8: the smallest perturbation an attack finds that
+The empirical side of docs/theory/margins.md: the smallest perturbation an attack finds that
 changes a prediction is an *upper* bound on the input margin, so a certified radius
 (:func:`nrnn_theory.margins.certified_margin`) must never exceed it. The same
 attacks, at a fixed budget, are the adversarial perturbation (d) of the robustness
-sweeps (THEORY.md §11, :mod:`nrnn_theory.robustness`).
+sweeps (docs/theory/experiments.md, :mod:`nrnn_theory.robustness`).
 
 Every attack takes a generic differentiable ``model(xs) -> logits`` mapping inputs
 (B, T, D) to logits (B, C) (or an :class:`~nrnn_theory.NRNNParams`, meaning its
@@ -62,7 +62,7 @@ class EmpiricalMargin(Result):
 
     Every finite ``distance`` belongs to a verified adversarial input
     (``perturbed``), so it is an upper bound on the true margin; a certified radius
-    must never exceed it (THEORY.md §8).
+    must never exceed it (docs/theory/margins.md).
 
     Attributes
     ----------
@@ -619,7 +619,8 @@ def minimal_perturbation(
 
     References
     ----------
-    .. [1] THEORY.md §8 (empirical margin; certified <= empirical), §10 V9.
+    .. [1] docs/theory/margins.md (empirical margin; certified <= empirical),
+       docs/theory/oracles.md V9.
 
     Examples
     --------

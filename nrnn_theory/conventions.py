@@ -1,4 +1,4 @@
-r"""Mapping between the two discretization conventions (THEORY.md §3, "Mapping").
+r"""Mapping between the two discretization conventions (docs/theory/conventions.md, "Mapping").
 
 The ``"paper_code"`` step :math:`h + d\odot m\odot f + a\zeta` and the Euler-Maruyama
 step :math:`h + \Delta t f + \epsilon\sqrt{\Delta t}\sigma\xi` agree in law on their
@@ -137,7 +137,7 @@ def sde_to_paper_code(noise: NoiseSpec, dt: float) -> ConventionMapping:
     ------
     ValueError
         If ``noise`` has a multiplicative part: no ``"paper_code"`` noise
-        reproduces :math:`\sigma_2\,\mathrm{diag}(h)\,dB` (THEORY.md §3).
+        reproduces :math:`\sigma_2\,\mathrm{diag}(h)\,dB` (docs/theory/conventions.md).
 
     Examples
     --------
@@ -151,7 +151,7 @@ def sde_to_paper_code(noise: NoiseSpec, dt: float) -> ConventionMapping:
         raise ValueError(
             "noise: expected no multiplicative part (epsilon * sigma2 == 0), got "
             f"{noise.multiplicative}; the paper_code multiplicative factor scales the drift, "
-            "not the state, so no paper_code noise reproduces sigma2 (THEORY.md §3)"
+            "not the state, so no paper_code noise reproduces sigma2 (docs/theory/conventions.md)"
         )
     target = NoiseSpec.paper_code(add=noise.additive * math.sqrt(dt), mult=0.0)
     return ConventionMapping(

@@ -1,6 +1,6 @@
 r"""NRNN dynamics: drift, diffusion, steps in both conventions, rollouts, Jacobians, readout.
 
-Implements THEORY.md §2-3. The model is the SDE
+Implements docs/theory/model.md, conventions.md. The model is the SDE
 
 .. math:: dh_t = f(h_t, x_t)\,dt + \epsilon\,\sigma(h_t)\,dB_t,\qquad
           f(h, x) = \alpha A h + \tanh(W h + U x + b),
@@ -75,7 +75,7 @@ class NonFiniteStateError(FloatingPointError, ValueError):
 
 # ------------------------------------------------------------------------ single step
 def drift(params: NRNNParams, h: Tensor, x: Tensor) -> Tensor:
-    r"""Drift :math:`f(h, x) = \alpha A h + \tanh(W h + U x + b)` (THEORY.md §2).
+    r"""Drift :math:`f(h, x) = \alpha A h + \tanh(W h + U x + b)` (docs/theory/model.md).
 
     Parameters
     ----------
@@ -102,7 +102,8 @@ def drift(params: NRNNParams, h: Tensor, x: Tensor) -> Tensor:
 
 
 def diffusion(params: NRNNParams, h: Tensor, noise: NoiseSpec) -> Tensor:
-    r"""SDE diffusion coefficient :math:`\sigma(h)` (without :math:`\epsilon`), THEORY.md §2.
+    r"""SDE diffusion coefficient :math:`\sigma(h)` (without :math:`\epsilon`),
+    docs/theory/model.md.
 
     ``"diagonal"``: :math:`\sigma_1 I + \sigma_2\mathrm{diag}(h)`, shape (B, H, H).
     ``"scalar"``: :math:`[\sigma_1 I \mid \sigma_2 h]`, shape (B, H, H + 1).
@@ -158,7 +159,7 @@ def noise_matrix(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec) -> 
     ``"sde"``: :math:`G = \epsilon\sqrt{\Delta t}\,\sigma(h)` and :math:`s = \Delta t`
     (or ``params.step``). ``"paper_code"``: :math:`G = [\,aI \mid
     \tfrac{\mu}{\sqrt{12}}\mathrm{diag}(d\odot f)\,]` and :math:`s = (1-\mu/2)\,d`
-    (THEORY.md §3, §6). ``G G^T`` is the step's noise covariance.
+    (docs/theory/conventions.md, regularizer.md). ``G G^T`` is the step's noise covariance.
 
     Parameters
     ----------
@@ -192,7 +193,7 @@ def noise_covariance(params: NRNNParams, h: Tensor, x: Tensor, noise: NoiseSpec)
     r"""Covariance :math:`C = G G^\top` of one step's noise, shape (B, H, H).
 
     ``"sde"``: :math:`\epsilon^2\Delta t\,\sigma\sigma^\top`. ``"paper_code"``:
-    :math:`a^2 I + \tfrac{\mu^2}{12}\mathrm{diag}(d\odot f)^2` (THEORY.md §3).
+    :math:`a^2 I + \tfrac{\mu^2}{12}\mathrm{diag}(d\odot f)^2` (docs/theory/conventions.md).
 
     Parameters
     ----------
@@ -219,7 +220,7 @@ def step_moments(
 
     Mean :math:`h + s\odot f(h, x)` with :math:`s = \Delta t` (``"sde"``) or
     :math:`(1-\mu/2)\,d` (``"paper_code"``); covariance :func:`noise_covariance`.
-    This is the oracle of THEORY.md §10 V3.
+    This is the oracle of docs/theory/oracles.md V3.
 
     Parameters
     ----------
@@ -256,7 +257,7 @@ def step(
     eta: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""One step of the NRNN in the convention of ``noise`` (THEORY.md §3).
+    r"""One step of the NRNN in the convention of ``noise`` (docs/theory/conventions.md).
 
     .. math:: h_{k+1} = h_k + s_{\mathrm{eff}}\odot f(h_k, x_k) + G(h_k)\,\eta_k
 
@@ -315,7 +316,7 @@ def state_jacobian(
     with :math:`z = Wh + Ux + b`; the last term is present for multiplicative
     ``"sde"`` noise (``"diagonal"``; :math:`\beta I` for ``"scalar"``), and for
     ``"paper_code"`` :math:`s_{\mathrm{eff}} = d\odot m`. ``eta=None`` with a
-    ``noise`` is the reference chain :math:`\eta = 0` of THEORY.md §6.
+    ``noise`` is the reference chain :math:`\eta = 0` of docs/theory/regularizer.md.
 
     Parameters
     ----------
@@ -457,7 +458,7 @@ def rollout(
     generator: torch.Generator | None = None,
     allow_nonfinite: bool = False,
 ) -> Tensor:
-    r"""Run the NRNN over input sequences (THEORY.md §3).
+    r"""Run the NRNN over input sequences (docs/theory/conventions.md).
 
     .. math:: h_{k+1} = h_k + s_{\mathrm{eff}}\odot f(h_k, x_k) + G(h_k)\eta_k,
               \qquad k = 0, \dots, T-1

@@ -1,6 +1,6 @@
 r"""Hessian flatness of a loss in its parameters: products, traces, eigenvalues, density.
 
-THEORY.md §7 (R4). Everything here is functional: a loss is a callable
+docs/theory/flatness.md (R4). Everything here is functional: a loss is a callable
 ``loss_fn(params) -> scalar tensor`` on a mapping of named tensors, and every
 derivative is taken with :mod:`torch.func`; no ``nn.Module`` is mutated, no ``.grad``
 is read or written and ``.backward()`` is never called. The builders that turn models
@@ -28,7 +28,7 @@ Methods
   reorthogonalization or by shifted power iteration, with residuals.
 * :func:`estimate_spectral_density`: stochastic Lanczos quadrature.
 * :func:`hidden_state_hessian`: :math:`\nabla^2_h\ell(h_M)` of the readout loss, the
-  matrix :math:`H_\ell` of the regularizer :math:`\hat R` (THEORY.md §6).
+  matrix :math:`H_\ell` of the regularizer :math:`\hat R` (docs/theory/regularizer.md).
 """
 
 from __future__ import annotations
@@ -494,7 +494,7 @@ def hvp(
     method: HVPMethod = "forward_over_reverse",
     batch_size: int | None = None,
 ) -> dict[str, Tensor] | Tensor:
-    r"""Hessian-vector product :math:`\nabla^2_\theta L(\theta)\,v` (THEORY.md §7).
+    r"""Hessian-vector product :math:`\nabla^2_\theta L(\theta)\,v` (docs/theory/flatness.md).
 
     .. math:: \nabla^2 L(\theta)\,v = \frac{d}{dt}\nabla L(\theta + t v)\Big|_{t=0}
 
@@ -720,7 +720,7 @@ def estimate_hessian_trace(
     method: TraceMethod = "auto",
     generator: torch.Generator | None = None,
 ) -> TraceEstimate:
-    r"""Hutchinson estimate of the Hessian trace, with standard error (THEORY.md §7).
+    r"""Hutchinson estimate of the Hessian trace, with standard error (docs/theory/flatness.md).
 
     .. math:: \mathrm{tr}\,H \approx \frac1N\sum_{j=1}^N z_j^\top H z_j,\qquad
               z_j \in \{-1, 1\}^n\ \text{i.i.d. Rademacher},\qquad
@@ -892,7 +892,7 @@ def hessian_eigenvalues(
     return_eigenvectors: bool = False,
     generator: torch.Generator | None = None,
 ) -> HessianEigenvalues:
-    r"""Extreme eigenvalues of the Hessian, with residuals (THEORY.md §7).
+    r"""Extreme eigenvalues of the Hessian, with residuals (docs/theory/flatness.md).
 
     ``method="lanczos"`` (default): Lanczos with full reorthogonalization, written in
     torch. It was chosen over scipy's ``eigsh`` so that vectors stay on the device and
@@ -995,7 +995,7 @@ def estimate_spectral_density(
     hvp_method: HVPMethod = "reverse_over_reverse",
     generator: torch.Generator | None = None,
 ) -> SpectralDensity:
-    r"""Hessian eigenvalue density by stochastic Lanczos quadrature (THEORY.md §7).
+    r"""Hessian eigenvalue density by stochastic Lanczos quadrature (docs/theory/flatness.md).
 
     For each of ``n_probes`` Rademacher probes :math:`v = z/\sqrt n`, ``m = n_steps``
     Lanczos steps give the Gauss quadrature nodes :math:`\theta_j` (Ritz values) and
@@ -1107,7 +1107,7 @@ def hidden_state_hessian(
               = V^\top(\mathrm{diag}(p) - pp^\top)V
 
     the matrix :math:`H_\ell` that weights the state covariance in the regularizer
-    :math:`\hat R = \mathrm{tr}(H_\ell\hat\Sigma_M)` (THEORY.md §6), evaluated at the
+    :math:`\hat R = \mathrm{tr}(H_\ell\hat\Sigma_M)` (docs/theory/regularizer.md), evaluated at the
     clean final state or at the end of a frozen noise path.
 
     Parameters

@@ -1,12 +1,13 @@
 r"""The readout loss and its exact derivatives with respect to the hidden state.
 
-THEORY.md §2: with logits :math:`s = Vh + c`, :math:`p = \mathrm{softmax}(s)` and
+docs/theory/model.md: with logits :math:`s = Vh + c`, :math:`p = \mathrm{softmax}(s)` and
 :math:`\ell(h) = \mathrm{CE}(Vh + c, y)`,
 
 .. math:: g = \nabla_h\ell = V^\top(p - e_y),\qquad
           H_\ell = \nabla_h^2\ell = V^\top\Pi_pV,\qquad \Pi_p = \mathrm{diag}(p) - pp^\top.
 
-These enter the regularizer (THEORY.md §5-6), flatness (§7) and margins (§8).
+These enter the regularizer (docs/theory/regularizer.md), flatness
+(docs/theory/flatness.md) and margins (docs/theory/margins.md).
 """
 
 from __future__ import annotations

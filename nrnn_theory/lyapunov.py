@@ -1,6 +1,6 @@
 r"""Lyapunov spectra of NRNNs and of generic maps (Benettin/QR), and Jacobian norms.
 
-Implements the Lyapunov-spectrum part of THEORY.md §9. For a chain
+Implements the Lyapunov-spectrum part of docs/theory/stability.md. For a chain
 :math:`h_{k+1} = F_k(h_k)` with tangent maps :math:`\tilde J_k = \partial F_k/\partial h`,
 the exponents are the growth rates
 
@@ -77,7 +77,7 @@ __all__ = [
 # ---------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class LyapunovSpectrum(Result):
-    r"""Lyapunov exponents estimated by the Benettin/QR method (THEORY.md §9).
+    r"""Lyapunov exponents estimated by the Benettin/QR method (docs/theory/stability.md).
 
     Attributes
     ----------
@@ -478,7 +478,7 @@ def lyapunov_spectrum(
 
     Each sequence ``xs[b]`` drives one trajectory; with a ``noise`` each trajectory
     follows its own noise path, fixed once drawn, and the tangent dynamics include
-    the multiplicative-noise term (THEORY.md §9):
+    the multiplicative-noise term (docs/theory/stability.md):
 
     .. math:: \lambda_i = \frac{1}{n\Delta t}\sum_{j=t_0}^{t_0+n-1}\log(R_j)_{ii},
               \qquad \tilde J_j Q_{j-1} = Q_j R_j .
@@ -571,8 +571,8 @@ def lyapunov_spectrum(
     loop iterates over ``unbind`` views, so memory is :math:`O(BHk)` independent of
     ``T``. With a per-unit ``step`` the exponents are still divided by ``dt``; use
     ``exponents_per_step`` when "time" is ambiguous. For the full spectrum the sum
-    of exponents equals the time average of :math:`\log|\det\tilde J_k|` (THEORY.md
-    §9), a check used by the tests.
+    of exponents equals the time average of :math:`\log|\det\tilde J_k|` (docs/theory/stability.md),
+    a check used by the tests.
 
     Examples
     --------
@@ -831,7 +831,7 @@ def state_jacobian_norms(
 
     the factor through which a loss gradient at the last state reaches step ``k``:
     growth or decay over ``k`` is the exploding or vanishing gradient, to be read
-    next to the Lyapunov spectrum (THEORY.md §9).
+    next to the Lyapunov spectrum (docs/theory/stability.md).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 r"""Margins of a classifier: score margins, input-output Jacobians, certified radii.
 
-Implements THEORY.md §8 (R5). For logits :math:`s(x)` of an input sequence
+Implements docs/theory/margins.md (R5). For logits :math:`s(x)` of an input sequence
 :math:`x \in \mathbb R^{T\times D}` and a class :math:`y`:
 
 * the **score margin** :math:`o(x) = s_y - \max_{j\ne y}s_j`;
@@ -14,13 +14,13 @@ Implements THEORY.md §8 (R5). For logits :math:`s(x)` of an input sequence
   and its spectral norm by power iteration on :math:`JJ^\top` (a C x C matrix)
   with one JVP and one VJP per iteration, never forming :math:`J`;
 * the **certified** lower bound on the :math:`\ell_2` input margin: the sound global
-  form of THEORY.md §8 with :math:`\rho \ge \|\tilde J_k\|_2` on every trajectory
-  (THEORY.md §9(f)), in float64;
+  form of docs/theory/margins.md with :math:`\rho \ge \|\tilde J_k\|_2` on every trajectory
+  (docs/theory/stability.md (f)), in float64;
 * the **local** first-order estimate
   :math:`\min_j (s_y - s_j)/\|\nabla_x(s_y - s_j)\|_2`, **not certified**.
 
 Empirical margins (attacks) are in :mod:`nrnn_theory.attacks`; the test
-``certified <= empirical`` is the check of THEORY.md §10 V9.
+``certified <= empirical`` is the check of docs/theory/oracles.md V9.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class JacobianNorm(Result):
     r"""Spectral norm of the input-output Jacobian :math:`J(x) = \partial s/\partial x`.
 
     :math:`J(x)` has shape (C, T*D) per example: the logits against the whole input
-    sequence. Not a certificate (THEORY.md §8): it holds at ``x`` only, and power
+    sequence. Not a certificate (docs/theory/margins.md): it holds at ``x`` only, and power
     iteration approaches :math:`\|J\|_2` from below.
 
     Attributes
@@ -106,7 +106,8 @@ class JacobianNorm(Result):
 
 @dataclass(frozen=True)
 class MarginCertificate(Result):
-    r"""Certified lower bound on the :math:`\ell_2` input margin, per example (THEORY.md §8).
+    r"""Certified lower bound on the :math:`\ell_2` input margin, per example
+    (docs/theory/margins.md).
 
     For every class :math:`j \ne y` the score gap :math:`s_y - s_j` is globally
     :math:`L_j`-Lipschitz in the input sequence, with
@@ -130,7 +131,7 @@ class MarginCertificate(Result):
     lipschitz : Tensor, shape (B, C), float64
         :math:`L_j`; ``inf`` at ``j = y``.
     rho : float
-        Bound on :math:`\|\tilde J_k\|_2` over every trajectory (THEORY.md §9(f)).
+        Bound on :math:`\|\tilde J_k\|_2` over every trajectory (docs/theory/stability.md (f)).
     rho_terms : dict
         The candidate forms of :math:`\rho` and the quantities entering them.
     step_max : float
@@ -165,7 +166,7 @@ class MarginCertificate(Result):
 
 @dataclass(frozen=True)
 class LocalMarginEstimate(Result):
-    r"""First-order (linearized) margin at ``x``: **not certified** (THEORY.md §8).
+    r"""First-order (linearized) margin at ``x``: **not certified** (docs/theory/margins.md).
 
     .. math:: \hat\gamma(x) = \min_{j\ne y}\frac{s_y(x) - s_j(x)}
               {\|\nabla_x(s_y - s_j)(x)\|_2}
@@ -272,7 +273,7 @@ def _score_margin(scores: Tensor, y: Tensor) -> Tensor:
 
 # ------------------------------------------------------------- analytic linearization
 class _Linearization:
-    r"""The clean NRNN linearized along one batch of trajectories (THEORY.md §8).
+    r"""The clean NRNN linearized along one batch of trajectories (docs/theory/margins.md).
 
     One forward pass stores :math:`s\odot\tanh'(z_k)` (B, T, H). With
     :math:`M_1 = I + \mathrm{diag}(s)\alpha A` the step Jacobian is
@@ -401,7 +402,7 @@ def input_output_jacobian(params: NRNNParams, xs: Tensor, *, h0: Tensor | None =
               \frac{\partial s}{\partial x_k} = V\hat\Phi_{M,k+1}
               \mathrm{diag}\big(s\odot\tanh'(z_k)\big)U
 
-    (THEORY.md §8), by one analytic adjoint pass with C cotangents along the clean
+    (docs/theory/margins.md), by one analytic adjoint pass with C cotangents along the clean
     trajectory. Flattening is time-major: column ``k * D + d`` is input value
     ``xs[:, k, d]``.
 
@@ -642,12 +643,12 @@ def jacobian_spectral_norm(
     -------
     JacobianNorm
         ``norm`` (B,) in the inputs' dtype, ``residual``, ``converged``, ``n_iter``.
-        **Not certified**: it holds at ``xs`` only (THEORY.md §8), and power
+        **Not certified**: it holds at ``xs`` only (docs/theory/margins.md), and power
         iteration approaches the norm from below.
 
     References
     ----------
-    .. [1] THEORY.md §8 (algorithm: power iteration on :math:`JJ^\top` via VJP/JVP).
+    .. [1] docs/theory/margins.md (algorithm: power iteration on :math:`JJ^\top` via VJP/JVP).
 
     Examples
     --------
@@ -697,7 +698,7 @@ def local_margin_estimate(
     r"""First-order margin :math:`\min_j (s_y - s_j)/\|\nabla_x(s_y - s_j)\|_2`: **not certified**.
 
     The distance from ``x`` to the nearest decision boundary of the model
-    linearized at ``x`` (THEORY.md §8, the along-trajectory form). Exact for affine
+    linearized at ``x`` (docs/theory/margins.md, the along-trajectory form). Exact for affine
     models; for an NRNN the Jacobian varies along the path and this is an estimate,
     not a bound.
 
@@ -826,10 +827,10 @@ def margin_growth(rho: float, n_steps: int) -> float:
 _CERTIFICATE_ASSUMPTIONS = (
     "clean (noise-free, inference) model; drift alpha*A*h + tanh(W h + U x + b) stepped "
     "with s = dt or the per-unit step; tanh' in (0, 1] (L_a = 1); rho bounds "
-    "||I + diag(s)(alpha A + D W)||_2 for every diagonal D in [0, 1] (THEORY.md §9(f), "
-    "nrnn_theory.stability.step_norm_bound), "
+    "||I + diag(s)(alpha A + D W)||_2 for every diagonal D in [0, 1] "
+    "(docs/theory/stability.md (f), nrnn_theory.stability.step_norm_bound), "
     "so L_j bounds the Lipschitz constant of s_y - s_j over the whole input space and "
-    "the radius is global (r = inf in THEORY.md §8). Computed in float64; exact "
+    "the radius is global (r = inf in docs/theory/margins.md). Computed in float64; exact "
     "arithmetic is assumed (rounding of relative size ~1e-13 is not accounted for)."
 )
 
@@ -844,8 +845,8 @@ def certified_margin(
 ) -> MarginCertificate:
     r"""Certified lower bound on the :math:`\ell_2` input margin of the clean NRNN.
 
-    THEORY.md §8, sound global form: with :math:`\rho \ge \|\tilde J_k\|_2` on every
-    trajectory (THEORY.md §9(f)),
+    docs/theory/margins.md, sound global form: with :math:`\rho \ge \|\tilde J_k\|_2` on every
+    trajectory (docs/theory/stability.md (f)),
 
     .. math:: L_j = \|(e_y - e_j)^\top V\|_2\,\max_i|s_i|\,\|U\|_2
               \Big(\sum_{k<M}\rho^{2(M-1-k)}\Big)^{1/2},\qquad
@@ -891,7 +892,8 @@ def certified_margin(
 
     References
     ----------
-    .. [1] THEORY.md §8 (margin bound, after Sokolić et al. 2017), §9(f) (rho).
+    .. [1] docs/theory/margins.md (margin bound, after Sokolić et al. 2017),
+       docs/theory/stability.md (f) (rho).
 
     Examples
     --------
@@ -948,8 +950,8 @@ def certified_margin(
         n_steps=M,
         growth=growth,
         method=(
-            f"global Lipschitz bound (THEORY.md §8 with rho from §9(f), one-sided constant "
-            f"{one_sided!r})"
+            "global Lipschitz bound (docs/theory/margins.md with rho from "
+            f"docs/theory/stability.md (f), one-sided constant {one_sided!r})"
         ),
         certified=True,
         dtype="float64",

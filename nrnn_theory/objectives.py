@@ -1,6 +1,6 @@
 r"""Objectives: losses of a model on fixed data as pure functions of named tensors.
 
-The curvature estimators of :mod:`nrnn_theory.flatness` (THEORY.md §7) take a loss
+The curvature estimators of :mod:`nrnn_theory.flatness` (docs/theory/flatness.md) take a loss
 ``loss_fn(params) -> scalar tensor`` on a mapping of named tensors. This module builds
 such callables from models:
 
@@ -81,7 +81,7 @@ def nrnn_loss(
 
     The rollout is clean (inference) unless ``noise`` and a frozen ``eta`` path are
     given; the path is fixed inside the returned callable, so every probe sees the
-    same noise (THEORY.md §7: noise off, or frozen and never resampled).
+    same noise (docs/theory/flatness.md: noise off, or frozen and never resampled).
 
     Parameters
     ----------
@@ -102,7 +102,7 @@ def nrnn_loss(
     h0 : Tensor, shape (B, H), optional
     beta, gamma_A, gamma_W : float, optional
         With ``beta`` in (0, 1), differentiate in the Lipschitz-RNN free matrices
-        ``M_A, M_W`` of THEORY.md §2 instead of ``A, W``. They are recovered from
+        ``M_A, M_W`` of docs/theory/model.md instead of ``A, W``. They are recovered from
         ``A, W`` exactly (the map is invertible for ``0 < beta < 1``):
         :math:`M = \mathrm{sym}(A + \gamma I)/(2(1-\beta)) + \mathrm{skew}(A)/(2\beta)`.
 
@@ -192,7 +192,7 @@ class _NRNNLoss:
     Calling it gives the mean cross-entropy. :meth:`quadratic_form` gives
     :math:`v^\top\nabla^2L\,v = \frac{d^2}{dt^2}L(\theta + tv)|_{t=0}` for a batch of
     directions by propagating the second-order Taylor coefficients
-    :math:`(h, \dot h, \ddot h)` forward through the recurrence (THEORY.md §7):
+    :math:`(h, \dot h, \ddot h)` forward through the recurrence (docs/theory/flatness.md):
 
     .. math:: z = Wh + Ux + b,\quad \dot z = W\dot h + \dot Wh + \dot Ux + \dot b,\quad
               \ddot z = W\ddot h + 2\dot W\dot h,

@@ -1,6 +1,6 @@
 r"""Reachable sets of the clean NRNN over an input box, and the tanh slope sectors on them.
 
-The stability certificates of THEORY.md §9 use that the slope of tanh between two
+The stability certificates of docs/theory/stability.md use that the slope of tanh between two
 pre-activations lies in :math:`[0, 1]`. A trained model only sees inputs in its data
 range, so its pre-activations stay in a box and the slopes lie in a much narrower
 **sector**: if :math:`z_i, z'_i \in [l_i, u_i]` then by the mean value theorem
@@ -150,7 +150,7 @@ class SlopeSector(Result):
         Lower and upper slope bounds, :math:`0 \le lo \le hi \le 1`; one row per step
         for a per-step sector.
     source : str
-        ``"global"`` (the sector [0, 1] of THEORY.md §9) or where the boxes came from.
+        ``"global"`` (the sector [0, 1] of docs/theory/stability.md) or where the boxes came from.
     valid_for : str
         ``"all"`` (any trajectory: global sector), ``"map"`` (trajectories of the clean
         map from the initial set with inputs in the input set) or ``"map+ode"`` (also

@@ -1,7 +1,8 @@
-r"""The small-noise regularizer of noise injection, exact and by Monte Carlo (THEORY.md §5-6).
+r"""The small-noise regularizer of noise injection, exact and by Monte Carlo
+(docs/theory/regularizer.md).
 
 For the chain :math:`h_{k+1} = h_k + s\odot f(h_k, x_k) + \epsilon\,G(h_k, x_k)\,\eta_k`
-with standardized, symmetric draws :math:`\eta_k` (THEORY.md §6),
+with standardized, symmetric draws :math:`\eta_k` (docs/theory/regularizer.md),
 
 .. math:: \mathbb E\,\ell(h_M) = \ell(\bar h_M) + \tfrac{\epsilon^2}{2}\,[\hat Q + \hat R]
           + O(\epsilon^4),
@@ -29,7 +30,7 @@ and :math:`C_k = \Delta t\,\Gamma_k`; the noise level is ``noise.epsilon`` and
 :math:`s = (1-\mu/2)\,d` and, per unit :math:`\epsilon`,
 :math:`C_k = \sigma_1^2I + \tfrac{\sigma_2^2}{12}\mathrm{diag}(d\odot f(\bar h_k))^2`.
 :meth:`NoiseSpec.paper_code` sets :math:`\epsilon = 1`, so then :math:`\hat Q, \hat R`
-carry :math:`a^2, \mu^2` exactly as in THEORY.md §6 and the noise gap is
+carry :math:`a^2, \mu^2` exactly as in docs/theory/regularizer.md and the noise gap is
 :math:`\tfrac12(\hat Q + \hat R)`. Training and inference chains differ (inference uses
 :math:`d`), so the predicted train-minus-inference gap adds the exact mean-step shift
 :math:`\ell(\bar h^{(s)}_M) - \ell(\bar h^{(d)}_M)` from two clean runs.
@@ -43,9 +44,9 @@ Functions
     The predicted gap as a scalar training penalty.
 :func:`estimate_noise_gap`
     Antithetic Monte Carlo of :math:`\mathbb E\,\ell(\text{noisy}) - \ell(\text{clean})`
-    with the pathwise control variate of THEORY.md §6.
+    with the pathwise control variate of docs/theory/regularizer.md.
 :func:`continuous_regularizer`
-    The continuous-time :math:`Q, R` of THEORY.md §5 from the moment ODEs.
+    The continuous-time :math:`Q, R` of docs/theory/regularizer.md from the moment ODEs.
 :func:`regularizer_convergence`
     :math:`(\hat Q, \hat R)\to(Q, R)` as :math:`\Delta t\to0` at fixed horizon.
 """
@@ -108,7 +109,7 @@ def _batch_mean(field: str) -> property:
 # ---------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class ExplicitRegularizer(Result):
-    r"""Exact small-noise regularizer of THEORY.md §6, per example.
+    r"""Exact small-noise regularizer of docs/theory/regularizer.md, per example.
 
     :math:`\hat Q` and :math:`\hat R` do not contain :math:`\epsilon^2`; the predicted
     noise gap is :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` (see
@@ -178,7 +179,7 @@ class ExplicitRegularizer(Result):
 
 @dataclass(frozen=True)
 class NoiseGapEstimate(Result):
-    r"""Antithetic Monte Carlo estimate of the noisy-minus-clean loss (THEORY.md §6).
+    r"""Antithetic Monte Carlo estimate of the noisy-minus-clean loss (docs/theory/regularizer.md).
 
     Attributes
     ----------
@@ -225,7 +226,7 @@ class NoiseGapEstimate(Result):
 
 @dataclass(frozen=True)
 class ContinuousRegularizer(Result):
-    r"""Continuous-time regularizer :math:`Q, R` of THEORY.md §5, per example.
+    r"""Continuous-time regularizer :math:`Q, R` of docs/theory/regularizer.md, per example.
 
     Attributes
     ----------
@@ -258,7 +259,7 @@ class ContinuousRegularizer(Result):
 
 @dataclass(frozen=True)
 class RegularizerConvergence(Result):
-    r"""Discrete regularizer against its continuous limit at fixed horizon (THEORY.md §6).
+    r"""Discrete regularizer vs. its continuous limit at fixed horizon (docs/theory/regularizer.md).
 
     Attributes
     ----------
@@ -315,7 +316,7 @@ def _ce_check(params: NRNNParams, labels: object, batch: int) -> Tensor:
     return check_labels(labels, batch, params.num_classes, params.device)
 
 
-#: Named losses: value, closed-form gradient and Hessian in ``h`` (THEORY.md §2).
+#: Named losses: value, closed-form gradient and Hessian in ``h`` (docs/theory/model.md).
 LOSSES: dict[str, _Loss] = {
     "cross_entropy": _Loss("cross_entropy", _ce_value, cross_entropy_derivatives, _ce_check),
 }
@@ -550,7 +551,7 @@ def _adjoint(kernel, unit, loss, params, xs, h0, labels):
 
 
 def _naive(kernel, unit, loss, params, xs, h0, labels):
-    r"""The explicit product-of-Jacobians sums of THEORY.md §6, O(M^2 H^3): tests only.
+    r"""Explicit product-of-Jacobians sums of docs/theory/regularizer.md, O(M^2 H^3): tests only.
 
     Forms every :math:`\hat\Phi_{k,j+1}` by repeated products and evaluates
     :math:`\hat\Sigma_k = \sum_{j<k}\hat\Phi_{k,j+1}C_j\hat\Phi_{k,j+1}^\top`,
@@ -634,14 +635,14 @@ def explicit_regularizer(
     method: Method = "forward",
     allow_nonfinite: bool = False,
 ) -> ExplicitRegularizer:
-    r"""Exact small-noise regularizer :math:`\hat Q, \hat R` per example (THEORY.md §6).
+    r"""Exact small-noise regularizer :math:`\hat Q, \hat R` per example.
 
     .. math:: \mathbb E\,\ell_{\rm train} - \ell_{\rm inference}
               = \underbrace{\ell(\bar h^{(s)}_M) - \ell(\bar h^{(d)}_M)}_{\text{mean shift}}
               + \tfrac{\epsilon^2}{2}(\hat Q + \hat R) + O(\epsilon^4),
 
     with :math:`\hat R = \mathrm{tr}(H_\ell\hat\Sigma_M)`, :math:`\hat Q = 2g^\top m_M`
-    (module docstring). The mean shift is zero for ``"sde"``.
+    (module docstring; docs/theory/regularizer.md). The mean shift is zero for ``"sde"``.
 
     Parameters
     ----------
@@ -692,9 +693,10 @@ def explicit_regularizer(
     ``per_step_R[:, k]`` and ``per_step_Q[:, k]`` attribute the regularizer to the
     noise injected at step ``k``: their sum is
     :math:`\mathrm{tr}\,\nabla^2_{u_k}\mathcal G(0)`, the diagonal block of the
-    noise-space Hessian (the adjoint :math:`S_k` recursion is derived from THEORY.md
-    §6's :math:`\hat Q = \sum_k\lambda_{k+1}^\top(s\odot\hat v_k)` by writing each term
-    as :math:`\mathrm{tr}(N_k\hat\Sigma_k)` and transporting it back to the noise).
+    noise-space Hessian (the adjoint :math:`S_k` recursion is derived from
+    docs/theory/regularizer.md's :math:`\hat Q = \sum_k\lambda_{k+1}^\top(s\odot\hat v_k)`
+    by writing each term as :math:`\mathrm{tr}(N_k\hat\Sigma_k)` and transporting it
+    back to the noise).
     No :math:`\hat\Phi` product is formed except by ``method="naive"``.
 
     :math:`\hat R \ge 0` for cross-entropy (:math:`H_\ell` and :math:`\hat\Sigma_M` are
@@ -705,7 +707,8 @@ def explicit_regularizer(
 
     References
     ----------
-    .. [1] THEORY.md §6 (recursions, adjoint, noise-space identity), §10 V1-V3.
+    .. [1] docs/theory/regularizer.md (recursions, adjoint, noise-space identity),
+       docs/theory/oracles.md V1-V3.
 
     Examples
     --------
@@ -772,7 +775,7 @@ def regularizer_penalty(
 
     Adding it to the clean loss gives the second-order approximation of the loss a
     model trained *with* ``noise`` minimizes, so a noise-free model can be trained
-    with the regularizer instead (THEORY.md §6); for ``"sde"`` the mean-shift term is
+    with the regularizer instead (docs/theory/regularizer.md); for ``"sde"`` the mean-shift term is
     zero. Bind ``noise``/``weight`` with :func:`functools.partial` to get a
     ``(params, xs, labels) -> Tensor`` penalty.
 
@@ -816,7 +819,9 @@ def regularizer_penalty(
 
 # ------------------------------------------------------------------ public: Monte Carlo
 def _pathwise(kernel, params, hs, acts, fs, eta, nc):
-    r"""Pathwise :math:`h^{(1)}_M, h^{(2)}_M` (THEORY.md §6) for ``nc`` pairs per example.
+    r"""Pathwise :math:`h^{(1)}_M, h^{(2)}_M` for ``nc`` pairs per example.
+
+    Theory: docs/theory/regularizer.md.
 
     ``eta`` is (nc * B, M, r) with sample ``i * B + b`` belonging to example ``b``.
     """
@@ -896,7 +901,7 @@ def estimate_noise_gap(
               + \tfrac12 h^{(1)\top}_MH_\ell h^{(1)}_M\big),
 
     where :math:`\bar h` is the reference chain and :math:`h^{(1)}, h^{(2)}` follow the
-    pathwise recursions of THEORY.md §6 on the same :math:`\eta`. The control variate
+    pathwise recursions of docs/theory/regularizer.md on the same :math:`\eta`. The control variate
     has mean exactly :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)`, so
     :math:`\bar Z + \tfrac{\epsilon^2}2(\hat Q + \hat R)` is unbiased for the gap and
     :math:`Z = O(\epsilon^4)` pathwise. For ``"paper_code"`` the exact mean shift
@@ -933,7 +938,7 @@ def estimate_noise_gap(
 
     References
     ----------
-    .. [1] THEORY.md §6 ("Monte Carlo"), §10 V1.
+    .. [1] docs/theory/regularizer.md ("Monte Carlo"), docs/theory/oracles.md V1.
 
     Examples
     --------
@@ -1022,9 +1027,9 @@ def estimate_noise_gap(
     )
 
 
-# ---------------------------------------------------------- public: continuous time (§5)
+# ---------------------------------- public: continuous time (docs/theory/regularizer.md)
 def _moment_rhs(params: NRNNParams, unit: _UnitNoise, ux: Tensor):
-    r"""Right-hand side of the moment ODEs of THEORY.md §4 for a fixed input projection.
+    r"""Moment-ODE right-hand side (docs/theory/regularizer.md) for a fixed input projection.
 
     :math:`\dot{\bar h} = f`, :math:`\dot\Sigma = J\Sigma + \Sigma J^\top + \Gamma`,
     :math:`\dot m = Jm + \tfrac12 v`, with :math:`J = \alpha A + \mathrm{diag}(\tanh'(z))W`.
@@ -1112,14 +1117,15 @@ def continuous_regularizer(
     solver: Solver = "rk4",
     n_substeps: int = 4,
 ) -> ContinuousRegularizer:
-    r"""Continuous-time regularizer :math:`Q, R` of THEORY.md §5 from the moment ODEs.
+    r"""Continuous-time regularizer :math:`Q, R` of docs/theory/regularizer.md from the moment ODEs.
 
     .. math:: \mathbb E\,\ell(h^\epsilon_T) = \ell(\bar h_T) + \tfrac{\epsilon^2}{2}[Q + R]
               + O(\epsilon^4),\qquad R = \mathrm{tr}(H_\ell\Sigma_T),\quad Q = 2g^\top m_T,
 
     where :math:`\dot{\bar h} = f(\bar h, x)`, :math:`\dot\Sigma = J\Sigma + \Sigma J^\top
-    + \Gamma`, :math:`\dot m = Jm + \tfrac12 v` from zero (THEORY.md §4), with the input
-    held at :math:`x_k` on :math:`[k\Delta t, (k+1)\Delta t)` and :math:`T = M\Delta t`.
+    + \Gamma`, :math:`\dot m = Jm + \tfrac12 v` from zero (docs/theory/regularizer.md),
+    with the input held at :math:`x_k` on :math:`[k\Delta t, (k+1)\Delta t)` and
+    :math:`T = M\Delta t`.
 
     Parameters
     ----------
@@ -1205,7 +1211,7 @@ def regularizer_convergence(
 
     For each refinement ``r`` the step becomes :math:`\Delta t/r` and each input is held
     for ``r`` steps, so the horizon :math:`T = M\Delta t` and the piecewise-constant
-    input path are fixed; THEORY.md §6 predicts first-order convergence. The
+    input path are fixed; docs/theory/regularizer.md predicts first-order convergence. The
     continuous values come from :func:`continuous_regularizer` (RK4 with
     ``n_substeps`` per original interval, error :math:`O(\Delta t^4)`).
 

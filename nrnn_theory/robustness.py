@@ -1,6 +1,6 @@
 r"""Input perturbations at inference and accuracy-versus-strength sweeps (claim C5).
 
-THEORY.md §11 names the four inference-time perturbations of this line of work;
+docs/theory/experiments.md names the four inference-time perturbations of this line of work;
 their exact definitions in the paper are unknown, so the package defines them
 (:math:`n \sim \mathcal N(0, I)` independently per input value):
 
@@ -22,7 +22,7 @@ the test set unless ``data_range`` is given.
 **Default grids** (:data:`DEFAULT_GRIDS`, overridable per call): white and
 multiplicative noise :math:`\sigma \in \{0.1, 0.2, 0.3\}` and salt-and-pepper
 :math:`\alpha \in \{0.03, 0.05, 0.1\}`, the grids recalled for MNIST scaled to
-[0, 1] in the Lipschitz-RNN line of work (THEORY.md §11, [recalled]); they assume
+[0, 1] in the Lipschitz-RNN line of work (docs/theory/experiments.md, [recalled]); they assume
 inputs of unit range. The adversarial grids are this package's choice (the paper's
 budgets are unknown): :math:`\epsilon \in \{0.01, 0.02, 0.05\}` for
 :math:`\ell_\infty` and :math:`\{0.1, 0.3, 1.0\}` for :math:`\ell_2`.
@@ -402,7 +402,7 @@ class Perturbation:
     iterative: bool = False  # attacks: PGD rather than FGSM
 
 
-#: Registered perturbations by name (THEORY.md §11, package definitions).
+#: Registered perturbations by name (docs/theory/experiments.md, package definitions).
 PERTURBATIONS: dict[str, Perturbation] = {
     p.name: p
     for p in (
@@ -419,10 +419,10 @@ PERTURBATIONS: dict[str, Perturbation] = {
 }
 
 #: Default strength grids (module docstring: the noise grids are [recalled] for MNIST
-#: in [0, 1], THEORY.md §11; the attack budgets are this package's choice).
+#: in [0, 1], docs/theory/experiments.md; the attack budgets are this package's choice).
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = dict(_vocabulary.DEFAULT_GRIDS)
 
-#: The four families of THEORY.md §11, one attack for (d).
+#: The four families of docs/theory/experiments.md, one attack for (d).
 DEFAULT_PERTURBATIONS: tuple[str, ...] = (
     "white_noise",
     "multiplicative_noise",
@@ -699,7 +699,8 @@ def robustness_sweep(
 
     References
     ----------
-    .. [1] THEORY.md §11 (perturbations (a)-(d), recalled grids); §1 claim C5.
+    .. [1] docs/theory/experiments.md (perturbations (a)-(d), recalled grids);
+       docs/theory/index.md claim C5.
 
     Examples
     --------

@@ -1,6 +1,6 @@
 r"""Stability certificates by linear matrix inequalities: the best quadratic metric.
 
-THEORY.md §9 bounds the growth of the difference :math:`\Delta = h - h'` of two
+docs/theory/stability.md bounds the growth of the difference :math:`\Delta = h - h'` of two
 trajectories sharing input and noise path in the Euclidean norm, with every tanh
 slope anywhere in :math:`[0, 1]`. Here the norm is :math:`\|\Delta\|_P =
 (\Delta^\top P\Delta)^{1/2}` for the best :math:`P \succ 0` (``"identity"``,
@@ -112,7 +112,8 @@ __all__ = [
 
 Metric = Literal["identity", "diagonal", "full"]
 Solver = Literal["auto", "clarabel", "scs", "descent"]
-#: Metrics :math:`P`: the identity (Euclidean, as THEORY.md §9), diagonal, or full (SDP).
+#: Metrics :math:`P`: the identity (Euclidean, as docs/theory/stability.md), diagonal, or full
+# (SDP).
 METRICS: tuple[str, ...] = ("identity", "diagonal", "full")
 #: Solvers: ``"auto"`` is Clarabel where the SDP is small enough (see ``_AUTO_SDP_MAX``),
 #: else the descent on the exact value; ``"scs"`` is the first-order conic solver.
@@ -634,7 +635,7 @@ def quadratic_condition(
         if noise.convention == "paper_code" and dynamics == "ode":
             raise ValueError(
                 "noise: 'paper_code' noise is a random step of the discrete model "
-                "(THEORY.md §3); use dynamics 'map', got dynamics 'ode'"
+                "(docs/theory/conventions.md); use dynamics 'map', got dynamics 'ode'"
             )
         if noise.convention == "paper_code" and noise.multiplicative > 0:
             a = d * (1.0 - noise.multiplicative)
@@ -1299,7 +1300,7 @@ def check_stability_lmi(
     solver: Solver = "auto",
     tol: float = 1e-3,
 ) -> Certificate:
-    r"""Certify exponential stability in the best quadratic metric (LMI, THEORY.md §9).
+    r"""Certify exponential stability in the best quadratic metric (LMI, docs/theory/stability.md).
 
     Conditions (all bounds per unit time; :math:`s = \epsilon\sigma_2`):
 
@@ -1310,7 +1311,7 @@ def check_stability_lmi(
     * ``"lmi_mean_square"``: the SDE, rate of :math:`(\mathbb E\|\Delta\|_P^2)^{1/2}`;
       noise only hurts (:math:`N(P) \succeq 0`).
     * ``"lmi_mean_square_discrete"``: the Euler-Maruyama chain, same in mean square.
-    * ``"lmi_almost_sure_scalar"`` / ``"_diagonal"``: Mao's theorem (THEORY.md §9(b))
+    * ``"lmi_almost_sure_scalar"`` / ``"_diagonal"``: Mao's theorem (docs/theory/stability.md (b))
       with :math:`V = \Delta^\top P\Delta`, :math:`p = 2`, :math:`c_1 = \lambda_{\min}(P)`:
       :math:`\mathcal LV \le c_2V` with :math:`c_2 = 2c_{ms}`, the mean-square LMI rate
       in the same :math:`P`, and :math:`|V_xG|^2 \ge c_3V^2` with
@@ -1527,7 +1528,7 @@ def minimal_stabilizing_noise_lmi(
       the mean-square LMI rate :math:`c_{ms}(s)`, searched on a grid of ``n_grid``
       levels up to ``max_level`` and refined by bisection; the level returned is
       itself certified, levels in between are not claimed.
-    * ``"mean_square"``: noise never helps (THEORY.md §9(e)): for every :math:`P`,
+    * ``"mean_square"``: noise never helps (docs/theory/stability.md (e)): for every :math:`P`,
       :math:`s^2N(P) \succeq 0`, so :math:`c_{ms}(s) \ge c_{ms}(0)`; the level is 0 if
       the noise-free rate is already below :math:`\kappa`, else none exists.
 
@@ -1584,7 +1585,7 @@ def minimal_stabilizing_noise_lmi(
             False,
             math.inf,
             "mean-square: multiplicative noise adds s^2 N(P) >= 0 to LV for every metric P, "
-            f"so no level brings the rate {c:.6g} below {kappa:g} (THEORY.md §9(e))",
+            f"so no level brings the rate {c:.6g} below {kappa:g} (docs/theory/stability.md (e))",
         )
     if structure == "scalar" or H == 1:
         level = math.sqrt(2.0 * (c - kappa))

@@ -1,4 +1,5 @@
-r"""Stability certificates, one-sided constants and stochastic stabilization (THEORY.md §9).
+r"""Stability certificates, one-sided constants and stochastic stabilization
+(docs/theory/stability.md).
 
 Two trajectories :math:`h, h'` driven by the same input and the same noise path have
 a difference :math:`\Delta = h - h'` with
@@ -13,7 +14,7 @@ starts from a **one-sided constant**
           \lambda_{\max}\big(\mathrm{sym}(\alpha A + DW)\big),
 
 so that :math:`\Delta^\top(f(h) - f(h')) \le \hat\lambda|\Delta|^2`, and turns it into
-a certified exponent bound under one of the named conditions of THEORY.md §9:
+a certified exponent bound under one of the named conditions of docs/theory/stability.md:
 
 ==========================  =====================================================
 condition                   certified bound on :math:`\limsup\frac1t\log|\Delta_t|`
@@ -76,7 +77,7 @@ __all__ = [
 # ---------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class Certificate(Result):
-    r"""A stability certificate (THEORY.md §9), computed in float64.
+    r"""A stability certificate (docs/theory/stability.md), computed in float64.
 
     Attributes
     ----------
@@ -91,7 +92,7 @@ class Certificate(Result):
     condition : str
         Key of the condition used (:data:`nrnn_theory.stability.CONDITIONS`).
     description : str
-        The condition in words with its THEORY.md reference.
+        The condition in words with its reference in ``docs/theory/``.
     one_sided : str
         Method used for the one-sided constant :math:`\hat\lambda`.
     quantities : dict of str to float
@@ -137,7 +138,9 @@ class Certificate(Result):
 
 @dataclass(frozen=True)
 class StabilizingNoise(Result):
-    r"""Smallest multiplicative noise level certified to reach a target rate (THEORY.md §9).
+    r"""Smallest multiplicative noise level certified to reach a target rate.
+
+    Theory: docs/theory/stability.md.
 
     Attributes
     ----------
@@ -178,7 +181,7 @@ class StabilityReport(Result):
     Attributes
     ----------
     one_sided : dict of str to float
-        :math:`\hat\lambda` by each method computed (THEORY.md §9).
+        :math:`\hat\lambda` by each method computed (docs/theory/stability.md).
     certificates : tuple of Certificate
         One per applicable condition and noise.
     spectra : tuple of LyapunovSpectrum
@@ -203,7 +206,7 @@ Condition = Literal[
     "auto", "contraction", "discrete", "almost_sure_scalar", "almost_sure_diagonal", "mean_square"
 ]
 
-#: Lipschitz constant of tanh, the activation of every NRNN here (THEORY.md §2).
+#: Lipschitz constant of tanh, the activation of every NRNN here (docs/theory/model.md).
 LIPSCHITZ_TANH = 1.0
 
 #: Largest hidden size for which ``one_sided="exact"`` enumerates the 2^H vertices.
@@ -418,7 +421,9 @@ def _resolve_one_sided(method: object, H: int) -> str:
 
 
 def one_sided_constant(params: NRNNParams, method: OneSided = "auto") -> float:
-    r"""A sound one-sided Lipschitz constant :math:`\hat\lambda` of the drift (THEORY.md §9).
+    r"""A sound one-sided Lipschitz constant :math:`\hat\lambda` of the drift.
+
+    Theory: docs/theory/stability.md.
 
     Every method returns an upper bound on
 
@@ -558,7 +563,9 @@ def _rho(m: _Model, lam: float, noise: NoiseSpec | None, exact: bool) -> dict[st
 def step_norm_bound(
     params: NRNNParams, *, one_sided: OneSided = "midpoint", noise: NoiseSpec | None = None
 ) -> float:
-    r"""A bound :math:`\rho \ge \|\tilde J_k\|_2` on every clean step Jacobian (THEORY.md §9(f)).
+    r"""A bound :math:`\rho \ge \|\tilde J_k\|_2` on every clean step Jacobian.
+
+    Theory: docs/theory/stability.md (f).
 
     For the Euler step with :math:`K = \alpha A + DW`, :math:`D\in[0, L_a]^{d_h}`,
 
@@ -573,7 +580,7 @@ def step_norm_bound(
     holds along every trajectory, for every input, so it bounds
     :math:`|h_{k+1} - h'_{k+1}| \le \rho|h_k - h'_k|` and the sensitivity
     :math:`\|\partial h_M/\partial h_k\|_2 \le \rho^{M-k}` used by the global margin
-    bound of THEORY.md §8.
+    bound of docs/theory/margins.md.
 
     Parameters
     ----------
@@ -626,8 +633,8 @@ def step_norm_terms(
 def _check_discrete_noise(noise: NoiseSpec | None) -> NoiseSpec | None:
     if noise is not None and noise.convention == "sde" and noise.multiplicative > 0:
         raise ValueError(
-            "noise: the discrete-map bound (THEORY.md §9(f)) needs a deterministic step "
-            "norm, but multiplicative 'sde' noise adds an unbounded Gaussian term to the "
+            "noise: the discrete-map bound (docs/theory/stability.md (f)) needs a deterministic "
+            "step norm, but multiplicative 'sde' noise adds an unbounded Gaussian term to the "
             "tangent map; use condition 'almost_sure_scalar' / 'almost_sure_diagonal' for "
             f"the SDE, or measure the frozen-noise exponent, got {noise!r}"
         )
@@ -636,16 +643,17 @@ def _check_discrete_noise(noise: NoiseSpec | None) -> NoiseSpec | None:
 
 # ============================================================================ certificates
 _DESCRIPTIONS = {
-    "contraction": "deterministic contraction of the ODE (THEORY.md §9(a))",
-    "discrete": "contraction of the discrete map (THEORY.md §9(f))",
+    "contraction": "deterministic contraction of the ODE (docs/theory/stability.md (a))",
+    "discrete": "contraction of the discrete map (docs/theory/stability.md (f))",
     "almost_sure_scalar": (
         "almost-sure exponential stability, scalar multiplicative noise "
-        "(stochastic stabilization; THEORY.md §9(b)-(c))"
+        "(stochastic stabilization; docs/theory/stability.md (b)-(c))"
     ),
     "almost_sure_diagonal": (
-        "almost-sure exponential stability, diagonal multiplicative noise (THEORY.md §9(b),(d))"
+        "almost-sure exponential stability, diagonal multiplicative noise "
+        "(docs/theory/stability.md (b),(d))"
     ),
-    "mean_square": "mean-square exponential stability (THEORY.md §9(e))",
+    "mean_square": "mean-square exponential stability (docs/theory/stability.md (e))",
 }
 #: Named conditions and their descriptions (``"auto"`` picks one from the noise).
 CONDITIONS: dict[str, str] = dict(_DESCRIPTIONS)
@@ -683,7 +691,7 @@ def _check_condition_noise(condition: str, noise: NoiseSpec | None, H: int) -> N
         raise ValueError(
             f"condition: {condition!r} is a statement about the SDE (convention 'sde'); "
             "'paper_code' noise rescales the step and cannot change the sign of exponents "
-            "(THEORY.md §3), use condition 'discrete', got a 'paper_code' noise"
+            "(docs/theory/conventions.md), use condition 'discrete', got a 'paper_code' noise"
         )
     if condition == "contraction" and mult > 0:
         raise ValueError(
@@ -796,7 +804,7 @@ def check_stability(
     condition: Condition = "auto",
     one_sided: OneSided = "auto",
 ) -> Certificate:
-    r"""Certify exponential stability of an NRNN under a named condition (THEORY.md §9).
+    r"""Certify exponential stability of an NRNN under a named condition (docs/theory/stability.md).
 
     Parameters
     ----------
@@ -868,7 +876,9 @@ def minimal_stabilizing_noise(
     target_rate: float = 0.0,
     one_sided: OneSided = "auto",
 ) -> StabilizingNoise:
-    r"""Smallest multiplicative ``"sde"`` noise level certified to reach a rate (THEORY.md §9).
+    r"""Smallest multiplicative ``"sde"`` noise level certified to reach a rate.
+
+    Theory: docs/theory/stability.md.
 
     ``"scalar"`` (c): :math:`\hat\lambda - \frac12 s^2 \le \kappa` for
     :math:`s = \epsilon\sigma_2 \ge \sqrt{2\max(\hat\lambda - \kappa, 0)}`.
@@ -1086,13 +1096,13 @@ def format_stability_report(report: StabilityReport, *, details: bool = False) -
     ...                b=torch.zeros(2), V=torch.eye(2), c=torch.zeros(2), dt=0.1)
     >>> rep = stability_report(p, n_steps=20, generator=torch.Generator().manual_seed(0))
     >>> print(format_stability_report(rep).splitlines()[0])
-    Stability of an NRNN with H = 2, dt = 0.1 (certificates in float64, THEORY.md §9)
+    Stability of an NRNN with H = 2, dt = 0.1 (certificates in float64, docs/theory/stability.md)
     """
     if not isinstance(report, StabilityReport):
         raise TypeError(f"report: expected StabilityReport, got {type(report).__name__}")
     lines = [
         f"Stability of an NRNN with H = {report.hidden_size}, dt = {report.dt:g} "
-        "(certificates in float64, THEORY.md §9)",
+        "(certificates in float64, docs/theory/stability.md)",
         "",
         "One-sided constant lambda_hat (sound upper bounds unless 'exact'):",
     ]
@@ -1182,16 +1192,16 @@ class StepCheck(Result):
 
 
 def check_step(params: NRNNParams) -> StepCheck:
-    r"""Flag a step with entries :math:`s_i \le 0` (THEORY.md §3).
+    r"""Flag a step with entries :math:`s_i \le 0` (docs/theory/conventions.md).
 
     The clean map is :math:`h_{k+1} = h_k + s\odot f(h_k, x_k)`. With :math:`s_i > 0`
     it is the Euler step of the ODE :math:`\dot h = f` in every unit; a trained per-unit
     step can cross zero, and a unit with :math:`s_i < 0` steps *against* its drift: the
     map is then the Euler step of :math:`\dot h_i = -f_i`, anti-diffusive where
-    :math:`f` is dissipative, and the continuous-time certificates of THEORY.md §9 (which
-    read the drift with a positive step) do not describe it; only the discrete-map
-    bound (``"discrete"``), which allows any sign, applies. A unit with :math:`s_i = 0`
-    is frozen at its initial state.
+    :math:`f` is dissipative, and the continuous-time certificates of
+    docs/theory/stability.md (which read the drift with a positive step) do not
+    describe it; only the discrete-map bound (``"discrete"``), which allows any sign,
+    applies. A unit with :math:`s_i = 0` is frozen at its initial state.
 
     Parameters
     ----------
@@ -1221,8 +1231,9 @@ def check_step(params: NRNNParams) -> StepCheck:
     if n_bad:
         message = (
             f"{n_bad} of {s.numel()} units have a step <= 0 (min {lo:.3g}): the map steps "
-            "against the drift there (anti-diffusive); the ODE/SDE certificates of THEORY.md "
-            "§9 do not describe it, only the discrete-map bound does (THEORY.md §3)"
+            "against the drift there (anti-diffusive); the ODE/SDE certificates of "
+            "docs/theory/stability.md do not describe it, only the discrete-map bound does "
+            "(docs/theory/conventions.md)"
         )
     return StepCheck(
         learned=params.step is not None,

@@ -11,13 +11,13 @@ this module computes sound lower and upper bounds on every logit difference
 :math:`z_y(x) - z_j(x)` over :math:`\mathcal X(r)` (:func:`logit_difference_bounds`)
 and the largest radius :math:`r` at which all lower bounds stay positive
 (:func:`certified_radius`). It is the certified counterpart of the attacks of
-:mod:`nrnn_theory.attacks` (THEORY.md §8: certified <= empirical), and unlike the
+:mod:`nrnn_theory.attacks` (docs/theory/margins.md: certified <= empirical), and unlike the
 global Lipschitz bound of :func:`nrnn_theory.certified_margin` it does not grow like
 :math:`\rho^T`.
 
 The step :math:`h_{k+1} = h_k + s\odot(\alpha A h_k + \tanh(W h_k + U x_k + b))`
-(THEORY.md §2-3) is affine apart from the tanh, which is enclosed per unit and step
-by two lines chosen from the interval of its pre-activation (the chord, or the tangent
+(docs/theory/model.md, conventions.md) is affine apart from the tanh, which is enclosed per unit and
+step by two lines chosen from the interval of its pre-activation (the chord, or the tangent
 of least area among the sound ones; see ``nrnn_theory._bound_propagation.relax_tanh``).
 Three methods bound the pre-activations:
 
@@ -636,7 +636,8 @@ def logit_difference_bounds(
 
     References
     ----------
-    .. [1] THEORY.md §2-3 (the step), §8 (certified <= empirical margin).
+    .. [1] docs/theory/model.md, conventions.md (the step), docs/theory/margins.md
+       (certified <= empirical margin).
     .. [2] Zhang et al., Efficient neural network robustness certification with general
        activation functions (CROWN), NeurIPS 2018; Ko et al., POPQORN, ICML 2019.
 
@@ -822,7 +823,7 @@ def certified_radius(
     -----
     The radius is certified for the method's bounds; it is a lower bound on the true
     input margin, so it never exceeds the distance of any successful attack
-    (THEORY.md §8). Time: about 4-6 bound evaluations per example for the requested
+    (docs/theory/margins.md). Time: about 4-6 bound evaluations per example for the requested
     method plus at most :data:`CASCADE_MAX_ITER` for each cheaper one
     (:func:`logit_difference_bounds`, Notes, for their cost); memory that of one
     evaluation of ``batch_size`` examples.

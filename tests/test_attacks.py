@@ -1,4 +1,4 @@
-"""Attacks and empirical margins (THEORY.md §8, §10 V9).
+"""Attacks and empirical margins (docs/theory/margins.md, oracles.md V9).
 
 Oracles: the closed-form l2 and l_inf margins of an affine model (a linear RNN with
 a linear readout, written in tests/_problems.py because the package's drift always

@@ -1,7 +1,7 @@
 """Tests of nrnn_theory.dynamics: Jacobians, conventions, determinism, orders, torchsde.
 
 Oracles: torch.func.jacrev (Jacobians), closed-form geometric Brownian motion
-(strong and weak orders), exact one-step moments (THEORY.md §10 V3), torchsde's
+(strong and weak orders), exact one-step moments (docs/theory/oracles.md V3), torchsde's
 Euler scheme on the same Brownian increments, a plain per-step loop (rollout).
 """
 
@@ -91,7 +91,10 @@ def test_clean_jacobian_closed_form(model):
 # ------------------------------------------------------------ unified step structure
 @given(model_and_inputs(), noise_specs())
 def test_step_is_mean_plus_noise_matrix_times_eta(model, noise):
-    """step(h, eta) = mean step + G(h, x) eta, exactly (THEORY.md §6, unified form)."""
+    """step(h, eta) = mean step + G(h, x) eta, exactly (unified form).
+
+    Theory: docs/theory/regularizer.md.
+    """
     params, xs, g = model
     B = xs.shape[0]
     H = params.hidden_size
@@ -125,7 +128,10 @@ def test_diffusion_closed_forms(generator):
 
 # --------------------------------------------------------------- paper_code step (V3)
 def test_paper_code_step_matches_description(generator):
-    """THEORY.md §3: h + d*m*f + a*zeta, m = 1 - mu + mu*u, u ~ U(0,1), no sqrt(dt)."""
+    """h + d*m*f + a*zeta, m = 1 - mu + mu*u, u ~ U(0,1), no sqrt(dt).
+
+    Theory: docs/theory/conventions.md.
+    """
     H, B = 3, 200_000
     params = random_params(H, 2, 2, generator=generator, dt=0.01, per_unit_step=True)
     h = torch.randn(1, H, generator=generator, dtype=torch.float64).expand(B, H)

@@ -1,4 +1,4 @@
-"""Tests of nrnn_theory.flatness (THEORY.md §7, §10 V8).
+"""Tests of nrnn_theory.flatness (docs/theory/flatness.md, oracles.md V8).
 
 Oracles: quadratic losses with a known Hessian (tests/_problems.py), dense Hessians
 from ``torch.autograd.functional.hessian`` (an autograd path independent of the
@@ -218,7 +218,7 @@ def test_hutchinson_diagonal_is_exact_with_one_probe(generator, float64):
 
 
 def test_hutchinson_variance_formula(generator, float64):
-    # Var(z^T H z) = 2 (||H||_F^2 - sum_i H_ii^2) for Rademacher z (THEORY.md §7).
+    # Var(z^T H z) = 2 (||H||_F^2 - sum_i H_ii^2) for Rademacher z (docs/theory/flatness.md).
     Hm = random_symmetric(6, generator=generator)
     loss_fn, params, _ = quadratic_problem(Hm, generator=generator)
     r = estimate_hessian_trace(loss_fn, params, n_probes=4000, batch_size=1000, generator=generator)
@@ -694,11 +694,11 @@ def test_agrees_with_curvlinops(generator):
     assert_unchanged(module, snap)
 
 
-# ---------------------------------------------------------------------------- §7 bound
+# ------------------------------------------------------- docs/theory/flatness.md bound
 @settings(max_examples=10)
 @given(seed=seeds, sigma1=st.floats(min_value=0.1, max_value=2.0))
 def test_gauss_newton_bound(seed, sigma1):
-    # THEORY.md §7: for additive "sde" noise, per example,
+    # docs/theory/flatness.md: for additive "sde" noise, per example,
     # tr G_theta <= dt / sigma1^2 * R_hat * sum_k ||d_theta f(h_k, x_k)||_2^2,
     # with G_theta = (V dh_M/dtheta)^T Pi_p (V dh_M/dtheta), theta = (A, W, U, b), and
     # R_hat = dt sigma1^2 sum_k ||Pi^{1/2} V Phi_{M,k+1}||_F^2 (computed naively here).

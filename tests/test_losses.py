@@ -1,4 +1,4 @@
-"""Tests of the readout loss derivatives against autograd (THEORY.md §2)."""
+"""Tests of the readout loss derivatives against autograd (docs/theory/model.md)."""
 
 from __future__ import annotations
 

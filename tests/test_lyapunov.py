@@ -1,4 +1,7 @@
-"""Tests of nrnn_theory.lyapunov against closed forms, autodiff and quadrature (THEORY.md §9-10)."""
+"""Tests of nrnn_theory.lyapunov against closed forms, autodiff and quadrature.
+
+Theory: docs/theory/stability.md, docs/theory/oracles.md.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def _zeros(B, T, D=1):
 @pytest.mark.parametrize("qr", ["householder", "cholesky"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_linear_map_exponents_are_log_eigenvalue_moduli(generator, k, qr):
-    # THEORY.md §10 V5: exponents of I + dt A are log|eig(I + dt A)| / dt, for every k,
+    # docs/theory/oracles.md V5: exponents of I + dt A are log|eig(I + dt A)| / dt, for every k,
     # with either QR (and the default adaptive schedule).
     dt = 0.1
     A = _real_spectrum_matrix([1.0, -0.5, -2.0, -3.5, -5.0], generator)
@@ -144,7 +147,7 @@ def _gbm_spectrum(lam, sigma, dt, B, T, generator, structure="scalar", qr="auto"
 
 @pytest.mark.parametrize("structure", ["scalar", "diagonal"])
 def test_gbm_frozen_noise_exponent_matches_exact_euler_maruyama_value(generator, structure):
-    # THEORY.md §10 V4 at finite dt: the exact EM exponent by quadrature (-1.1380 at
+    # docs/theory/oracles.md V4 at finite dt: the exact EM exponent by quadrature (-1.1380 at
     # (1, 2, 0.1)); at H = 1 both structures are the same chain.
     lam, sigma, dt = 1.0, 2.0, 0.1
     spec = _gbm_spectrum(lam, sigma, dt, 200, 500, generator, structure)
@@ -191,7 +194,7 @@ def test_gbm_through_generic_map_with_autodiff_jacobian(generator):
 
 
 def test_linear_scalar_noise_exponents_match_v5_quadrature(generator):
-    # THEORY.md §10 V5: with scalar noise the exponents of I + dt A + s sqrt(dt) xi I
+    # docs/theory/oracles.md V5: with scalar noise the exponents of I + dt A + s sqrt(dt) xi I
     # are E log|1 + dt mu_i + s sqrt(dt) xi| / dt. All exponents share one noise term,
     # so the differences are tight and the levels are within the statistical band.
     dt, s = 0.05, 1.0
@@ -223,7 +226,7 @@ def test_lorenz_rk4_jacobian_helper_matches_autodiff(generator):
 
 @pytest.mark.parametrize("qr", ["householder", "cholesky"])
 def test_lorenz_sum_of_exponents_is_mean_log_det_short_run(generator, qr):
-    # Sum of all exponents = time average of log|det J| exactly (THEORY.md §9); for
+    # Sum of all exponents = time average of log|det J| exactly (docs/theory/stability.md); for
     # RK4 the determinant is exp(trace * h) up to O(h^5): the trace is -(10 + 1 + 8/3).
     h = 0.01
     step, jac = lorenz_rk4(h)
@@ -245,7 +248,7 @@ def test_lorenz_sum_of_exponents_is_mean_log_det_short_run(generator, qr):
 
 @pytest.mark.slow
 def test_lorenz_spectrum_within_bands(generator):
-    # THEORY.md §10 V6: RK4 with h = 0.01, transient 100 time units, 8 trajectories x
+    # docs/theory/oracles.md V6: RK4 with h = 0.01, transient 100 time units, 8 trajectories x
     # 1250 time units = 10^4 time units averaged. Bands 0.03, 0.01, 0.05.
     h = 0.01
     step, jac = lorenz_rk4(h)
@@ -280,7 +283,7 @@ def _states_and_etas(params, xs, noise, eta):
     seeds,
 )
 def test_exponent_sum_equals_mean_log_abs_det(model, noise, every, qr, seed):
-    # THEORY.md §9: for the full spectrum sum_i lambda_i = mean_k log|det J_k| / dt,
+    # docs/theory/stability.md: for the full spectrum sum_i lambda_i = mean_k log|det J_k| / dt,
     # exactly (the QR of a product telescopes), for every noise, reortho_every and QR.
     params, xs, g = model
     B, T, _ = xs.shape

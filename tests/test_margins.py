@@ -1,9 +1,9 @@
-"""Margins (THEORY.md §8, §10 V9): Jacobians, norms, certified and local margins.
+"""Margins (docs/theory/margins.md, oracles.md V9): Jacobians, norms, certified and local margins.
 
 Oracles: autograd (``torch.func.jacrev``) for the analytic Jacobian and Gram matrix,
 dense SVD for the power iteration, a closed-form exact margin for a one-step NRNN
 (tanh of a projection: ``s_y - s_j`` is monotone in ``u . x``), the exact vertex
-maximum for rho (THEORY.md §9: the norm is convex in D, so its supremum over the
+maximum for rho (docs/theory/stability.md: the norm is convex in D, so its supremum over the
 box [0, 1]^H is attained at a vertex), and attack distances for soundness.
 """
 

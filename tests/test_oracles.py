@@ -1,4 +1,7 @@
-"""The quadrature oracles of nrnn_theory._oracles against Monte Carlo (THEORY.md §10 V4)."""
+"""The quadrature oracles of nrnn_theory._oracles against Monte Carlo.
+
+Theory: docs/theory/oracles.md V4.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of nrnn_theory.regularizer: THEORY.md §5-6 and the oracles of §10 V1-V3.
+"""Tests of nrnn_theory.regularizer: docs/theory/regularizer.md and oracles.md V1-V3.
 
 Oracles: dense autograd Hessians and Jacobians of ``rollout`` with respect to the
 injected noise (noise-space identity), the naive product-of-Jacobians formula,
@@ -82,7 +82,7 @@ def _noise_space_hessian(params, xs, labels, noise):
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 @pytest.mark.parametrize("per_unit_step", [False, True])
 def test_noise_space_identity(name, alpha, per_unit_step, generator):
-    """Q-hat + R-hat = tr Hessian_u G(0) (THEORY.md §6), also per step (adjoint)."""
+    """Q-hat + R-hat = tr Hessian_u G(0) (docs/theory/regularizer.md), also per step (adjoint)."""
     params, xs, labels = _problem(generator, alpha=alpha, per_unit_step=per_unit_step)
     noise = NOISES[name]
     trace, blocks = _noise_space_hessian(params, xs, labels, noise)
@@ -330,13 +330,13 @@ def _v1_model(seed: int):
 
 
 def test_v1_monte_carlo_reproduces_the_expansion():
-    r"""THEORY.md §10 V1 on a seeded model: d_h = 3, M = 20, dt = 0.1, diagonal (1, 0.7).
+    r"""docs/theory/oracles.md V1 on a seeded model: d_h = 3, M = 20, dt = 0.1, diagonal (1, 0.7).
 
     * plain antithetic gap within 4 SE + c eps^4 of eps^2/2 (Q + R), with c measured
       at eps = 0.4 (outside the table) from the control-variate residual, times 2;
     * gap / (eps^2/2) -> Q + R (error shrinking with eps, < 0.5% at eps = 0.05);
     * control-variate residual: fitted log-log slope in [3.7, 4.3] (the remainder is
-      O(eps^4) with an O(eps^6) correction; THEORY.md reports 4.05).
+      O(eps^4) with an O(eps^6) correction; docs/theory/oracles.md reports 4.05).
     """
     params, xs, labels = _v1_model(11)
     base = NoiseSpec(epsilon=1.0, sigma1=1.0, sigma2=0.7)
@@ -379,7 +379,9 @@ def test_v1_monte_carlo_reproduces_the_expansion():
 
 
 def test_v3_paper_code_expansion_holds():
-    """THEORY.md §6 for "paper_code": train-minus-inference gap = mean shift + (Q + R)/2.
+    """For "paper_code": train-minus-inference gap = mean shift + (Q + R)/2.
+
+    Theory: docs/theory/regularizer.md.
 
     Levels (a, mu) = (s, 1.5 s); the residual of the control-variate estimate has a
     fitted slope in [3.7, 4.3] in s (O((a + mu)^4)); the plain estimate agrees within
@@ -433,7 +435,7 @@ def test_monte_carlo_within_four_standard_errors(name, generator):
     assert est.mean_stderr <= est.plain_mean_stderr
 
 
-# ------------------------------------------------------------- §5: continuous time
+# ------------------------------------- docs/theory/regularizer.md: continuous time
 def test_continuous_rk4_matches_solve_ivp(generator):
     params, xs, labels = _problem(generator, M=5)
     noise = NoiseSpec(epsilon=0.5, sigma1=1.0, sigma2=0.6, structure="scalar")
@@ -483,7 +485,7 @@ def test_continuous_scalar_linear_closed_form(sigma2):
 
 
 def test_discrete_converges_to_continuous_at_first_order(generator):
-    r"""(Q-hat, R-hat) -> (Q, R) as dt -> 0 at fixed T (THEORY.md §6, V2).
+    r"""(Q-hat, R-hat) -> (Q, R) as dt -> 0 at fixed T (docs/theory/regularizer.md, V2).
 
     Euler for the clean chain and the discrete covariance recursion are first-order
     accurate, so the error is c1 dt + O(dt^2); over dt = 0.1 / (1..32) the fitted slope

@@ -1,4 +1,6 @@
-"""Perturbations, accuracy-versus-strength sweeps, tables and figures (THEORY.md §11, C5).
+"""Perturbations, accuracy-versus-strength sweeps, tables and figures (claim C5).
+
+Theory: docs/theory/experiments.md.
 
 Oracles: the stated moments and densities of each perturbation (within 4 standard
 errors), and exact accuracies of a linear classifier ``s_0 = w . x``, ``s_1 = 0``:

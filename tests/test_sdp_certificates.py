@@ -5,7 +5,7 @@ A for the ODE and log spectral radius / dt for the Euler map); scalar geometric 
 motion (mean-square rates lambda + s^2/2 and, for the Euler-Maruyama chain,
 log((1 + lambda dt)^2 + s^2 dt) / (2 dt), exactly); trajectory pairs sharing inputs
 (sampled in the input set) that must contract in ||.||_P at the certified rate; the
-exact vertex one-sided constant of THEORY.md §9; measured finite-time exponents.
+exact vertex one-sided constant of docs/theory/stability.md; measured finite-time exponents.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def test_metric_and_sector_monotonicity(seed, H):
         slack = 2 * TOL * (1 + abs(rates["identity"]))
         assert rates["full"] <= rates["diagonal"] + slack
         assert rates["diagonal"] <= rates["identity"] + 1e-9
-    # The identity LMI relaxes the exact vertex maximum (THEORY.md §9): never below it.
+    # The identity LMI relaxes the exact vertex maximum (docs/theory/stability.md): never below it.
     exact = check_stability(p, one_sided="exact").bound
     ident = check_stability_lmi(p, metric="identity").bound
     assert ident >= exact - 1e-7

@@ -1,7 +1,7 @@
 """Tests of nrnn_theory.stability: one-sided constants, certificates, stochastic stabilization.
 
-Oracles (THEORY.md §9-10 V7): the exact vertex maximum (an independent brute force),
-pathwise inequalities on simulated trajectory pairs sharing input and noise path,
+Oracles (docs/theory/stability.md, oracles.md V7): the exact vertex maximum (an independent brute
+force), pathwise inequalities on simulated trajectory pairs sharing input and noise path,
 quadrature of the Euler-Maruyama correction, and measured Lyapunov exponents.
 """
 
@@ -81,7 +81,7 @@ def _brute_force_exact(p: NRNNParams) -> float:
 @settings(max_examples=25)
 @given(models(max_hidden=6))
 def test_one_sided_ordering_and_exact_oracle(model):
-    # THEORY.md §9 / V7: standard >= midpoint >= relaxation >= exact vertex maximum,
+    # docs/theory/stability.md / V7: standard >= midpoint >= relaxation >= exact vertex maximum,
     # the exact value equals an independent brute force, and no admissible D (random
     # interior points of [0, 1]^H) exceeds it.
     p, g = model
@@ -204,11 +204,12 @@ def _pair_differences(p, xs, noise, eta, generator):
 @settings(max_examples=30)
 @given(models(max_hidden=5), st.sampled_from(["clean", "additive", "paper_code"]))
 def test_discrete_and_contraction_certificates_bound_trajectory_pairs(model, kind):
-    # THEORY.md §9(f): |Delta_{k+1}| <= rho |Delta_k| at every step, for every input,
-    # with additive noise (cancels) and paper_code noise (random step) shared by the
-    # pair. §9(a) on the Euler chain: |Delta_M| <= exp(M (dt lam + dt^2 kappa^2 / 2))
-    # |Delta_0| exactly, since rho^2 <= 1 + 2 dt lam + dt^2 kappa^2 <= exp(...); that
-    # dt kappa^2 / 2 per unit time is the finite-step slack of the continuous bound.
+    # docs/theory/stability.md (f): |Delta_{k+1}| <= rho |Delta_k| at every step, for every
+    # input, with additive noise (cancels) and paper_code noise (random step) shared by the
+    # pair. docs/theory/stability.md (a) on the Euler chain:
+    # |Delta_M| <= exp(M (dt lam + dt^2 kappa^2 / 2)) |Delta_0| exactly, since
+    # rho^2 <= 1 + 2 dt lam + dt^2 kappa^2 <= exp(...); that dt kappa^2 / 2 per unit time
+    # is the finite-step slack of the continuous bound.
     p, g = model
     B, T = 3, 40
     xs = torch.randn(B, T, 2, generator=g, dtype=F64)
@@ -238,7 +239,7 @@ def test_discrete_and_contraction_certificates_bound_trajectory_pairs(model, kin
 @settings(max_examples=30)
 @given(models(max_hidden=5, alpha=1.0), st.floats(0.1, 3.0), st.floats(0.0, 1.0))
 def test_scalar_noise_certificate_pathwise(model, s, s1):
-    # THEORY.md §9(c) on the Euler-Maruyama chain, pathwise: with the shared scalar
+    # docs/theory/stability.md (c) on the Euler-Maruyama chain, pathwise: with the shared scalar
     # increment c_k = s sqrt(dt) beta_k, |Delta_{k+1}| <= (exp(u_k) + delta kappa)
     # |Delta_k|, u_k = scalar_pathwise_log_bound(c_k; lambda_hat, kappa, d_mean),
     # delta the half-range of a per-unit step. The lambda_hat and the norms used are
@@ -294,7 +295,7 @@ def _top(p, noise, g, B=24, T=1500, transient=200):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_measured_frozen_noise_exponents_respect_certificates(seed):
-    # THEORY.md V7: along the same noise paths, measured top exponents stay below the
+    # docs/theory/oracles.md V7: along the same noise paths, measured top exponents stay below the
     # certified rates: (c) plus its quadrature EM correction for scalar noise, and
     # (d) plus an O(dt) allowance dt (kappa^2/2 + |lam| s^2 + 3 s^4/4) -- the size of
     # the second-order Ito-Taylor terms of E log|J Delta| (as in the GBM expansion).
@@ -317,7 +318,7 @@ def test_measured_frozen_noise_exponents_respect_certificates(seed):
 
 def test_diagonal_bound_reduces_to_gbm_at_one_unit(generator):
     # At d_h = 1 the diagonal bound (d) is lambda - s^2/2, the GBM exponent, and the
-    # measured frozen-noise exponent matches the exact EM value (THEORY.md V4, V7).
+    # measured frozen-noise exponent matches the exact EM value (docs/theory/oracles.md V4, V7).
     lam, s, dt = 0.3, 1.2, 0.05
     p = linear_params(torch.tensor([[lam]], dtype=F64), dt=dt)
     cert = check_stability(p, NoiseSpec(sigma2=s, structure="diagonal"))
@@ -367,7 +368,7 @@ def test_no_certificate_holds_for_a_clearly_positive_exponent(model, s):
 
 # ----------------------------------------------------------------------- stabilization
 def test_stochastic_stabilization_crossing_near_certified_level():
-    # THEORY.md §9(c), V7: a model with lambda_hat > 0 and a clearly positive measured
+    # docs/theory/stability.md (c), V7: a model with lambda_hat > 0 and a clearly positive measured
     # exponent becomes a.s. stable with scalar noise; the measured exponent crosses
     # zero below the certified level sqrt(2 lambda_hat) (soundness) and near it, since
     # A is normal and W small (the bound is nearly tight).
@@ -400,7 +401,7 @@ def test_stochastic_stabilization_crossing_near_certified_level():
 
 
 def test_diagonal_noise_stabilizes_less_than_scalar():
-    # THEORY.md §9(d), V7: at the same level, diagonal noise lowers the measured top
+    # docs/theory/stability.md (d), V7: at the same level, diagonal noise lowers the measured top
     # exponent much less than scalar noise, and its certificate never improves on the
     # deterministic one for d_h >= 3.
     p, g = _unstable_model(H=6, seed=3)
@@ -416,7 +417,7 @@ def test_diagonal_noise_stabilizes_less_than_scalar():
 
 
 def test_mean_square_needs_more_than_almost_sure():
-    # THEORY.md §9(e): mean-square bound lam + s^2/2 only grows with noise; for
+    # docs/theory/stability.md (e): mean-square bound lam + s^2/2 only grows with noise; for
     # -s^2/2 < lam < s^2/2 the a.s. certificate holds but the mean-square one fails.
     p = linear_params(0.2 * torch.eye(3, dtype=F64), dt=0.01)
     noise = NoiseSpec(sigma2=1.0, structure="scalar")
@@ -498,7 +499,7 @@ def test_certificate_records_quantities_and_assumptions(generator):
     assert cert.quantities["hidden_size"] == 3.0 and cert.one_sided == "exact"
     assert any("per-unit step" in a for a in cert.assumptions)
     assert any("Mao" in a for a in cert.assumptions)
-    assert "§9" in cert.description and cert.convention == "sde"
+    assert "docs/theory/stability.md" in cert.description and cert.convention == "sde"
     data = cert.to_dict()
     assert json.loads(json.dumps(data, allow_nan=False))["noise"]["structure"] == "diagonal"
     assert set(CONDITIONS) == {
@@ -591,7 +592,7 @@ def test_report_certificate_matches_check_stability(generator):
 def test_state_jacobian_used_by_certificates_is_the_mean_value_form(generator):
     # The certificates bound differences through K = alpha A + D W with D in [0, 1];
     # the tangent maps of dynamics.state_jacobian are the D = tanh'(z) case, so rho
-    # must bound them too (the margin bound of THEORY.md §8 relies on this).
+    # must bound them too (the margin bound of docs/theory/margins.md relies on this).
     p = random_params(4, 2, 2, generator=generator, scale=2.5)
     h = torch.randn(50, 4, generator=generator, dtype=F64) * 3
     x = torch.randn(50, 2, generator=generator, dtype=F64)

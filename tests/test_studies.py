@@ -100,7 +100,7 @@ def test_run_is_reproducible_and_rejects_unknown_preset():
 
 # ------------------------------------------------------------- numeric spot checks
 def test_regularizer_law_smallest_eps_matches_prediction(smoke_store):
-    """THEORY.md §10 V1: plain antithetic MC within 4 SE + c eps^4 of eps^2/2 (Q+R)."""
+    """docs/theory/oracles.md V1: plain antithetic MC within 4 SE + c eps^4 of eps^2/2 (Q+R)."""
     entry = ResultStore(smoke_store / "results").load("theory/regularizer_law")
     a = entry.arrays
     eps = a["eps"]
@@ -119,13 +119,13 @@ def test_regularizer_law_smallest_eps_matches_prediction(smoke_store):
 
 
 def test_stabilization_scalar_linear_model_matches_closed_form():
-    """THEORY.md §10 V4: measured frozen-noise exponent of the EM chain of scalar GBM
+    """docs/theory/oracles.md V4: measured frozen-noise exponent of the EM chain of scalar GBM
     within 4 SE of its exact value (quadrature, itself checked by Monte Carlo in
     test_oracles.py)."""
     lam, sigma, dt = 1.0, 2.0, 0.1
     mean, se = _gbm_exponent(lam, sigma, dt, horizon=100.0, paths=64, seed=11)
     exact = em_gbm_oracle(lam, sigma, dt)
-    assert abs(exact - (-1.1380)) < 5e-4  # the value quoted in THEORY.md §10 V4
+    assert abs(exact - (-1.1380)) < 5e-4  # the value quoted in docs/theory/oracles.md V4
     assert abs(mean - exact) <= STATISTICAL_SIGMAS * se
 
 
@@ -154,7 +154,7 @@ def test_stabilization_smoke_numbers_are_consistent(smoke_store):
     lam, sigma = a["lambda_hat"], a["sigma"]
     assert (lam > 0).all()  # every model is uncertified without noise
     np.testing.assert_allclose(a["min_noise"], np.sqrt(2 * lam), rtol=1e-12)
-    # certified bound lambda_hat - sigma^2/2 (THEORY.md §9 (c)) wherever noise is on
+    # certified bound lambda_hat - sigma^2/2 (docs/theory/stability.md (c)) wherever noise is on
     np.testing.assert_allclose(
         a["bound"][:, 1:], lam[:, None] - 0.5 * sigma[None, 1:] ** 2, rtol=1e-12, atol=1e-12
     )

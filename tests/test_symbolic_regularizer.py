@@ -1,7 +1,7 @@
-"""Symbolic derivation of the regularizer (THEORY.md §5-6, §10 V2).
+"""Symbolic derivation of the regularizer (docs/theory/regularizer.md, oracles.md V2).
 
-Oracles: exact sympy equality between the derived expansion and THEORY.md's
-recursions; the lambdified derived NRNN regularizer against the torch
+Oracles: exact sympy equality between the derived expansion and the formula of
+docs/theory/regularizer.md recursions; the lambdified derived NRNN regularizer against the torch
 ``explicit_regularizer`` at random points; closed forms of the scalar linear SDE
 against the numeric discrete and continuous regularizers.
 """
@@ -85,7 +85,8 @@ def test_formula_for_one_generic_step_by_hand():
 
 
 def test_nrnn_drift_hessian_is_theory_form():
-    r"""Nabla^2 f_l = tanh''(z_l) w_l w_l^T with tanh'' = -2 tanh (1 - tanh^2) (THEORY.md §2)."""
+    r"""Nabla^2 f_l = tanh''(z_l) w_l w_l^T with tanh'' = -2 tanh (1 - tanh^2)
+    (docs/theory/model.md)."""
     sym = NRNNSymbols.create(H=2, D=1, C=2, M=1)
     h = sym.h0
     f = drift_expr(sym, h, sym.xs[0])
@@ -175,7 +176,7 @@ def test_single_expression_equals_staged_evaluation(convention):
     )
 
 
-# ------------------------------------------------------- §5: scalar linear closed form
+# ------------------------------- docs/theory/regularizer.md: scalar linear closed form
 def _linear_model(lam, dt, M):
     t64 = torch.float64
     params = NRNNParams(
@@ -193,7 +194,7 @@ def _linear_model(lam, dt, M):
 def test_scalar_linear_limit_matches_moment_ode_and_recursion():
     lin = scalar_linear_regularizer_expr()
     assert sp.simplify(lin.sigma_limit - lin.sigma_ode) == 0
-    # the closed-form discrete sum equals THEORY.md's recursion at M = 3
+    # the closed-form discrete sum equals the recursion of docs/theory/regularizer.md at M = 3
     cs = ChainSymbols.create(H=1, M=3, order=2, noise="diagonal")
     lam = next(s for s in lin.sigma_discrete.free_symbols if s.name == "lambda")
     h0 = next(s for s in lin.sigma_discrete.free_symbols if s.name == "h_0")

@@ -1,4 +1,7 @@
-"""Symbolic stability derivations (THEORY.md §9, §10 V4) against the numeric certificates."""
+"""Symbolic stability derivations against the numeric certificates.
+
+Theory: docs/theory/stability.md, docs/theory/oracles.md V4.
+"""
 
 from __future__ import annotations
 
@@ -104,7 +107,8 @@ def test_gbm_exponent_by_ito_formula_and_torch_gateway():
 
 
 def test_em_expansion_matches_theory_and_quadrature():
-    # THEORY.md §10 V4: lambda - sigma^2/2 + dt(-lambda^2/2 + lambda sigma^2 - 3 sigma^4/4).
+    # docs/theory/oracles.md V4: lambda - sigma^2/2 + dt(-lambda^2/2 + lambda sigma^2 - 3
+    # sigma^4/4).
     first = em_gbm_exponent_series_expr(1)
     expected = (
         lam - sigma**2 / 2 + dt * (-(lam**2) / 2 + lam * sigma**2 - sp.Rational(3, 4) * sigma**4)

@@ -102,7 +102,7 @@ def test_params_refuse_other_dynamics(cls, generator):
         noise_from_module(cls(1, 4, 2, generator=generator))
 
 
-# ----------------------------------------------------------- the authors' layout (§3)
+# ----------------------------------- the authors' layout (docs/theory/conventions.md)
 def _authors_state_dict(H, D, C, g, dtype=torch.float64):
     """A state dict in the authors' layout: free B, C; Linear E (input) and D (readout)."""
     return {
@@ -117,7 +117,7 @@ def _authors_state_dict(H, D, C, g, dtype=torch.float64):
 
 
 def _authors_forward(sd, x, *, eps, beta, gamma_A, gamma_W, alpha, solver, a=0.0, mu=0.0, g=None):
-    """The authors' forward written from THEORY.md §3: row vectors, h @ A.
+    """The authors' forward written from docs/theory/conventions.md: row vectors, h @ A.
 
     A = beta (B - B^T) + (1 - beta)(B + B^T) - gamma_A I (W likewise from C);
     base: h + eps f; noisy: h + d * m * f + a * zeta with, per step, zeta ~ N(0, I)

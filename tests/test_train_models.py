@@ -37,7 +37,10 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 # --------------------------------------------------------------------- NoisyRNN family
 def _reference_nrnn(model: NoisyRNN, xs: torch.Tensor) -> torch.Tensor:
-    """Clean forward pass written out from THEORY.md §2-3 (column convention)."""
+    """Clean forward pass written out from the theory (column convention).
+
+    Theory: docs/theory/model.md, docs/theory/conventions.md.
+    """
     H = model.hidden_size
     eye = torch.eye(H, dtype=xs.dtype)
     M_A = model.M_A if model.M_A is not None else torch.zeros(H, H, dtype=xs.dtype)

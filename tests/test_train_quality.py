@@ -1,7 +1,7 @@
 """The quality bar of issue 4 on real data, and torchrun; slow tier.
 
 Settings: H = 64, Adam, lr 1e-2, batch 64, dt = 0.1, the authors' beta/gamma/init
-(THEORY.md §11); "small noise" is their a = mu = 0.02 in the paper_code convention.
+(docs/theory/experiments.md); "small noise" is their a = mu = 0.02 in the paper_code convention.
 """
 
 from __future__ import annotations

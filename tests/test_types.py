@@ -1,4 +1,7 @@
-"""Tests of the records (NRNNParams, NoiseSpec) and the convention mapping (THEORY.md §2-3)."""
+"""Tests of the records (NRNNParams, NoiseSpec) and the convention mapping.
+
+Theory: docs/theory/model.md, docs/theory/conventions.md.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from _tolerances import tol
 @given(seeds, st.floats(0.0, 1.0), st.floats(0.0, 2.0))
 def test_lipschitz_parametrization_closed_form(seed, beta, gamma):
     """A = (1-b)(M+M^T) + b(M-M^T) - g I: its symmetric part is 2(1-b) sym M - g I and
-    its skew part 2 b skew M (THEORY.md §2)."""
+    its skew part 2 b skew M (docs/theory/model.md)."""
     g = torch.Generator().manual_seed(seed)
     M = torch.randn(5, 5, generator=g, dtype=torch.float64)
     A = lipschitz_matrix(M, beta, gamma)
@@ -52,7 +55,8 @@ def test_from_lipschitz_builds_both_matrices_and_is_differentiable(generator):
         dt=0.1,
         alpha=0.0,
     )
-    # beta = 1: skew-symmetric minus gamma I (the antisymmetric-RNN W of THEORY.md §11).
+    # beta = 1: skew-symmetric minus gamma I (the antisymmetric-RNN W of
+    # docs/theory/experiments.md).
     torch.testing.assert_close(p.W + p.W.T, -0.5 * torch.eye(4, dtype=torch.float64))
     torch.testing.assert_close(p.A + p.A.T, -1.0 * torch.eye(4, dtype=torch.float64))
     p.A.sum().backward()
@@ -90,7 +94,8 @@ def test_qr_positive(generator):
 @given(st.floats(1e-4, 0.5), st.floats(0.0, 0.2), st.floats(0.0, 0.9), seeds)
 def test_mapping_matches_one_step_moments(dt, a, mu, seed):
     """Additive parts agree exactly in covariance; the paper_code mean step is the sde
-    one times 1 - mu/2 and its extra covariance is mu^2/12 diag(d f)^2 (THEORY.md §3)."""
+    one times 1 - mu/2 and its extra covariance is mu^2/12 diag(d f)^2
+    (docs/theory/conventions.md)."""
     g = torch.Generator().manual_seed(seed)
     params = random_params(3, 2, 2, generator=g, dt=dt)
     h = torch.randn(4, 3, generator=g, dtype=torch.float64)
@@ -107,7 +112,7 @@ def test_mapping_matches_one_step_moments(dt, a, mu, seed):
 
 
 def test_mapping_known_values_and_round_trip():
-    # THEORY.md §3: dt = 0.01, a = 0.02 -> eps sigma1 = 0.2; a = 0.05 -> 0.5.
+    # docs/theory/conventions.md: dt = 0.01, a = 0.02 -> eps sigma1 = 0.2; a = 0.05 -> 0.5.
     assert math.isclose(
         paper_code_to_sde(NoiseSpec.paper_code(0.02, 0.02), 0.01).target.additive, 0.2
     )

@@ -12,7 +12,7 @@ Oracles:
   random models and on tiny models trained on digits in a fixture;
 * exactness: a linear RNN (the identity activation of the engine) has exact bounds in
   closed form (matrix powers), so its certified radius is the exact margin; a one-unit,
-  one-step tanh model's radius is its exact margin (THEORY.md §8 one-step oracle);
+  one-step tanh model's radius is its exact margin (docs/theory/margins.md one-step oracle);
 * ordering: CROWN >= forward >= IBP on every bound and every radius;
 * the tanh relaxation lines enclose tanh on a dense grid of every interval.
 """

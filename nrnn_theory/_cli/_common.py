@@ -266,7 +266,7 @@ def add_noise_options(parser: argparse.ArgumentParser, *, from_checkpoint: bool)
 
     ``--add`` and ``--mult`` are the levels in the vocabulary of the authors' code
     (``--convention paper_code``: add_noise a and mult_noise mu) or the Euler-Maruyama
-    levels eps*sigma1 and eps*sigma2 (``--convention sde``; THEORY.md §3), and
+    levels eps*sigma1 and eps*sigma2 (``--convention sde``; docs/theory/conventions.md), and
     ``--noise-structure`` the ``"sde"`` structure. :func:`noise_from_options` turns them
     into a :class:`~nrnn_theory.NoiseSpec`.
 
@@ -284,7 +284,7 @@ def add_noise_options(parser: argparse.ArgumentParser, *, from_checkpoint: bool)
         group = parser.add_argument_group(
             "noise (default: the checkpoint's own training noise)",
             "Set --add and/or --mult to use this noise instead of the checkpoint's own; the "
-            "names and meaning are those of nrnn train (THEORY.md §3).",
+            "names and meaning are those of nrnn train (docs/theory/conventions.md).",
         )
         add, mult, convention, structure = None, None, None, None
         unset = {"convention": " (unset: paper_code)", "structure": " (unset: diagonal)"}
@@ -305,7 +305,7 @@ def add_noise_options(parser: argparse.ArgumentParser, *, from_checkpoint: bool)
         "--convention",
         default=convention,
         choices=list(CONVENTIONS),
-        help="discretization of the noise (THEORY.md §3)" + unset["convention"],
+        help="discretization of the noise (docs/theory/conventions.md)" + unset["convention"],
     )
     group.add_argument(
         "--noise-structure",

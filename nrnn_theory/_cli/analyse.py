@@ -1,14 +1,14 @@
 """The explicit small-noise regularizer and the Hessian flatness of a trained checkpoint.
 
 --regularizer (NRNN family: nrnn, lipschitz, antisymmetric): the exact regularizer
-Q-hat, R-hat of THEORY.md §6 on each evaluation example, for the checkpoint's own
+Q-hat, R-hat of docs/theory/regularizer.md on each evaluation example, for the checkpoint's own
 training noise (or the noise given by --add/--mult), and the predicted noisy-minus-clean
 loss gap eps^2/2 (Q-hat + R-hat), as mean and quantiles over examples, with the time
 steps whose noise contributes most to R-hat. --mc-pairs N also measures the gap by
 antithetic Monte Carlo and prints it, with its standard error, beside the prediction.
 
 --flatness (any model): the Hessian of the clean mean cross-entropy on the evaluation
-examples with respect to all trained parameters (THEORY.md §7), in eval mode with the
+examples with respect to all trained parameters (docs/theory/flatness.md), in eval mode with the
 noise off: its Hutchinson trace with standard error (per parameter tensor too) and its
 top eigenvalues with residuals.
 
@@ -108,8 +108,8 @@ def _nrnn_or_explain(ck, path: str) -> None:
         raise ValueError(
             f"--regularizer: checkpoint {path} holds a {ck.config.get('model')!r} model, not "
             "one of the NRNN family (nrnn, lipschitz, antisymmetric, or a one-layer tanh "
-            "torch.nn.RNN); the explicit regularizer of THEORY.md §6 is defined for the NRNN "
-            "drift and its injected noise only (--flatness works for any model)"
+            "torch.nn.RNN); the explicit regularizer of docs/theory/regularizer.md is defined "
+            "for the NRNN drift and its injected noise only (--flatness works for any model)"
         ) from None
 
 
@@ -273,7 +273,7 @@ def format_analysis(result: dict[str, Any]) -> str:
     if reg is not None:
         lines += [
             "",
-            "Explicit regularizer (THEORY.md §6), exact, per example",
+            "Explicit regularizer (docs/theory/regularizer.md), exact, per example",
             f"  noise ({reg['noise_source']}): {_noise_words(reg['noise'])}, "
             f"eps = {reg['epsilon']:g}",
         ]
@@ -331,7 +331,7 @@ def format_analysis(result: dict[str, Any]) -> str:
         tr, eig = flat["trace"], flat["eigenvalues"]
         lines += [
             "",
-            f"Flatness (THEORY.md §7): Hessian of the {flat['loss']} on these examples",
+            f"Flatness (docs/theory/flatness.md): Hessian of the {flat['loss']} on these examples",
             f"  loss {flat['loss_value']:.6g}; {flat['n_params']} parameters "
             f"({', '.join(f'{k} {v}' for k, v in flat['parameters'].items())})",
             f"  Hutchinson trace  {tr.mean: .6e} ± {tr.stderr:.2e} ({tr.n_probes} probes)",

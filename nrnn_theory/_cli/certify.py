@@ -1,6 +1,6 @@
 """Stability certificates of a trained NRNN-family checkpoint beside measured exponents.
 
-One row per condition of THEORY.md §9 that applies (deterministic contraction of the
+One row per condition of docs/theory/stability.md that applies (deterministic contraction of the
 ODE, contraction of the discrete map, almost-sure stability with scalar or diagonal
 multiplicative noise, mean-square stability), for the model without noise and with
 its training noise (or the noise given by --add/--mult): the certified bound on the
@@ -10,7 +10,7 @@ measured top Lyapunov exponents of the model driven by the evaluation inputs (fr
 zero), without noise and along one frozen noise path per input. Last, the smallest
 scalar and diagonal multiplicative noise certifying almost-sure stability.
 
-Then the LMI certificates (THEORY.md §9 in the best quadratic metric, --metric) of the
+Then the LMI certificates (docs/theory/stability.md in the best quadratic metric, --metric) of the
 clean model's map, on the global slope sector [0, 1] and on the sector of the reachable
 set over the input box (--input-box, default the range of the training inputs) for
 --horizon steps (default the sequence length), and the certified bound on the
@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--one-sided",
         default="auto",
         choices=list(ONE_SIDED_METHODS),
-        help="one-sided constant used by the certificates (THEORY.md §9; auto: exact for "
-        "H <= 12, else relaxation)",
+        help="one-sided constant used by the certificates (docs/theory/stability.md; auto: "
+        "exact for H <= 12, else relaxation)",
     )
     parser.add_argument(
         "--exponents", type=int, default=2, help="leading Lyapunov exponents measured (k)"
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"checkpoint {args.checkpoint} holds a {ck.config.get('model')!r} model, not one "
             "of the NRNN family (nrnn, lipschitz, antisymmetric, or a one-layer tanh "
-            "torch.nn.RNN); the certificates of THEORY.md §9 are about the NRNN drift"
+            "torch.nn.RNN); the certificates of docs/theory/stability.md are about the NRNN drift"
         ) from None
     if args.exponents > params.hidden_size:
         raise ValueError(

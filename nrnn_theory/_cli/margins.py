@@ -1,7 +1,7 @@
 """Certified and empirical input margins of a trained checkpoint.
 
 For each evaluation example: the score margin, the certified lower bound on the l2
-input margin (THEORY.md §8, sound, float64; NRNN-family models only), the certified
+input margin (docs/theory/margins.md, sound, float64; NRNN-family models only), the certified
 radius in the attack's norm by bound propagation through the time loop
 (nrnn_theory.certified_radius, CROWN by default; the ball is intersected with the
 task's data range) and the smallest perturbation an attack finds that flips the
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         result["certified"] = None
         note = (
             f"no certificate: {ck.config.get('model')} is not an NRNN-family model "
-            "(THEORY.md §8 applies to the NRNN drift)"
+            "(docs/theory/margins.md applies to the NRNN drift)"
         )
     else:
         bar.set_postfix_str("Lipschitz certificate")

@@ -2,7 +2,7 @@
 
 Accuracy of each model on the evaluation split under (a) additive white noise, (b)
 multiplicative white noise, (c) salt-and-pepper noise and (d) adversarial attacks,
-over a grid of strengths with a confidence interval per cell (THEORY.md §11). Prints a
+over a grid of strengths with a confidence interval per cell (docs/theory/experiments.md). Prints a
 comparison table (rows: models; columns: perturbation x strength) and, with --plot,
 writes the four-panel accuracy-versus-strength figure (PDF and PNG).
 

@@ -8,19 +8,19 @@ Examples:
   nrnn train --task digits --model nrnn --add 0.02 --explicit-reg 1 --reg-examples 16 --out runs/reg
   torchrun --nproc_per_node=2 -m nrnn_theory.cli train --task mnist5k --out runs/ddp
 
-The noise options use the vocabulary of the authors' code (THEORY.md §3): with
+The noise options use the vocabulary of the authors' code (docs/theory/conventions.md): with
 --convention paper_code (the default) --add is add_noise (a) and --mult is mult_noise
 (mu); with --convention sde they are the Euler-Maruyama levels eps*sigma1 and
-eps*sigma2. The remaining defaults are the authors' driver defaults (THEORY.md §11).
+eps*sigma2. The remaining defaults are the authors' driver defaults (docs/theory/experiments.md).
 They are those of fit() (one set, in FitSettings); the learning rate decays x0.1 at
 floor(0.9 * epochs) unless --lr-decay-epochs says otherwise (the authors' 90 of 100).
 With a validation split the run keeps its best validation epoch in checkpoints/best
 and ends with its weights (--keep-last: the last epoch's); --patience N stops after N
 epochs without a better validation accuracy. A learned step (--learn-step) that ends
-with entries <= 0 is reported with a warning (THEORY.md §3).
+with entries <= 0 is reported with a warning (docs/theory/conventions.md).
 
 --explicit-reg LAMBDA trains a noise-free model with LAMBDA times the exact small-noise
-regularizer of THEORY.md §5-6 instead of injecting the noise: the noise options then
+regularizer of docs/theory/regularizer.md instead of injecting the noise: the noise options then
 describe the noise the regularizer stands for, the model itself has no noise (in train
 mode too; its config records noise = null), and the checkpoints record LAMBDA, K and the
 regularizer's noise under fit.penalty. --reg-examples K evaluates the regularizer on K
@@ -157,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="epochs (unset: 35, or the stored number on --resume)",
     )
-    # Unset options take FitSettings' defaults (one set shared with fit(); THEORY.md §11).
+    # Unset options take FitSettings' defaults (one set shared with fit();
+    # docs/theory/experiments.md).
     train.add_argument("--batch-size", type=int, default=None, help="global minibatch size (128)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (0.01)")
     train.add_argument(

@@ -13,9 +13,9 @@ same data), which isolates the effect the paper attributes to noise injection at
 parametrization. The effect of the learned step itself (learned-step twin vs the
 fixed-step Lipschitz RNN, both without noise) is a separate, uncounted context line
 (:data:`FIXED_TWIN`); runs without the matched twin fall back to the fixed-step one.
-Each line states the direction the paper's abstract claims (THEORY.md §1) beside the
+Each line states the direction the paper's abstract claims (docs/theory/index.md) beside the
 measured paired difference, its interval and effect size; the paper's own table values
-are not known here and are never quoted (THEORY.md §11).
+are not known here and are never quoted (docs/theory/experiments.md).
 """
 
 from __future__ import annotations
@@ -54,47 +54,47 @@ __all__ = [
     "zoo_table",
 ]
 
-#: The claims of the paper (THEORY.md §1) in report order: key -> (title, statement,
+#: The claims of the paper (docs/theory/index.md) in report order: key -> (title, statement,
 #: theory reference).
 CLAIMS: dict[str, tuple[str, str, str]] = {
     "C1": (
         "noisy RNNs are discretized SDEs",
         "RNNs trained with noise injected into their hidden states are discretizations "
         "of SDEs driven by the input data.",
-        "THEORY.md §2-3, §5",
+        "docs/theory/model.md, conventions.md, regularizer.md",
     ),
     "C2": (
         "small noise acts as an explicit regularizer",
         "For small noise, noise injection is approximately an explicit regularizer "
         "eps^2/2 (Q + R), and training with noise lowers it.",
-        "THEORY.md §4-6",
+        "docs/theory/regularizer.md",
     ),
     "C3a": (
         "noise promotes flatter minima",
         "The implicit regularization promotes flatter minima of the loss.",
-        "THEORY.md §7",
+        "docs/theory/flatness.md",
     ),
     "C3b": (
         "noise biases training towards more stable dynamics",
         "The implicit regularization biases training towards more stable dynamics.",
-        "THEORY.md §6, §9",
+        "docs/theory/regularizer.md, stability.md",
     ),
     "C3c": (
         "noise favours larger classification margins",
         "In classification, the implicit regularization favours larger margins.",
-        "THEORY.md §8",
+        "docs/theory/margins.md",
     ),
     "C4": (
         "global stability conditions and stochastic stabilization",
         "Sufficient conditions for global stability hold; multiplicative noise can make "
         "unstable dynamics stable.",
-        "THEORY.md §9",
+        "docs/theory/stability.md",
     ),
     "C5": (
         "robustness at comparable clean accuracy",
         "Noisy RNNs are more robust to input perturbations at inference, at comparable "
         "clean accuracy.",
-        "THEORY.md §11",
+        "docs/theory/experiments.md",
     ),
 }
 
@@ -268,7 +268,7 @@ def _still_improving(history: Mapping[str, Any]) -> bool:
 
 
 def regularizer_gap_evidence(records: Records) -> Evidence:
-    """Does the second-order prediction (mean shift + eps^2/2 (Q + R), THEORY.md §6)
+    """Does the second-order prediction (mean shift + eps^2/2 (Q + R), docs/theory/regularizer.md)
     match the Monte Carlo noisy-minus-clean loss of every trained NRNN-family model at
     the reference noise?"""
     rel, ok, n = [], [], 0
@@ -430,6 +430,6 @@ def zoo_table(records: Records, task: str) -> Table:
         "noise (paper_code, a = mu = 0.02) for every model. Margins: median over correctly "
         "classified examples of the smallest l2 perturbation an attack finds. Learned "
         "step ≤ 0: seeds whose learned per-unit step has entries ≤ 0 at the selected "
-        "epoch (the map steps against its drift there; THEORY.md §3)."
+        "epoch (the map steps against its drift there; docs/theory/conventions.md)."
     )
     return Table(f"Zoo summary: {task}", columns, tuple(rows), note)

@@ -4,16 +4,16 @@ r"""Every theory quantity of one trained model of the zoo, as stored numbers.
 
 * clean test accuracy (whole test split);
 * the exact small-noise regularizer Q-hat, R-hat at the reference noise
-  (THEORY.md §6) and an antithetic Monte Carlo check of the gap it predicts;
+  (docs/theory/regularizer.md) and an antithetic Monte Carlo check of the gap it predicts;
 * the Hessian trace (Hutchinson) and top eigenvalue of the clean test loss with
-  respect to all parameters (THEORY.md §7);
+  respect to all parameters (docs/theory/flatness.md);
 * the Lyapunov spectrum (top ``k``) of the input-driven dynamics, clean and along a
-  frozen path of the reference noise (THEORY.md §9);
-* the stability certificates of THEORY.md §9, clean and with the reference noise;
-* certified and empirical input margins (THEORY.md §8), and the certified
+  frozen path of the reference noise (docs/theory/stability.md);
+* the stability certificates of docs/theory/stability.md, clean and with the reference noise;
+* certified and empirical input margins (docs/theory/margins.md), and the certified
   :math:`\ell_\infty` robustness radius by bound propagation (CROWN,
   :func:`nrnn_theory.certified_radius`) on ``preset.n_certified`` examples;
-* the robustness sweeps of THEORY.md §11 (:data:`PERTURBATIONS`: white, multiplicative
+* the robustness sweeps of docs/theory/experiments.md (:data:`PERTURBATIONS`: white, multiplicative
   and salt-and-pepper noise, FGSM and PGD at :math:`\ell_\infty` budgets
   :data:`ATTACK_EPS`), with the accuracy at every strength;
 * the sign of the Euler step (:func:`nrnn_theory.check_step`): a learned step with
@@ -81,9 +81,9 @@ def analyse_regularizer(
     mc_pairs: int = 0,
     generator: torch.Generator | None = None,
 ) -> RegularizerAnalysis:
-    """The exact small-noise regularizer Q-hat, R-hat of a model (THEORY.md §6) with its
-    per-step contributions and, with ``mc_pairs``, the Monte Carlo noisy-minus-clean gap
-    it predicts (``mc_pairs`` antithetic pairs per example, drawn from ``generator``)."""
+    """The exact small-noise regularizer Q-hat, R-hat of a model (docs/theory/regularizer.md)
+    with its per-step contributions and, with ``mc_pairs``, the Monte Carlo noisy-minus-clean
+    gap it predicts (``mc_pairs`` antithetic pairs per example, drawn from ``generator``)."""
     from nrnn_theory.regularizer import estimate_noise_gap, explicit_regularizer
 
     reg = explicit_regularizer(params, xs, labels, noise, method="adjoint")  # + per-step R
@@ -129,7 +129,7 @@ def analyse_flatness(
     eigen_generator: torch.Generator | None = None,
 ) -> FlatnessAnalysis:
     """The Hessian of a model's mean cross-entropy on ``(xs, labels)`` with respect to all
-    its parameters (THEORY.md §7), in the model's current mode and dtype: its Hutchinson
+    its parameters (docs/theory/flatness.md), in the model's current mode and dtype: its Hutchinson
     trace with ``n_probes`` probes from ``generator`` (per parameter tensor too when
     ``per_parameter``) and its top ``k`` eigenvalues by Lanczos from ``eigen_generator``
     (default: ``generator``, continuing its stream)."""
@@ -153,7 +153,7 @@ def analyse_flatness(
     )
 
 
-#: The perturbations of every zoo model's robustness analysis (THEORY.md §11).
+#: The perturbations of every zoo model's robustness analysis (docs/theory/experiments.md).
 PERTURBATIONS: tuple[str, ...] = (
     "white_noise",
     "multiplicative_noise",
@@ -221,7 +221,7 @@ def analyse_member(model: torch.nn.Module, data, preset: Preset, *, seed: int):
     out["test_accuracy"] = float(test["accuracy"])
     out["test_loss"] = float(test["loss"])
 
-    # ---------------------------------------------------------------- flatness (§7)
+    # ------------------------------------------- flatness (docs/theory/flatness.md)
     flat = analyse_flatness(model, xs, ys, n_probes=preset.n_probes, generator=gen)
     out["hessian_trace"] = float(flat.trace.mean)
     out["hessian_trace_stderr"] = float(flat.trace.stderr)

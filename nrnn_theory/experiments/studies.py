@@ -8,19 +8,20 @@ Three studies, each in its own module (``study_regularizer_law``,
 ``evidence`` rule set that turns a stored entry into report lines with computed
 verdicts:
 
-* ``"regularizer_law"`` (claim C2, THEORY.md §5-6, §10 V1-V3): the antithetic Monte
+* ``"regularizer_law"`` (claim C2, docs/theory/regularizer.md, oracles.md V1-V3): the antithetic
+Monte
   Carlo noise gap against the exact prediction
   :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` across a geometric grid of
   :math:`\epsilon`, in both conventions; the order of the relative error (theory: 2,
   because the remainder is :math:`O(\epsilon^4)`) and where the expansion breaks.
-* ``"stabilization"`` (claim C4, THEORY.md §9): models with :math:`\hat\lambda > 0`
+* ``"stabilization"`` (claim C4, docs/theory/stability.md): models with :math:`\hat\lambda > 0`
   (unstable without noise) under scalar multiplicative noise :math:`\sigma`; the
   certified almost-sure bound :math:`\hat\lambda - \sigma^2/2`, the minimal
   stabilizing noise and the measured frozen-noise top Lyapunov exponent.
-* ``"continuum"`` (claim C1, THEORY.md §3, §6, §10 V4): discrete to continuous as
-  :math:`\Delta t\to0` at fixed horizon: :math:`(\hat Q, \hat R)\to(Q, R)` at order 1,
-  and the Euler-Maruyama exponent of scalar geometric Brownian motion converging to
-  :math:`\lambda - \sigma^2/2`.
+* ``"continuum"`` (claim C1, docs/theory/conventions.md, regularizer.md, oracles.md V4):
+  discrete to continuous as :math:`\Delta t\to0` at fixed horizon:
+  :math:`(\hat Q, \hat R)\to(Q, R)` at order 1, and the Euler-Maruyama exponent of
+  scalar geometric Brownian motion converging to :math:`\lambda - \sigma^2/2`.
 
 Every computation is seeded (``seed``) and sized by a preset (:data:`PRESETS`):
 ``"smoke"`` is seconds, ``"quick"`` about a minute for all three on 2 CPU cores,

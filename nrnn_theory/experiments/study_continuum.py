@@ -1,4 +1,5 @@
-r"""Theory-only study ``"continuum"`` (claim C1, THEORY.md §3, §6, §10 V4).
+r"""Theory-only study ``"continuum"`` (claim C1, docs/theory/conventions.md, regularizer.md,
+oracles.md V4).
 
 Discrete to continuous as :math:`\Delta t\to0` at fixed horizon:
 :math:`(\hat Q, \hat R)\to(Q, R)` at order 1, and the Euler-Maruyama exponent of
@@ -56,7 +57,7 @@ _CONT_PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 _CONT_DT = 0.2
 _CONT_NOISE = NoiseSpec(epsilon=1.0, sigma1=1.0, sigma2=0.7, structure="diagonal")
-#: Scalar geometric Brownian motion dx = lam x dt + sigma x dB of THEORY.md §10 V4.
+#: Scalar geometric Brownian motion dx = lam x dt + sigma x dB of docs/theory/oracles.md V4.
 GBM = (1.0, 1.0)
 
 
@@ -105,7 +106,9 @@ def _local_orders(dts: np.ndarray, err: np.ndarray) -> np.ndarray:
 def run_continuum(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    r"""Discrete to continuous as :math:`\Delta t\to0` at fixed horizon (THEORY.md §3, §6).
+    r"""Discrete to continuous as :math:`\Delta t\to0` at fixed horizon.
+
+    Theory: docs/theory/conventions.md, docs/theory/regularizer.md.
 
     1. :func:`~nrnn_theory.regularizer_convergence` on a random NRNN (coarse
        :math:`\Delta t = 0.2`, V1's diagonal noise): :math:`\max_b|\hat Q + \hat R - Q -
@@ -194,7 +197,7 @@ ORDER_DRIFT = 0.1
 def evidence_continuum(entry) -> list[Evidence]:
     r"""Report lines for claim C1 from a stored ``theory/continuum`` entry.
 
-    (a) :math:`(\hat Q,\hat R)\to(Q,R)` at order 1 (THEORY.md §6: Euler's local error
+    (a) :math:`(\hat Q,\hat R)\to(Q,R)` at order 1 (docs/theory/regularizer.md: Euler's local error
     is :math:`O(\Delta t^2)` per step over :math:`T/\Delta t` steps). The error is
     :math:`C\Delta t(1 + O(\Delta t))`, so the local log-log slope tends to 1 with a
     drift between levels of the size of the remaining :math:`O(\Delta t)` correction:
@@ -224,9 +227,9 @@ def evidence_continuum(entry) -> list[Evidence]:
             verdict=common.rule_verdict(abs(order - 1.0) <= ORDER_BAND, drift < ORDER_DRIFT),
             rule=(
                 f"supported if the order on the three finest levels is within 1 +- "
-                f"{ORDER_BAND} (THEORY.md §6: first order) once successive local orders "
-                f"differ by < {ORDER_DRIFT}; not supported if outside; inconclusive "
-                "while the local orders still drift"
+                f"{ORDER_BAND} (docs/theory/regularizer.md: first order) once successive "
+                f"local orders differ by < {ORDER_DRIFT}; not supported if outside; "
+                "inconclusive while the local orders still drift"
             ),
         )
     ]

@@ -1,4 +1,5 @@
-r"""Theory-only study ``"regularizer_law"`` (claim C2, THEORY.md §5-6, §10 V1-V3).
+r"""Theory-only study ``"regularizer_law"`` (claim C2, docs/theory/regularizer.md, oracles.md
+V1-V3).
 
 The antithetic Monte Carlo noise gap against the exact prediction
 :math:`\tfrac{\epsilon^2}{2}(\hat Q + \hat R)` across a geometric grid of
@@ -103,7 +104,7 @@ def _law_fit(eps, resid, resid_se, noise_gap) -> tuple[dict[str, float], np.ndar
 def run_regularizer_law(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    r"""Regularizer prediction against Monte Carlo across :math:`\epsilon` (THEORY.md §6).
+    r"""Regularizer prediction vs. Monte Carlo across :math:`\epsilon` (docs/theory/regularizer.md).
 
     A random NRNN (float64, :math:`\Delta t = 0.1`) on random inputs and labels; for
     each :math:`\epsilon` of a geometric grid up to 2 (from 0.01, or 0.002 for the
@@ -114,7 +115,7 @@ def run_regularizer_law(
     :func:`~nrnn_theory.explicit_regularizer`. The batch-mean gap is compared.
 
     The *relative error* is :math:`(\text{gap} - \text{prediction}) /
-    \tfrac{\epsilon^2}2(\hat Q + \hat R)`: :math:`O(\epsilon^2)` by THEORY.md §6 (the
+    \tfrac{\epsilon^2}2(\hat Q + \hat R)`: :math:`O(\epsilon^2)` by docs/theory/regularizer.md (the
     ``"paper_code"`` mean shift is exact and cancels in the numerator). Its order is
     fitted by weighted least squares in log-log (:func:`common.weighted_slope`) on the
     smallest resolved (at least 3 standard errors) :math:`\epsilon` of the small half

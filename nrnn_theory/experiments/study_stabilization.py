@@ -1,4 +1,4 @@
-r"""Theory-only study ``"stabilization"`` (claim C4, THEORY.md §9).
+r"""Theory-only study ``"stabilization"`` (claim C4, docs/theory/stability.md).
 
 Models with :math:`\hat\lambda > 0` (unstable without noise) under scalar
 multiplicative noise :math:`\sigma`: the certified almost-sure bound
@@ -32,7 +32,7 @@ _STAB_PRESETS: dict[str, dict[str, Any]] = {
     "full": {"H": 12, "n_models": 9, "n_sigma": 26, "T": 10000, "B": 64, "c_max": 1.8},
 }
 #: Small enough that sigma^2 dt <= 0.125 on the grid (the Euler-Maruyama chain stays
-#: close to the SDE the certificate is about; THEORY.md §10 V4).
+#: close to the SDE the certificate is about; docs/theory/oracles.md V4).
 _STAB_DT = 0.02
 _STAB_SIGMA_MAX = 2.5
 _STAB_D = 2
@@ -79,7 +79,7 @@ def _measure_top_exponents(
 
     The ``"sde"``/``"scalar"`` step is :math:`h + \Delta t f + \sqrt{\Delta t}\,\sigma_2
     h\,\beta_k` with standardized draws :math:`\eta = (\xi, \beta)` entering linearly
-    (THEORY.md §6), so the chain at level :math:`\sigma` is the chain at
+    (docs/theory/regularizer.md), so the chain at level :math:`\sigma` is the chain at
     :math:`\sigma_2 = 1` driven by :math:`\beta` scaled by :math:`\sigma`. Each level
     gets the same ``B`` input sequences and the same standard draws (common random
     numbers); the additive part is off. Returns the mean over the ``B`` paths and its
@@ -131,7 +131,7 @@ def _zero_crossing(sigma: np.ndarray, mean: np.ndarray) -> float:
 def run_stabilization(
     preset: str = "quick", *, seed: int = 0, progress: bool = False
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    r"""Stochastic stabilization phase diagram (THEORY.md §9 (c), §10 V7).
+    r"""Stochastic stabilization phase diagram (docs/theory/stability.md (c), oracles.md V7).
 
     ``n_models`` random NRNNs with :math:`\lambda_{\max}(\mathrm{sym}A) = c` on a grid of
     :math:`c\in[0.2, c_{\max}]` and a small :math:`W` (so :math:`\hat\lambda > 0`:
@@ -149,7 +149,7 @@ def run_stabilization(
 
     The soundness slack (see :func:`evidence_stabilization`) is stored per model:
     :math:`\Delta t\,\kappa^2/2` with :math:`\kappa = \|A\|_2 + \|W\|_2`, the excess of
-    the discrete map's one-sided rate over the continuous one (THEORY.md §9 (f):
+    the discrete map's one-sided rate over the continuous one (docs/theory/stability.md (f):
     :math:`\log\rho/\Delta t \le \hat\lambda + \Delta t\kappa^2/2`).
     """
     cfg = dict(_STAB_PRESETS[common.check_preset(preset)])
@@ -207,7 +207,7 @@ def evidence_stabilization(entry) -> list[Evidence]:
     one path exceeds the a.s. rate by :math:`\sigma\beta_T/T` at most (Itô's formula
     for :math:`\log|\Delta|`), whose mean over ``B`` independent paths has standard
     deviation :math:`\sigma/\sqrt{BT}`, covered by 3 SE across paths; the second term
-    is the discrete map's O(dt) excess (THEORY.md §9 (f)).
+    is the discrete map's O(dt) excess (docs/theory/stability.md (f)).
     (b) **Stochastic stabilization**: some model is clearly unstable at
     :math:`\sigma = 0` (mean - 3 SE > 0) and clearly stable (mean + 3 SE < 0) at a
     certified :math:`\sigma`.
@@ -243,7 +243,7 @@ def evidence_stabilization(entry) -> list[Evidence]:
             rule=(
                 "supported if at every (model, sigma) where the certificate holds the "
                 "measured exponent <= bound + 3 SE + dt kappa^2/2 (finite-time and O(dt) "
-                "slack, THEORY.md §9 (c), (f)); not supported if any exceeds it"
+                "slack, docs/theory/stability.md (c), (f)); not supported if any exceeds it"
             ),
         )
     ]

@@ -1,20 +1,20 @@
 """The model zoo of the reproduction and the presets that size it.
 
 The zoo compares, on one task and with the same seeds, the noisy RNN at the two noise
-levels of the authors' public tuning (THEORY.md §11: ``paper_code`` convention,
+levels of the authors' public tuning (docs/theory/experiments.md: ``paper_code`` convention,
 additive level ``a`` = 0.02 or 0.05, multiplicative level ``mu`` = 0.02) *as the authors
 run it*, with a learned per-unit step (their ``solver='noisy'`` always learns it);
 its **matched twin**, the same architecture with the same learned step trained without
 noise, so that "noise at equal parametrization" is one comparison; the fixed-step
 noise-free model (Lipschitz RNN), so that "the learned step" is another; the
 fixed-step architecture trained without noise but with the explicit small-noise
-regularizer of THEORY.md §6 in its loss; and four baselines (Antisymmetric RNN, coRNN,
+regularizer of docs/theory/regularizer.md in its loss; and four baselines (Antisymmetric RNN, coRNN,
 LSTM, GRU).
 
 The learned step starts at the preset's ``dt`` (0.1). Measured on digits (H = 32, 100
 epochs, one seed): started at the authors' 0.01 it crosses zero early in training in
 some units, started at 0.1 it trains at least as well (a few units still end with a
-step <= 0, which :func:`nrnn_theory.check_step` flags; THEORY.md §3).
+step <= 0, which :func:`nrnn_theory.check_step` flags; docs/theory/conventions.md).
 
 A :class:`Preset` fixes everything that sets the cost: tasks, seeds, hidden size,
 epochs and the sizes of each analysis. Every member is trained with validation-based
@@ -118,7 +118,7 @@ ZOO: dict[str, ZooMember] = {
             _LIPSCHITZ,
             None,
             explicit_reg=1.0,
-            role="no noise; loss + eps^2/2 (Q + R) of the small noise (THEORY.md §6)",
+            role="no noise; loss + eps^2/2 (Q + R) of the small noise (docs/theory/regularizer.md)",
         ),
         ZooMember("antisymmetric", "antisymmetric", role="baseline (Chang et al. 2019)"),
         ZooMember("cornn", "cornn", role="baseline (Rusch and Mishra 2021)"),

@@ -182,7 +182,7 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
     return save_figure(fig, stem)
 
 
-#: Panel titles and strength axes of the four perturbation families (THEORY.md §11),
+#: Panel titles and strength axes of the four perturbation families (docs/theory/experiments.md),
 #: indexed by :attr:`nrnn_theory.robustness.Perturbation.panel`.
 _PANELS = ("(a) white noise", "(b) multiplicative noise", "(c) salt and pepper", "(d) adversarial")
 _PANEL_X = ("σ", "σ", "α", "ε (in each attack's norm)")
@@ -311,10 +311,11 @@ def plot_robustness(
     title: str | None = None,
     dpi: int = 150,
 ) -> tuple[Path, Path]:
-    """Write the four-panel accuracy-versus-strength figure (THEORY.md §11) as PDF and PNG.
+    """Write the four-panel accuracy-versus-strength figure as PDF and PNG.
 
-    The robustness figure of the package, drawn in one style for ``nrnn robustness
-    --plot`` and for the reproduction report (:func:`plot_robustness_curves`). Panels:
+    The robustness figure of the package (docs/theory/experiments.md), drawn in one
+    style for ``nrnn robustness --plot`` and for the reproduction report
+    (:func:`plot_robustness_curves`). Panels:
     (a) white noise, (b) multiplicative noise, (c) salt and pepper, (d) adversarial
     (every attack present, one line style each). One colour per model; each curve
     starts at the clean accuracy (strength 0) and carries its confidence band. Several

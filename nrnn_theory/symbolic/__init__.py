@@ -5,21 +5,21 @@ Each ``*_expr`` builder derives an expression; the codegen gateway
 compare with the hand-written torch kernels (CONVENTIONS.md §4).
 
 ===============  ==============================================  =================================
-THEORY.md        symbolic                                        numeric
+docs/theory     symbolic                                        numeric
 ===============  ==============================================  =================================
-§2 drift, chain  ``dynamics.drift_expr``, ``clean_chain_expr``   ``drift``, ``rollout``
-§5 scalar lin.   ``regularizer.scalar_linear_regularizer_expr``  ``continuous_regularizer``
-§6 expansion     ``regularizer.expansion_expr``                  ``explicit_regularizer`` (V2)
-§6 Q-hat, R-hat  ``regularizer.regularizer_formula_expr``        ``explicit_regularizer``
-§6 NRNN, CE      ``regularizer.nrnn_regularizer_expr``           ``explicit_regularizer``
-§8               ``margins.margin_growth_expr``                  ``margins.margin_growth``
-§8, §9(f)        ``margins.margin_bound_expr``                   ``certified_margin`` (lipschitz)
-§9(b)            ``stability.difference_generator_expr``         (enters the three bounds below)
-§9(c)            ``stability.almost_sure_bound_expr``            ``check_stability`` (scalar)
-§9(d)            ``stability.almost_sure_bound_expr``            ``check_stability`` (diagonal)
-§9(e)            ``stability.mean_square_rate_expr``             ``check_stability`` (mean square)
-§10 V4           ``stability.gbm_exponent_expr``                 ``lyapunov_spectrum``, H = 1
-§10 V4           ``lyapunov.em_gbm_exponent_series_expr``        ``lyapunov_spectrum`` (frozen)
+model: drift     ``dynamics.drift_expr``, ``clean_chain_expr``   ``drift``, ``rollout``
+reg.: scalar    ``regularizer.scalar_linear_regularizer_expr``  ``continuous_regularizer``
+reg.: expansion ``regularizer.expansion_expr``                  ``explicit_regularizer`` (V2)
+reg.: Q, R      ``regularizer.regularizer_formula_expr``        ``explicit_regularizer``
+reg.: NRNN, CE  ``regularizer.nrnn_regularizer_expr``           ``explicit_regularizer``
+margins: growth  ``margins.margin_growth_expr``                  ``margins.margin_growth``
+margins: bound   ``margins.margin_bound_expr``                   ``certified_margin`` (lipschitz)
+stability (b)    ``stability.difference_generator_expr``         (enters the three bounds below)
+stability (c)    ``stability.almost_sure_bound_expr``            ``check_stability`` (scalar)
+stability (d)    ``stability.almost_sure_bound_expr``            ``check_stability`` (diagonal)
+stability (e)    ``stability.mean_square_rate_expr``             ``check_stability`` (mean square)
+oracles: V4      ``stability.gbm_exponent_expr``                 ``lyapunov_spectrum``, H = 1
+oracles: V4      ``lyapunov.em_gbm_exponent_series_expr``        ``lyapunov_spectrum`` (frozen)
 ===============  ==============================================  =================================
 """
 

@@ -36,5 +36,7 @@ beta = sp.Symbol("beta", nonnegative=True)
 mu = sp.Symbol("mu", nonnegative=True)
 a = sp.Symbol("a", nonnegative=True)
 lam = sp.Symbol("lambda", real=True)
-rho = sp.Symbol("rho", nonnegative=True)  # bound on the step-map norm (THEORY.md §9(f))
+rho = sp.Symbol(
+    "rho", nonnegative=True
+)  # bound on the step-map norm (docs/theory/stability.md (f))
 n_steps = sp.Symbol("M", integer=True, positive=True)  # sequence length

@@ -1,4 +1,5 @@
-r"""Symbolic NRNN: parameter symbols, drift, clean chain and readout loss (THEORY.md §2-3).
+r"""Symbolic NRNN: parameter symbols, drift, clean chain and readout loss (docs/theory/model.md,
+conventions.md).
 
 The symbolic counterpart of :mod:`nrnn_theory.dynamics` for small concrete sizes: every
 entry of :math:`A, W, U, b, V, c`, the inputs :math:`x_k`, the initial state, the

@@ -1,4 +1,5 @@
-r"""Symbolic small-step expansion of Euler-Maruyama Lyapunov exponents (THEORY.md §10 V4-V5).
+r"""Symbolic small-step expansion of Euler-Maruyama Lyapunov exponents (docs/theory/oracles.md
+V4-V5).
 
 The Euler-Maruyama chain of scalar geometric Brownian motion,
 :math:`x_{k+1} = (1 + \lambda\Delta t + \sigma\sqrt{\Delta t}\,\xi_k)x_k`, has the exact

@@ -1,4 +1,4 @@
-r"""Symbolic form of the certified margin bound (THEORY.md §8, §9(f)).
+r"""Symbolic form of the certified margin bound (docs/theory/margins.md, stability.md (f)).
 
 The sound global Lipschitz constant of a score gap :math:`s_y - s_j` of the clean
 NRNN over a sequence of :math:`M` steps,

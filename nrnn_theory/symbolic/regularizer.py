@@ -1,4 +1,4 @@
-r"""Symbolic derivation of the small-noise regularizer (THEORY.md §5-6).
+r"""Symbolic derivation of the small-noise regularizer (docs/theory/regularizer.md).
 
 Derives, rather than types in, the expansion
 
@@ -6,7 +6,7 @@ Derives, rather than types in, the expansion
           + \epsilon^3 c_3 + O(\epsilon^4)
 
 of the discrete chain :math:`h_{k+1} = h_k + s\odot f(h_k, x_k) + \epsilon\,G(h_k, x_k)
-\eta_k` for small concrete sizes, and checks it against THEORY.md §6:
+\eta_k` for small concrete sizes, and checks it against docs/theory/regularizer.md:
 :math:`c_1 = c_3 = 0` and :math:`c_2 = \tfrac12(\hat Q + \hat R)`.
 
 How the derivation works
@@ -20,8 +20,8 @@ power series in :math:`\epsilon` with exact polynomial arithmetic (sympy's spars
 polynomial rings), the loss is Taylor-expanded at :math:`\bar h_M`, and each
 coefficient is averaged over the draws with moments computed by ``sympy.stats``
 (standard normal; for ``"paper_code"`` also the centred uniform :math:`u - \tfrac12`,
-:math:`u\sim\mathcal U(0,1)`). Nothing of THEORY.md's result is used on this side; the
-formula side (:func:`regularizer_formula_expr`) runs THEORY.md's recursions
+:math:`u\sim\mathcal U(0,1)`). Nothing of the documented result is used on this side; the
+formula side (:func:`regularizer_formula_expr`) runs the recursions of docs/theory/regularizer.md
 :math:`\hat\Sigma_{k+1} = \tilde J_k\hat\Sigma_k\tilde J_k^\top + C_k`,
 :math:`m_{k+1} = \tilde J_km_k + \tfrac12s\odot(\mathrm{tr}\,\nabla^2f_i\,\hat\Sigma_k)_i`.
 
@@ -41,8 +41,8 @@ Noise models
 Also: the concrete NRNN regularizer as a sympy expression (:func:`nrnn_regularizer_expr`)
 for comparison with :func:`nrnn_theory.explicit_regularizer`, the continuous-time
 limit of the scalar linear SDE in closed form (:func:`scalar_linear_regularizer_expr`,
-THEORY.md §5), and :func:`derivation_text` / ``python -m nrnn_theory.symbolic.regularizer``
-to print a derivation.
+docs/theory/regularizer.md), and :func:`derivation_text` / ``python -m
+nrnn_theory.symbolic.regularizer`` to print a derivation.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class ChainSymbols:
         return sp.Matrix(self.H, self.H, lambda j, m: self.f[k, i, tuple(sorted((j, m)))])
 
     def noise_covariance(self, k: int) -> sp.Matrix:
-        r"""THEORY.md's :math:`C_k = G_kG_k^\top` for the noise model, at :math:`\bar h_k`.
+        r"""The documented :math:`C_k = G_kG_k^\top` for the noise model, at :math:`\bar h_k`.
 
         Parameters
         ----------
@@ -362,7 +362,8 @@ def _check_sizes(H: int, M: int, order: int, noise: str) -> None:
 
 # ---------------------------------------------------------------------- public builders
 def regularizer_formula_expr(cs: ChainSymbols) -> tuple[sp.Expr, sp.Expr]:
-    r"""THEORY.md §6's :math:`(\hat Q, \hat R)` from its recursions, in the chain's symbols.
+    r"""docs/theory/regularizer.md's :math:`(\hat Q, \hat R)` from its recursions, in the chain's
+    symbols.
 
     .. math:: \hat\Sigma_{k+1} = \tilde J_k\hat\Sigma_k\tilde J_k^\top + C_k,\quad
               m_{k+1} = \tilde J_km_k + \tfrac12 s\odot\big(\mathrm{tr}(\nabla^2f_i\,
@@ -370,7 +371,7 @@ def regularizer_formula_expr(cs: ChainSymbols) -> tuple[sp.Expr, sp.Expr]:
               \hat Q = 2g^\top m_M,
 
     with :math:`\tilde J_k = I + \mathrm{diag}(s)\,\partial_hf(\bar h_k)`. For the NRNN
-    drift :math:`\nabla^2f_i = \tanh''(z_i)w_iw_i^\top`, which gives THEORY.md's
+    drift :math:`\nabla^2f_i = \tanh''(z_i)w_iw_i^\top`, which gives the documented
     :math:`\hat v_k`.
 
     Parameters
@@ -407,7 +408,7 @@ def regularizer_formula_expr(cs: ChainSymbols) -> tuple[sp.Expr, sp.Expr]:
 
 @dataclass(frozen=True)
 class Expansion:
-    r"""A derived small-noise expansion and THEORY.md's formula in the same symbols.
+    r"""A derived small-noise expansion and the documented formula in the same symbols.
 
     Attributes
     ----------
@@ -416,7 +417,7 @@ class Expansion:
         :math:`\mathbb E[c_n]` for :math:`n = 0, \dots, \text{order}`, where
         :math:`\ell(h_M) - \ell(\bar h_M) = \sum_n\epsilon^nc_n`.
     Q, R : sympy.Expr
-        THEORY.md §6's :math:`\hat Q, \hat R` (:func:`regularizer_formula_expr`).
+        docs/theory/regularizer.md's :math:`\hat Q, \hat R` (:func:`regularizer_formula_expr`).
     """
 
     symbols: ChainSymbols
@@ -430,7 +431,10 @@ class Expansion:
         return 2 * self.coefficients[2]
 
     def difference(self) -> sp.Expr:
-        r"""Simplified :math:`\mathbb E[c_2] - \tfrac12(\hat Q + \hat R)`: 0 if THEORY.md holds."""
+        r"""Simplified :math:`\mathbb E[c_2] - \tfrac12(\hat Q + \hat R)`.
+
+        It is 0 if the documented formula holds.
+        """
         return sp.simplify(sp.expand(self.coefficients[2] - (self.Q + self.R) / 2))
 
     def odd_coefficients(self) -> tuple:
@@ -653,7 +657,7 @@ def nrnn_regularizer_fn(
     return fn, sym
 
 
-# ------------------------------------------------------------ continuous time (§5)
+# ------------------------------------ continuous time (docs/theory/regularizer.md)
 @dataclass(frozen=True)
 class ScalarLinearRegularizer:
     r"""Closed forms for :math:`dh = \lambda h\,dt + \epsilon(\sigma_1 + \sigma_2h)\,dB`.
@@ -689,10 +693,10 @@ def scalar_linear_regularizer_expr() -> ScalarLinearRegularizer:
     r"""Continuous-time limit of :math:`\hat R` for the scalar linear SDE, in closed form.
 
     The discrete :math:`\hat\Sigma_M = \sum_{k<M}(1+\lambda\Delta t)^{2(M-1-k)}\Delta t\,
-    (\sigma_1 + \sigma_2\bar h_k)^2` (THEORY.md §6 recursion, :math:`\bar h_k = h_0(1+
-    \lambda\Delta t)^k`) is summed by ``sympy.summation``, its limit at :math:`M = T/\Delta t`
-    taken by ``sympy.limit`` and compared with the moment ODE of THEORY.md §4 solved by
-    ``sympy.dsolve``:
+    (\sigma_1 + \sigma_2\bar h_k)^2` (docs/theory/regularizer.md recursion,
+    :math:`\bar h_k = h_0(1+\lambda\Delta t)^k`) is summed by ``sympy.summation``, its
+    limit at :math:`M = T/\Delta t` taken by ``sympy.limit`` and compared with the moment
+    ODE of docs/theory/regularizer.md solved by ``sympy.dsolve``:
 
     .. math:: \Sigma_T = \sigma_1^2\frac{e^{2\lambda T}-1}{2\lambda}
               + 2\sigma_1\sigma_2h_0\frac{e^{2\lambda T}-e^{\lambda T}}{\lambda}
@@ -783,7 +787,7 @@ def derivation_text(
     for n in range(1, order + 1):
         lines.append(f"eps^{n} : {show(e.coefficients[n])}")
     lines += [
-        "THEORY.md §6 recursions:",
+        "docs/theory/regularizer.md recursions:",
         f"  Q-hat = {show(e.Q)}",
         f"  R-hat = {show(e.R)}",
         f"simplify(E[eps^2 coefficient] - (Q-hat + R-hat)/2) = {e.difference()}",
@@ -793,7 +797,7 @@ def derivation_text(
         lin = scalar_linear_regularizer_expr()
         lines += [
             "Continuous-time limit, dh = lambda h dt + eps (sigma_1 + sigma_2 h) dB "
-            "(THEORY.md §5):",
+            "(docs/theory/regularizer.md):",
             f"  Sigma_T = lim_(dt->0) Sigma-hat_(T/dt) = {sp.sstr(lin.sigma_limit)}",
             "  moment ODE solution agrees: "
             + str(sp.simplify(lin.sigma_limit - lin.sigma_ode) == 0),
@@ -818,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m nrnn_theory.symbolic.regularizer",
-        description="Print the symbolic small-noise expansion (THEORY.md §5-6).",
+        description="Print the symbolic small-noise expansion (docs/theory/regularizer.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--hidden", type=int, default=1, help="hidden size H (<= 3)")

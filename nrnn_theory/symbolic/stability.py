@@ -1,4 +1,4 @@
-r"""Symbolic derivations of the stability bounds of THEORY.md §9.
+r"""Symbolic derivations of the stability bounds of docs/theory/stability.md.
 
 The numeric counterparts are in :mod:`nrnn_theory.stability`.
 
@@ -8,13 +8,13 @@ The numeric counterparts are in :mod:`nrnn_theory.stability`.
   two trajectories sharing the noise path, with scalar or diagonal multiplicative
   noise: :math:`2\Delta^\top F + \epsilon^2\sigma_2^2|\Delta|^2`.
 * :func:`mao_constants_expr` and :func:`almost_sure_bound_expr`: the constants
-  :math:`c_2, c_3` of Mao's theorem (THEORY.md §9(b)) and the resulting almost-sure
+  :math:`c_2, c_3` of Mao's theorem (docs/theory/stability.md (b)) and the resulting almost-sure
   exponent bounds :math:`\hat\lambda - \tfrac12\epsilon^2\sigma_2^2` (scalar) and
   :math:`\hat\lambda + \epsilon^2\sigma_2^2(\tfrac12 - \tfrac1{d_h})` (diagonal).
 * :func:`mean_square_rate_expr`: the rate :math:`\hat\lambda + \tfrac12\epsilon^2\sigma_2^2`
-  of :math:`(\mathbb E|\Delta|^2)^{1/2}` (THEORY.md §9(e)).
+  of :math:`(\mathbb E|\Delta|^2)^{1/2}` (docs/theory/stability.md (e)).
 * :func:`gbm_exponent_expr`: the exponent :math:`\lambda - \sigma^2/2` of scalar
-  geometric Brownian motion, by Itô's formula on :math:`\log|x|` (THEORY.md §10 V4).
+  geometric Brownian motion, by Itô's formula on :math:`\log|x|` (docs/theory/oracles.md V4).
 
 The one step not done by sympy in general dimension is the power-mean inequality
 :math:`\sum_i\Delta_i^4 \ge |\Delta|^4/d_h` behind the diagonal bound; it is checked
@@ -141,7 +141,8 @@ def power_mean_identity_expr(n: int) -> sp.Expr:
 
 @lru_cache(maxsize=32)
 def mao_constants_expr(structure: Literal["scalar", "diagonal"], n: int) -> tuple[sp.Expr, sp.Expr]:
-    r"""Mao's constants :math:`(c_2, c_3)` for :math:`V = |\Delta|^2` (THEORY.md §9(b)).
+    r"""Mao's constants :math:`(c_2, c_3)` for :math:`V = |\Delta|^2` (docs/theory/stability.md
+    (b)).
 
     :math:`c_2` bounds :math:`\mathcal LV/V` after the one-sided bound
     :math:`\Delta^\top F \le \hat\lambda|\Delta|^2`; :math:`c_3` bounds
@@ -185,7 +186,7 @@ def mao_constants_expr(structure: Literal["scalar", "diagonal"], n: int) -> tupl
 
 
 def mao_exponent_expr(c2: sp.Expr, c3: sp.Expr, p: int = 2) -> sp.Expr:
-    r"""Mao's almost-sure bound :math:`-(c_3 - 2c_2)/(2p)` (THEORY.md §9(b)).
+    r"""Mao's almost-sure bound :math:`-(c_3 - 2c_2)/(2p)` (docs/theory/stability.md (b)).
 
     Parameters
     ----------
@@ -202,7 +203,9 @@ def mao_exponent_expr(c2: sp.Expr, c3: sp.Expr, p: int = 2) -> sp.Expr:
 
 
 def almost_sure_bound_expr(structure: Literal["scalar", "diagonal"], n: int) -> sp.Expr:
-    r"""Almost-sure exponent bound for multiplicative noise, derived (THEORY.md §9(c)-(d)).
+    r"""Almost-sure exponent bound for multiplicative noise, derived.
+
+    Theory: docs/theory/stability.md (c)-(d).
 
     Parameters
     ----------
@@ -228,7 +231,7 @@ def almost_sure_bound_expr(structure: Literal["scalar", "diagonal"], n: int) -> 
 
 
 def mean_square_rate_expr(structure: Literal["scalar", "diagonal"] = "scalar", n: int = 2):
-    r"""Rate of :math:`(\mathbb E|\Delta|^2)^{1/2}`: :math:`c_2/2` (THEORY.md §9(e)).
+    r"""Rate of :math:`(\mathbb E|\Delta|^2)^{1/2}`: :math:`c_2/2` (docs/theory/stability.md (e)).
 
     From :math:`\tfrac{d}{dt}\mathbb E|\Delta|^2 = \mathbb E\mathcal LV \le
     c_2\mathbb E|\Delta|^2`; the same for both structures.
@@ -258,7 +261,7 @@ def gbm_exponent_expr() -> sp.Expr:
 
     Itô's formula on :math:`\log x` (:math:`x > 0`) gives
     :math:`d\log x = (\lambda - \sigma^2/2)\,dt + \sigma\,dB`, and
-    :math:`B_t/t \to 0` almost surely (THEORY.md §10 V4).
+    :math:`B_t/t \to 0` almost surely (docs/theory/oracles.md V4).
 
     Examples
     --------

@@ -11,7 +11,7 @@ and the allowed difference, so that a failing property test explains itself:
 * :func:`assert_agree_at_random_points`: two implementations of one formula (e.g. a
   lambdified sympy expression and a torch kernel) at random points, within a tolerance
   kind of :func:`~nrnn_theory.testing.tol`;
-* :func:`assert_gap_matches_regularizer`: the explicit regularizer of THEORY.md §6
+* :func:`assert_gap_matches_regularizer`: the explicit regularizer of docs/theory/regularizer.md
   against the antithetic Monte Carlo noisy-minus-clean loss gap.
 
 Examples
@@ -218,10 +218,10 @@ def assert_gap_matches_regularizer(
 
     The oracle is antithetic Monte Carlo (:func:`~nrnn_theory.estimate_noise_gap`): the
     batch-mean measured gap must lie within :data:`STATISTICAL_SIGMAS` standard errors
-    of the prediction :math:`\tfrac{\varepsilon^2}{2}(\hat Q + \hat R)` (THEORY.md §6),
-    plus the dropped :math:`O(\varepsilon^4)` terms. Antithetic pairs cancel the odd
-    orders, so the standard error shrinks like :math:`\varepsilon^4` too and those terms
-    stay visible at every level; by default they are bounded by
+    of the prediction :math:`\tfrac{\varepsilon^2}{2}(\hat Q + \hat R)`
+    (docs/theory/regularizer.md), plus the dropped :math:`O(\varepsilon^4)` terms. Antithetic pairs
+    cancel the odd orders, so the standard error shrinks like :math:`\varepsilon^4` too and those
+    terms stay visible at every level; by default they are bounded by
     :math:`2|r(2\varepsilon)|/16`, with :math:`r` the measured residual at twice the
     noise scale (one more estimate). A formula wrong at order :math:`\varepsilon^2`
     (a dropped or mis-scaled term) fails.

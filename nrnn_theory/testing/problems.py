@@ -1,4 +1,4 @@
-r"""Closed-form problems and exact references used as oracles (THEORY.md §10).
+r"""Closed-form problems and exact references used as oracles (docs/theory/oracles.md).
 
 Each function builds a problem whose answer is known independently of the code under
 test: a random NRNN of a chosen stability family whose one-sided constant is known by
@@ -122,7 +122,7 @@ def stability_family_params(
 
     With :math:`\alpha = 1`, :math:`A = -\gamma I + S` (:math:`S` skew-symmetric, so
     :math:`\mathrm{sym}\,A = -\gamma I`) and :math:`W` scaled to spectral norm
-    :math:`w`, the standard constant of THEORY.md §9 is exactly
+    :math:`w`, the standard constant of docs/theory/stability.md is exactly
     :math:`\lambda_* = -\gamma + w` (tanh has :math:`L_a = 1`):
 
     * ``"stable"``: :math:`\gamma > 0`, :math:`w = u\gamma` with :math:`u \in [0, 0.8]`,
@@ -329,7 +329,8 @@ def random_symmetric(
 
 
 def quadratic_problem(Hmat: torch.Tensor, *, generator: torch.Generator):
-    r"""The quadratic loss :math:`\tfrac12\theta^\top H\theta + b^\top\theta` of THEORY.md §10 V8.
+    r"""The quadratic loss :math:`\tfrac12\theta^\top H\theta + b^\top\theta` of
+    docs/theory/oracles.md V8.
 
     The parameter vector is split into two named blocks (``"x"`` of shape (n1,) and
     ``"y"`` of shape (n - n1,) reshaped to a column) so that layout and block code paths
@@ -399,7 +400,7 @@ def linear_params(A: torch.Tensor, *, dt: float, D: int = 1, C: int = 2) -> NRNN
 
 def em_linear_scalar_exponent(mu: complex, sigma: float, dt: float) -> float:
     r"""Exponent of :math:`I + \Delta tA + \sigma\sqrt{\Delta t}\xi_kI` for an eigenvalue
-    :math:`\mu` of :math:`A` (THEORY.md §10 V5): :math:`\mathbb E\log|1 + \Delta t\mu +
+    :math:`\mu` of :math:`A` (docs/theory/oracles.md V5): :math:`\mathbb E\log|1 + \Delta t\mu +
     \sigma\sqrt{\Delta t}\xi|/\Delta t`, by quadrature (split at the real root if any).
 
     Parameters
@@ -433,7 +434,7 @@ def scalar_pathwise_log_bound(
     :math:`\|((1+c)I + \Delta tK)x\|^2 = (1+c)^2 + 2(1+c)\Delta t\,x^\top Kx +
     \Delta t^2|Kx|^2`, and :math:`(1+c)x^\top Kx \le (1+c)\hat\lambda` if
     :math:`1+c\ge0`, :math:`\le|1+c|\kappa` otherwise (the discrete, pathwise form of
-    THEORY.md §9(c) used by the soundness tests).
+    docs/theory/stability.md (c) used by the soundness tests).
 
     Parameters
     ----------
@@ -462,7 +463,7 @@ def em_scalar_pathwise_rate(lam_hat: float, kappa: float, s: float, dt: float) -
 
     It bounds the top exponent of the Euler-Maruyama difference chain with scalar
     noise :math:`s = \epsilon\sigma_2` and tends to :math:`\hat\lambda - s^2/2` as
-    :math:`\Delta t \to 0` (THEORY.md §9(c)).
+    :math:`\Delta t \to 0` (docs/theory/stability.md (c)).
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ r"""From trained modules to the records the analysis functions take.
   protocol below); :func:`noise_from_module` its training noise.
 * :func:`params_from_torch_rnn` maps a ``torch.nn.RNN`` and its readout exactly.
 * :func:`import_authors_state_dict` reads a ``state_dict`` of the authors' public
-  NoisyRNN implementation (THEORY.md §3) into a :class:`~nrnn_theory.train.NoisyRNN`,
+  NoisyRNN implementation (docs/theory/conventions.md) into a :class:`~nrnn_theory.train.NoisyRNN`,
   so models trained with that code can be analysed and certified here.
 
 The authors' layout, in their row-vector convention (``h`` is a row, ``h @ A``):
@@ -76,7 +76,7 @@ def _nrnn_module(model: object) -> NoisyRNN:
         raise TypeError(
             f"model: expected a model of the NRNN family (NoisyRNN, LipschitzRNN, "
             f"AntisymmetricRNN), got {type(inner).__name__}; only models whose dynamics "
-            "are the NRNN drift of THEORY.md §2 have NRNNParams"
+            "are the NRNN drift of docs/theory/model.md have NRNNParams"
         )
     return inner
 
@@ -136,7 +136,7 @@ def params_from_torch_rnn(
 
     ``torch.nn.RNN`` computes
     :math:`h_{k+1} = \tanh(W_{hh}h_k + W_{ih}x_k + b_{ih} + b_{hh})` from
-    :math:`h_0 = 0`: the NRNN step (THEORY.md §2-3) with :math:`\Delta t = 1`,
+    :math:`h_0 = 0`: the NRNN step (docs/theory/model.md, conventions.md) with :math:`\Delta t = 1`,
     :math:`\alpha = 1`, :math:`A = -I`, since
     :math:`h + 1\cdot(-h + \tanh(z)) = \tanh(z)`.
 
@@ -260,7 +260,7 @@ def params_from_module(
     Returns
     -------
     NRNNParams
-        :math:`A, W` from the Lipschitz parametrization of THEORY.md §2, ``U, b, V, c``,
+        :math:`A, W` from the Lipschitz parametrization of docs/theory/model.md, ``U, b, V, c``,
         ``dt``, ``alpha`` and the per-unit ``step`` when the model learns one.
 
     Raises

@@ -1,9 +1,10 @@
 r"""What ``nrnn analyse`` and ``nrnn certify`` compute, for a model and tensors of your own.
 
 :func:`analyse_model` is ``nrnn analyse`` (the explicit small-noise regularizer of
-THEORY.md §6 with an optional antithetic Monte Carlo check, and the Hessian flatness of
-THEORY.md §7) and :func:`certify_model` is ``nrnn certify`` (the stability certificates
-of THEORY.md §9 beside measured Lyapunov exponents), as functions of a module or an
+docs/theory/regularizer.md with an optional antithetic Monte Carlo check, and the Hessian flatness
+of docs/theory/flatness.md) and :func:`certify_model` is ``nrnn certify`` (the stability
+certificates of docs/theory/stability.md beside measured Lyapunov exponents), as functions of a
+module or an
 :class:`~nrnn_theory.NRNNParams` and the evaluation tensors: the command line calls
 them, so that both give the same numbers for the same seed.
 
@@ -196,11 +197,11 @@ def analyse_model(
 ) -> ModelAnalysis:
     r"""The explicit regularizer and the Hessian flatness of a model: ``nrnn analyse``.
 
-    The regularizer (THEORY.md §6) is exact, per example, in float64:
+    The regularizer (docs/theory/regularizer.md) is exact, per example, in float64:
     :math:`\hat Q + \hat R` and the predicted noisy-minus-clean loss gap
     :math:`\tfrac{\varepsilon^2}{2}(\hat Q + \hat R)`, with the time steps whose noise
     contributes most to :math:`\hat R`; ``mc_pairs`` measures the gap by antithetic
-    Monte Carlo. The flatness (THEORY.md §7) is the Hessian of the clean mean
+    Monte Carlo. The flatness (docs/theory/flatness.md) is the Hessian of the clean mean
     cross-entropy with respect to all parameters of a float64 copy of the module in
     eval mode: its Hutchinson trace (per parameter tensor too) and top eigenvalues.
 
@@ -275,7 +276,7 @@ def analyse_model(
     summary: dict[str, dict[str, float]] = {}
     steps: tuple[StepShare, ...] = ()
     if regularizer:
-        params = _params(model, "the explicit regularizer (THEORY.md §6)")
+        params = _params(model, "the explicit regularizer (docs/theory/regularizer.md)")
         noise, source = _noise(model, noise)
         gen = torch.Generator(device=xs.device).manual_seed(seed) if mc_pairs else None
         reg = analyse_regularizer(params, xs, labels, noise, mc_pairs=mc_pairs, generator=gen)
@@ -333,7 +334,7 @@ def certify_model(
 ) -> StabilityReport:
     """The stability certificates of a model beside its measured exponents: ``nrnn certify``.
 
-    :func:`~nrnn_theory.stability_report` (THEORY.md §9) of the model's NRNN in float64,
+    :func:`~nrnn_theory.stability_report` (docs/theory/stability.md) of the model's NRNN in float64,
     without noise and with ``noise`` (default: the module's own training noise, if any),
     the exponents measured on ``xs`` from zero.
 
@@ -366,7 +367,7 @@ def certify_model(
 
     _check_count("k", k, 1)
     _check_count("seed", seed, 0)
-    params = _params(model, "the certificates of THEORY.md §9")
+    params = _params(model, "the certificates of docs/theory/stability.md")
     if k > params.hidden_size:
         raise ValueError(f"k: expected at most the hidden size {params.hidden_size}, got {k}")
     if noise is not None and not isinstance(noise, NoiseSpec):

@@ -1,4 +1,4 @@
-r"""Offline sequence-classification data as batch-first tensors (THEORY.md §11).
+r"""Offline sequence-classification data as batch-first tensors (docs/theory/experiments.md).
 
 :func:`load_task` returns a :class:`TaskData`: inputs ``x`` float32 (N, T, D) and labels
 ``y`` int64 (N,) for a training, a validation and a test split. Nothing is downloaded.
@@ -30,7 +30,7 @@ name                   source                                        T x D      
 Images are scaled to [0, 1] and read as pixel sequences, row by row
 (``pixels_per_step`` pixels per step, default 1). The permuted tasks apply
 ``torch.randperm(784)`` from a generator seeded with ``permutation_seed`` (default
-12008, the seed of the authors' code, THEORY.md §11) to the flattened pixels. UCR/UEA
+12008, the seed of the authors' code, docs/theory/experiments.md) to the flattened pixels. UCR/UEA
 series are used as stored (they are usually z-normalised); variable-length series are
 zero-padded at the start to the longest length.
 

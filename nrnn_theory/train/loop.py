@@ -1,7 +1,7 @@
 r"""Training: minibatch cross-entropy with noise injection, validation, checkpoints, resume.
 
 :func:`fit` minimises the mean cross-entropy of the model's logits, with the model in
-``train()`` mode so an NRNN injects its training noise (THEORY.md §2: training
+``train()`` mode so an NRNN injects its training noise (docs/theory/model.md: training
 minimises :math:`\mathbb E\,\ell(h^\epsilon_T)`, inference uses :math:`\epsilon = 0`).
 An optional ``penalty(model, xs, ys)`` is added to the loss (the explicit regularizer
 plugs in there: :func:`~nrnn_theory.train.explicit_regularizer_penalty`). Validation and
@@ -317,8 +317,9 @@ def lr_at_epoch(lr: float, epoch: int, lr_schedule: Sequence[int], lr_decay: flo
 def default_lr_schedule(epochs: int) -> tuple[int, ...]:
     """The default decay milestones of ``epochs`` epochs: ``(floor(0.9 * epochs),)``.
 
-    The authors' tuned runs decay the learning rate x0.1 at epoch 90 of 100 (THEORY.md
-    §11); this keeps that fraction for any length (none when it would be epoch 0).
+    The authors' tuned runs decay the learning rate x0.1 at epoch 90 of 100
+    (docs/theory/experiments.md); this keeps that fraction for any length (none when it would be
+    epoch 0).
 
     Parameters
     ----------
@@ -600,7 +601,7 @@ class FitSettings(Result):
     lr_schedule : tuple of int, optional
         Epochs (0-based) from which the learning rate is multiplied by ``lr_decay``.
         Unset (``None``): one decay at ``floor(0.9 * epochs)``, the authors' tuned
-        schedule (x0.1 at epoch 90 of 100, THEORY.md §11) scaled to ``epochs``
+        schedule (x0.1 at epoch 90 of 100, docs/theory/experiments.md) scaled to ``epochs``
         (none when that is epoch 0); resolved on construction, so a resumed run keeps
         its schedule. ``()``: no decay.
     lr_decay : float
@@ -632,7 +633,7 @@ class FitSettings(Result):
     (90,)
     """
 
-    # The defaults are those of the authors' driver (THEORY.md §11), shared by fit()
+    # The defaults are those of the authors' driver (docs/theory/experiments.md), shared by fit()
     # and ``nrnn train`` (which reads them from here).
     epochs: int = 35
     batch_size: int = 128
@@ -1008,7 +1009,7 @@ def fit(
     .. math:: \min_\theta\ \frac1N\sum_i \ell\big(\mathrm{model}_\theta(x_i;\,\eta_i), y_i\big)
               \;+\; \mathrm{penalty}(\theta)
 
-    with fresh noise draws :math:`\eta_i` for every batch (THEORY.md §2).
+    with fresh noise draws :math:`\eta_i` for every batch (docs/theory/model.md).
 
     Parameters
     ----------
@@ -1068,7 +1069,7 @@ def fit(
     -----
     RuntimeWarning
         When the final model's learned per-unit step has entries <= 0
-        (``FitHistory.step_check``; THEORY.md §3).
+        (``FitHistory.step_check``; docs/theory/conventions.md).
 
     Raises
     ------

@@ -1,4 +1,5 @@
-r"""Sequence classifiers: the noisy RNN of THEORY.md §2-3 and the baselines it is compared with.
+r"""Sequence classifiers: the noisy RNN of docs/theory/model.md, conventions.md and the baselines it
+is compared with.
 
 Every model maps batch-first inputs ``xs`` of shape (B, T, D) to logits (B, C).
 
@@ -9,7 +10,7 @@ Every model maps batch-first inputs ``xs`` of shape (B, T, D) to logits (B, C).
   Noise is injected in ``train()`` mode and switched off in ``eval()`` mode; ``noise=``
   overrides either.
 * :class:`LipschitzRNN` (the same model with noise off) and :class:`AntisymmetricRNN`
-  (``alpha = 0``, ``beta = 1``, THEORY.md §11) complete the NRNN family: all three have
+  (``alpha = 0``, ``beta = 1``, docs/theory/experiments.md) complete the NRNN family: all three have
   :class:`~nrnn_theory.NRNNParams` (see :func:`nrnn_theory.train.params_from_module`).
 * :class:`CoRNN`, :class:`LSTMClassifier` and :class:`GRUClassifier` are baselines with
   other dynamics.
@@ -124,7 +125,9 @@ def _noise_argument(noise: object) -> NoiseSpec | None:
 
 # ------------------------------------------------------------------------ NRNN family
 class NoisyRNN(nn.Module):
-    r"""Noisy Lipschitz RNN: the NRNN of THEORY.md §2-3 as a trainable classifier.
+    r"""Noisy Lipschitz RNN: the NRNN as a trainable classifier.
+
+    Theory: docs/theory/model.md, docs/theory/conventions.md.
 
     .. math::
         h_{k+1} = h_k + s\odot\big(\alpha A h_k + \tanh(W h_k + U x_k + b)\big)
@@ -135,7 +138,7 @@ class NoisyRNN(nn.Module):
 
     and likewise :math:`W` from :math:`M_W, \gamma_W`. The noise and its
     discretization are those of ``noise`` (Euler-Maruyama for ``"sde"``, the authors'
-    scheme for ``"paper_code"``; THEORY.md §3). The step :math:`s` is ``dt``, or a
+    scheme for ``"paper_code"``; docs/theory/conventions.md). The step :math:`s` is ``dt``, or a
     trainable per-unit step initialised to ``dt`` when ``learn_step=True`` (the
     authors' ``solver='noisy'``).
 
@@ -188,7 +191,8 @@ class NoisyRNN(nn.Module):
        Neural Networks", NeurIPS 2021.
     .. [2] N. B. Erichson, O. Azencot, A. Queiruga, L. Hodgkinson, M. W. Mahoney,
        "Lipschitz Recurrent Neural Networks", ICLR 2021.
-    .. [3] THEORY.md §2 (model), §3 (conventions), §11 (the authors' settings).
+    .. [3] docs/theory/model.md (model), docs/theory/conventions.md (conventions),
+       docs/theory/experiments.md (the authors' settings).
 
     Examples
     --------
@@ -356,7 +360,7 @@ class LipschitzRNN(NoisyRNN):
 
     .. math:: h_{k+1} = h_k + \Delta t\,\big(A h_k + \tanh(W h_k + U x_k + b)\big)
 
-    with :math:`A, W` in the :math:`(M, \beta, \gamma)` parametrization of THEORY.md §2.
+    with :math:`A, W` in the :math:`(M, \beta, \gamma)` parametrization of docs/theory/model.md.
     Same parameters and keyword arguments as :class:`NoisyRNN`, without ``noise``; the
     forward pass still accepts ``noise=`` to analyse the trained model under noise.
 
@@ -393,7 +397,7 @@ class LipschitzRNN(NoisyRNN):
 
 
 class AntisymmetricRNN(NoisyRNN):
-    r"""Antisymmetric RNN: ``alpha = 0``, ``beta = 1`` (THEORY.md §11).
+    r"""Antisymmetric RNN: ``alpha = 0``, ``beta = 1`` (docs/theory/experiments.md).
 
     .. math:: h_{k+1} = h_k + \Delta t\,\tanh\big((M_W - M_W^\top - \gamma I) h_k
               + U x_k + b\big)

@@ -1,7 +1,7 @@
 r"""Training penalties: the explicit small-noise regularizer instead of noise injection.
 
 Training an NRNN with noise minimises :math:`\mathbb E\,\ell(h^\epsilon_M)`; to second
-order in the noise (THEORY.md §5-6) that is the clean loss plus
+order in the noise (docs/theory/regularizer.md) that is the clean loss plus
 
 .. math:: \mathbb E\,\ell_{\rm train} - \ell_{\rm inference}
           = \underbrace{\ell(\bar h^{(s)}_M) - \ell(\bar h^{(d)}_M)}_{\text{mean shift}}
@@ -201,11 +201,11 @@ def explicit_regularizer_penalty(
     .. math:: \mathrm{penalty}(\theta) = \frac{\lambda}{K}\sum_{i<K}
               \tfrac{\epsilon^2}{2}\big(\hat Q_i(\theta) + \hat R_i(\theta)\big)
 
-    over the first :math:`K` examples of each batch (THEORY.md §6; for ``"paper_code"``
-    around the mean-step reference chain, as :func:`~nrnn_theory.explicit_regularizer`
-    defines :math:`\hat Q, \hat R`, without the mean-step shift: see the module
-    docstring), estimated without bias from probes (``"pathwise"``) or computed
-    exactly (``"exact"``). It is differentiable
+    over the first :math:`K` examples of each batch (docs/theory/regularizer.md; for
+    ``"paper_code"`` around the mean-step reference chain, as
+    :func:`~nrnn_theory.explicit_regularizer` defines :math:`\hat Q, \hat R`, without the mean-step
+    shift: see the module docstring), estimated without bias from probes (``"pathwise"``) or
+    computed exactly (``"exact"``). It is differentiable
     in the module's parameters: the NRNN parameters are taken with
     ``params_from_module(model, detach=False)``, so gradients flow through the
     Lipschitz parametrization to :math:`M_A, M_W, U, b, V, c` (and a learned step).
@@ -250,11 +250,11 @@ def explicit_regularizer_penalty(
     -----
     The model must train noise-free: ``fit`` calls :meth:`~ExplicitRegularizerPenalty.check_model`
     and refuses a model with training noise (the noise would then be counted twice).
-    Memory under autograd is :math:`O(K\,M\,H^2)` (THEORY.md §6, forward pass).
+    Memory under autograd is :math:`O(K\,M\,H^2)` (docs/theory/regularizer.md, forward pass).
 
     References
     ----------
-    .. [1] THEORY.md §5-6 (regularizer, recursions), §10 (oracles).
+    .. [1] docs/theory/regularizer.md (regularizer, recursions), docs/theory/oracles.md.
 
     Examples
     --------
