@@ -89,6 +89,7 @@ api_modules = [
     "nrnn_theory.train.user_files",
     "nrnn_theory.train.analysis",
     "nrnn_theory.experiments",
+    "nrnn_theory.experiments.executor",
     "nrnn_theory.testing",
     "nrnn_theory.testing.strategies",
     "nrnn_theory.testing.problems",

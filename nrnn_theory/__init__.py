@@ -44,8 +44,7 @@ Stability certificates (docs/theory/stability.md)
 Reachable sets and slope sectors (docs/theory/stability.md; nrnn_theory.reachability)
     reachable_set, reachable_sector, global_sector, sector_from_preactivation_boxes,
     tanh_slope_range, ReachableSet, SlopeSector
-LMI certificates in the best quadratic metric (docs/theory/stability.md;
-nrnn_theory.sdp_certificates)
+LMI certificates in the best metric (docs/theory/stability.md; nrnn_theory.sdp_certificates)
     check_stability_lmi, finite_horizon_certificate, minimal_stabilizing_noise_lmi,
     quadratic_condition, solve_lmi, verify_lmi, QuadraticCondition, LMISolution,
     LMIVerification

@@ -1163,7 +1163,7 @@ def format_stability_report(report: StabilityReport, *, details: bool = False) -
 # ============================================================================ learned step
 @dataclass(frozen=True)
 class StepCheck(Result):
-    r"""The sign of a model's Euler step :math:`s` (:func:`check_step`).
+    r"""The sign of a model's Euler step :math:`s` (:func:`~nrnn_theory.check_step`).
 
     Attributes
     ----------

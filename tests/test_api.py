@@ -198,8 +198,14 @@ def test_every_public_function_returns_frozen_typed_records():
     """A public function's result type, when it is a record of the package, is a frozen
     dataclass whose fields have real types (CONVENTIONS.md §11)."""
     seen: dict[type, list[str]] = {}
+    # The CLI modules import the numeric types for annotations only (TYPE_CHECKING), so
+    # that building a parser (``nrnn CMD --help``) does not import torch; their
+    # annotations resolve against the package's public names.
+    package_names = {name: getattr(nrnn_theory, name) for name in nrnn_theory.__all__}
     for qualname, fn in dict(_public_functions()).items():
-        hints = typing.get_type_hints(fn)  # also: every annotation resolves
+        cli = fn.__module__.startswith("nrnn_theory._cli")
+        # also: every annotation resolves
+        hints = typing.get_type_hints(fn, localns=package_names if cli else None)
         for cls in _classes_in(hints.get("return")):
             if _is_record(cls):
                 seen.setdefault(cls, []).append(qualname)

@@ -5,13 +5,13 @@ Each ``*_expr`` builder derives an expression; the codegen gateway
 compare with the hand-written torch kernels (CONVENTIONS.md §4).
 
 ===============  ==============================================  =================================
-docs/theory     symbolic                                        numeric
+docs/theory      symbolic                                        numeric
 ===============  ==============================================  =================================
 model: drift     ``dynamics.drift_expr``, ``clean_chain_expr``   ``drift``, ``rollout``
-reg.: scalar    ``regularizer.scalar_linear_regularizer_expr``  ``continuous_regularizer``
-reg.: expansion ``regularizer.expansion_expr``                  ``explicit_regularizer`` (V2)
-reg.: Q, R      ``regularizer.regularizer_formula_expr``        ``explicit_regularizer``
-reg.: NRNN, CE  ``regularizer.nrnn_regularizer_expr``           ``explicit_regularizer``
+reg.: scalar     ``regularizer.scalar_linear_regularizer_expr``  ``continuous_regularizer``
+reg.: expansion  ``regularizer.expansion_expr``                  ``explicit_regularizer`` (V2)
+reg.: Q, R       ``regularizer.regularizer_formula_expr``        ``explicit_regularizer``
+reg.: NRNN, CE   ``regularizer.nrnn_regularizer_expr``           ``explicit_regularizer``
 margins: growth  ``margins.margin_growth_expr``                  ``margins.margin_growth``
 margins: bound   ``margins.margin_bound_expr``                   ``certified_margin`` (lipschitz)
 stability (b)    ``stability.difference_generator_expr``         (enters the three bounds below)
