@@ -7,7 +7,8 @@ rounds, medians of per-round ratios):
 * **references** a user would otherwise write: the textbook loop with two matmuls per
   step over ``unbind`` views, differentiated by autograd; and the naive loop indexing
   ``Ux[:, t]`` on a tensor that requires grad, whose backward is quadratic in T
-  (ENVIRONMENT.md §4; timed once, outside the rounds, unless ``--no-naive``);
+  (docs/environment.md, *The time-loop pitfall*; timed once, outside the rounds,
+  unless ``--no-naive``);
 * **the arithmetic floor**: the matmul FLOPs of the step (T recurrent products forward,
   as many backward, the stacked weight gradients, projection and readout) divided by
   the GFLOP/s this machine measures now for the same shapes.

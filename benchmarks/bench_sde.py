@@ -8,10 +8,11 @@ Brownian path, then a cross-entropy loss of the final state and its gradient in
 * **package**: :func:`nrnn_theory.rollout` with ``eta`` = the path's increments / sqrt(dt)
   (the fused recurrence and its hand-written backward);
 * **reference**: ``torchsde.sdeint(method="euler")`` on a ``BrownianInterval`` built
-  with ``dt`` (without it every query is slow; ENVIRONMENT.md §8), with a drift and a
-  diffusion written as batched tensor expressions (the input projection computed once
-  and iterated with ``unbind``, so the reference does not pay the indexing pitfall of
-  ENVIRONMENT.md §4), differentiated by autograd;
+  with ``dt`` (without it every query is slow; docs/environment.md, *Test-only
+  oracles*), with a drift and a diffusion written as batched tensor expressions (the
+  input projection computed once and iterated with ``unbind``, so the reference does
+  not pay the indexing pitfall of docs/environment.md, *The time-loop pitfall*),
+  differentiated by autograd;
 * **floor**: the matmul FLOPs of the step divided by the GFLOP/s this machine measures
   now for the same shapes.
 

@@ -1,8 +1,9 @@
 """The input contract of the whole package: every boundary check and the generator rule.
 
 Every public function validates its arguments once, on entry, with these checks;
-inner loops never re-check (CONVENTIONS.md §3). Each check raises ``TypeError`` or
-``ValueError`` naming the argument, what was expected and what was given, e.g.
+inner loops never re-check (docs/contributing.md, *API conventions*). Each check
+raises ``TypeError`` or ``ValueError`` naming the argument, what was expected and what
+was given, e.g.
 ``xs: expected shape (?, ?, 3) (B, T, D) to match U (64, 3), got (8, 64, 5)``.
 
 The names here are public within the package (no leading underscore): any module may

@@ -1,8 +1,8 @@
 """The two records everything computes on: model parameters and noise specification.
 
-Both are frozen dataclasses validated on construction (docs/theory/model.md, conventions.md,
-CONVENTIONS.md §3). They hold tensors, not ``nn.Module`` objects, so every analysis
-is a pure function of them.
+Both are frozen dataclasses validated on construction (docs/theory/model.md, conventions.md;
+docs/contributing.md, *API conventions*). They hold tensors, not ``nn.Module``
+objects, so every analysis is a pure function of them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared fixtures and hypothesis profiles (CONVENTIONS.md §7).
+"""Shared fixtures and hypothesis profiles (docs/contributing.md, *Tests and tolerances*).
 
 No module-level seeding and no global default dtype: tests take the ``generator``
 fixture (seeded from the test's node id) and the ``float64`` fixture.

@@ -1,4 +1,7 @@
-"""Package-level invariants: explicit public API, one-way imports (CONVENTIONS.md §1-2)."""
+"""Package-level invariants: explicit public API, one-way imports.
+
+The rules are listed in docs/contributing.md, *Rules the tests enforce*.
+"""
 
 from __future__ import annotations
 
@@ -113,9 +116,10 @@ def _private_imports(path: Path) -> list[str]:
 
 
 def test_no_module_imports_another_modules_private_name():
-    # A leading underscore means "this module only" (CONVENTIONS.md §11): shared helpers
-    # get public names, in a private module (e.g. nrnn_theory._contract.check_xs) or in
-    # the module that owns the concept (package-internal: not in its ``__all__``).
+    # A leading underscore means "this module only" (docs/contributing.md, *Rules the
+    # tests enforce*): shared helpers get public names, in a private module (e.g.
+    # nrnn_theory._contract.check_xs) or in the module that owns the concept
+    # (package-internal: not in its ``__all__``).
     root = Path(nrnn_theory.__file__).parent
     found = [
         f"{path.relative_to(root)} imports {name}"
@@ -196,7 +200,8 @@ def _public_functions():
 
 def test_every_public_function_returns_frozen_typed_records():
     """A public function's result type, when it is a record of the package, is a frozen
-    dataclass whose fields have real types (CONVENTIONS.md §11)."""
+    dataclass whose fields have real types (docs/contributing.md, *Rules the tests
+    enforce*)."""
     seen: dict[type, list[str]] = {}
     # The CLI modules import the numeric types for annotations only (TYPE_CHECKING), so
     # that building a parser (``nrnn CMD --help``) does not import torch; their

@@ -1,5 +1,8 @@
-"""Tests of the sympy -> callable gateway (CONVENTIONS.md §4): the torch allow-list is
-pinned, gradients flow, rewrites and refusals behave as documented."""
+"""Tests of the sympy -> callable gateway (docs/contributing.md, *Symbolic to numeric*).
+
+The torch allow-list is pinned, gradients flow, rewrites and refusals behave as
+documented.
+"""
 
 from __future__ import annotations
 

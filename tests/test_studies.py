@@ -164,7 +164,8 @@ def test_stabilization_smoke_numbers_are_consistent(smoke_store):
 def test_continuum_smoke_numbers(smoke_store):
     entry = ResultStore(smoke_store / "results").load("theory/continuum")
     a, d = entry.arrays, entry.data
-    # first-order convergence of (Q_hat, R_hat) (CONVENTIONS.md order band)
+    # first-order convergence of (Q_hat, R_hat) (the "order" band of
+    # docs/contributing.md, *Tests and tolerances*)
     assert abs(d["regularizer"]["order_fine"] - 1.0) <= 0.2
     # the measured EM exponents agree with the exact chain exponents (4 SE)
     dev = np.abs(a["gbm_measured"] - a["gbm_exact"])

@@ -354,7 +354,9 @@ def test_baselines_train_through_fit(tiny):
 
 
 def test_two_gloo_processes_equal_single_process_training(digits):
-    """DDP with 2 gloo processes vs one process on the same global batches (ENVIRONMENT.md §5).
+    """DDP with 2 gloo processes vs one process on the same global batches.
+
+    Set-up and teardown as in docs/environment.md, *DDP on CPU*.
 
     float64 and noise on: every rank draws the noise of the whole global batch and uses
     its rows, so only the summation order of the gradient differs.

@@ -188,7 +188,8 @@ def run_continuum(
     return data, arrays
 
 
-#: Band around the theoretical order 1 (CONVENTIONS.md "order" tolerance).
+#: Band around the theoretical order 1 (the "order" band of docs/contributing.md,
+#: *Tests and tolerances*).
 ORDER_BAND = 0.2
 #: Largest change between successive local orders for the asymptotic regime.
 ORDER_DRIFT = 0.1

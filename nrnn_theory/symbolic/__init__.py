@@ -2,7 +2,8 @@
 
 Each ``*_expr`` builder derives an expression; the codegen gateway
 (:func:`to_numpy_fn`, :func:`to_torch_fn`) turns it into a callable that tests
-compare with the hand-written torch kernels (CONVENTIONS.md §4).
+compare with the hand-written torch kernels (docs/contributing.md, *Symbolic to
+numeric*).
 
 ===============  ==============================================  =================================
 docs/theory      symbolic                                        numeric

@@ -1,4 +1,6 @@
-"""The one gateway from sympy expressions to callables (CONVENTIONS.md §4).
+"""The one gateway from sympy expressions to callables.
+
+docs/contributing.md, *Symbolic to numeric*, states the rules implemented here.
 
 * :func:`to_numpy_fn` (the default): ``lambdify`` with common-subexpression
   elimination; constant results are broadcast to the shape of the first argument.

@@ -1,4 +1,4 @@
-"""Canonical sympy symbols with assumptions (CONVENTIONS.md §4).
+"""Canonical sympy symbols with assumptions (docs/contributing.md, *Symbolic to numeric*).
 
 Noise levels, steps and rates that are positive by definition are declared so,
 which lets ``simplify`` take square roots and absolute values correctly.

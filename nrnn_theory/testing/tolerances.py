@@ -1,4 +1,4 @@
-"""The one table of numerical tolerances (CONVENTIONS.md §7).
+"""The one table of numerical tolerances (docs/contributing.md, *Tests and tolerances*).
 
 Use ``tol(kind, dtype)`` and pass the result to ``torch.testing.assert_close`` or
 ``numpy.testing.assert_allclose``. Every override in a test carries a one-line reason.

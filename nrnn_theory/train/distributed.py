@@ -12,9 +12,9 @@ Two ways in:
   weights back through a file. The worker is a module-level function so that the
   ``spawn`` start method can pickle it.
 
-Teardown follows ENVIRONMENT.md §5, which made the occasional abort at interpreter
-exit disappear: drop the DDP model, ``gc.collect()``, ``barrier()``, then
-``destroy_process_group()`` (:func:`teardown`).
+Teardown follows docs/environment.md, *DDP on CPU*: the recipe that made the
+occasional abort at interpreter exit disappear. Drop the DDP model, ``gc.collect()``,
+``barrier()``, then ``destroy_process_group()`` (:func:`teardown`).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def init_from_env(device: str = "auto") -> DistributedContext | None:
 
 
 def teardown() -> None:
-    """Leave the process group cleanly (ENVIRONMENT.md §5).
+    """Leave the process group cleanly (docs/environment.md, *DDP on CPU*).
 
     Call it after the last reference to the ``DistributedDataParallel`` model is gone
     (:func:`~nrnn_theory.train.fit` drops its wrapper before returning).

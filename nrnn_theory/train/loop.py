@@ -1269,7 +1269,8 @@ def fit(
             stacklevel=2,
         )
     steps = run.step
-    del ddp_model, run  # ENVIRONMENT.md §5: drop the DDP wrapper before the process group
+    # docs/environment.md, *DDP on CPU*: drop the DDP wrapper before the process group
+    del ddp_model, run
     result = FitHistory(
         records=tuple(history),
         test_loss=_clean(test["loss"]) if test["loss"] is not None else None,
