@@ -361,3 +361,48 @@ def test_zoo_table_counts_the_seeds_with_a_learned_step_below_zero():
     table = zoo_table(recs, "digits")
     col = table.columns.index("learned step ≤ 0")
     assert [row[col] for row in table.rows] == ["1/2", "n/a"]
+
+
+def test_report_states_the_papers_direction_one_number_format_and_aligned_numbers():
+    """A synthetic report (no training): every claim section has its "Paper (abstract):"
+    line before its evidence table, no "+-" remains, numeric columns are right-aligned."""
+    from nrnn_theory.experiments.claims import TWIN
+    from nrnn_theory.experiments.report import ClaimSection, Report, render_html
+
+    keys = ("test_accuracy", "hessian_trace", "regularizer", "lyapunov_top")
+    values = {"nrnn_high": [0.9, 0.91, 0.92], TWIN: [0.88, 0.9, 0.9]}
+    recs = {
+        m: [
+            ({"seed": s, "num_classes": 10} | {k: v * (i + 1) for i, k in enumerate(keys)}, {})
+            for s, v in enumerate(vals)
+        ]
+        for m, vals in values.items()
+    }
+    evidence = zoo_evidence(recs, "digits")
+    claims = tuple(
+        ClaimSection(
+            key, c.title, c.statement, c.theory, tuple(evidence.get(key, ())), (), (), c.direction
+        )
+        for key, c in pipeline.CLAIMS.items()
+    )
+    report = Report("T", {}, claims, (zoo_table(recs, "digits"),))
+    md = render_markdown(report)
+    assert "+-" not in md and "eps^2" not in md and "<=" not in md
+    sections = md.split("\n## ")[1:]
+    for c in claims:
+        (section,) = [s for s in sections if s.startswith(f"{c.key}: ")]
+        paper = [line for line in section.splitlines() if line.startswith("Paper (abstract): ")]
+        assert len(paper) == 1 and c.direction in paper[0] and "Measured: " in paper[0]
+        assert section.index("Paper (abstract): ") < section.index("| evidence |")
+        assert "|---|---:|---:|---|---|" in section  # measured and interval right-aligned
+    flat = next(s for s in sections if s.startswith("C3a: "))
+    assert "Measured: [digits] NRNN (high noise) vs learned step, no noise: Hessian trace" in flat
+    assert "; interval [" in flat  # the line's own interval, not recomputed
+    assert "Measured: not measured at this scale." in next(s for s in sections if s[:3] == "C4:")
+    zoo = next(s for s in sections if s.startswith("Zoo summary"))
+    assert "|---|" + "---:|" * (len(report.tables[0].columns) - 1) in zoo
+    assert "λ₁ clean" in zoo and "±" in zoo
+    page = render_html(report, ".")
+    assert page.count("Paper (abstract): ") == len(claims)
+    assert '<th style="text-align:right">measured</th>' in page
+    assert '<td style="text-align:right">' in page and "+-" not in page

@@ -1,9 +1,10 @@
 """The paper's claims and the evidence for them: their text, the data it is computed
 from, and the rules that turn stored zoo analyses into evidence lines, verdicts, tables.
 
-:data:`CLAIMS` holds each claim's title, statement and theory reference (the report's
-sections, in order); :data:`Records` is the stored analyses of one task, the input of
-every rule here and of the zoo figures (:mod:`nrnn_theory.experiments.zoo_plots`).
+:data:`CLAIMS` holds each claim's title, statement, theory reference and the direction
+the paper's abstract states (:class:`Claim`; the report's sections, in order);
+:data:`Records` is the stored analyses of one task, the input of every rule here and of
+the zoo figures (:mod:`nrnn_theory.experiments.zoo_plots`).
 
 Every verdict here is computed by a stated rule from the stored numbers
 (:mod:`nrnn_theory.experiments.verdicts`); nothing is written by hand. The comparisons
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from nrnn_theory.experiments.zoo import MODEL_LABELS
 __all__ = [
     "ACCURACY_MARGIN",
     "CLAIMS",
+    "Claim",
     "FIXED_TWIN",
     "GAP_RTOL",
     "NEAR_CHANCE",
@@ -54,47 +56,72 @@ __all__ = [
     "zoo_table",
 ]
 
-#: The claims of the paper (docs/theory/index.md) in report order: key -> (title, statement,
-#: theory reference).
-CLAIMS: dict[str, tuple[str, str, str]] = {
-    "C1": (
+
+class Claim(NamedTuple):
+    """A claim of the paper: its report title, statement, theory pages, and the
+    direction of the effect the paper's abstract states (qualitative only: the paper's
+    numbers are not known here and are never quoted)."""
+
+    title: str
+    statement: str
+    theory: str
+    direction: str
+
+
+#: The claims of the paper (docs/theory/index.md) in report order.
+CLAIMS: dict[str, Claim] = {
+    "C1": Claim(
         "noisy RNNs are discretized SDEs",
         "RNNs trained with noise injected into their hidden states are discretizations "
         "of SDEs driven by the input data.",
         "docs/theory/model.md, conventions.md, regularizer.md",
+        "RNNs with noise injected into their hidden states are discretizations of SDEs "
+        "driven by the input data: the discrete model tends to its SDE as Δt → 0",
     ),
-    "C2": (
+    "C2": Claim(
         "small noise acts as an explicit regularizer",
         "For small noise, noise injection is approximately an explicit regularizer "
-        "eps^2/2 (Q + R), and training with noise lowers it.",
+        "ε²/2 (Q + R), and training with noise lowers it.",
         "docs/theory/regularizer.md",
+        "in the small-noise regime noise injection is approximately an explicit "
+        "regularizer: the noisy-minus-clean loss matches ε²/2 (Q + R)",
     ),
-    "C3a": (
+    "C3a": Claim(
         "noise promotes flatter minima",
         "The implicit regularization promotes flatter minima of the loss.",
         "docs/theory/flatness.md",
+        "noise-trained models have flatter minima: smaller Hessian trace than their "
+        "noise-free twin",
     ),
-    "C3b": (
+    "C3b": Claim(
         "noise biases training towards more stable dynamics",
         "The implicit regularization biases training towards more stable dynamics.",
         "docs/theory/regularizer.md, stability.md",
+        "noise biases training towards more stable dynamics: a lower top Lyapunov "
+        "exponent λ₁ than the noise-free twin",
     ),
-    "C3c": (
+    "C3c": Claim(
         "noise favours larger classification margins",
         "In classification, the implicit regularization favours larger margins.",
         "docs/theory/margins.md",
+        "noise-trained classifiers have larger classification margins than their noise-free twin",
     ),
-    "C4": (
+    "C4": Claim(
         "global stability conditions and stochastic stabilization",
         "Sufficient conditions for global stability hold; multiplicative noise can make "
         "unstable dynamics stable.",
         "docs/theory/stability.md",
+        "sufficient conditions certify global stability, and noise injection can "
+        "stabilize (stochastic stabilization): an unstable model has a negative top "
+        "exponent under enough multiplicative noise",
     ),
-    "C5": (
+    "C5": Claim(
         "robustness at comparable clean accuracy",
         "Noisy RNNs are more robust to input perturbations at inference, at comparable "
         "clean accuracy.",
         "docs/theory/experiments.md",
+        "noise-trained RNNs have improved robustness to various input perturbations "
+        "than their noise-free twin",
     ),
 }
 
@@ -128,7 +155,7 @@ def robust_score(data: Mapping[str, Any]) -> float:
 
 
 def fgsm_score(data: Mapping[str, Any]) -> float:
-    """Accuracy under FGSM (l_inf) at eps = 0.03 (``nan`` if not measured)."""
+    """Accuracy under FGSM (l_inf) at ε = 0.03 (``nan`` if not measured)."""
     acc = (data.get("robust_accuracy") or {}).get("fgsm_linf") or {}
     return stored_float(acc.get(FGSM_EPS, math.nan))
 
@@ -284,7 +311,7 @@ def regularizer_gap_evidence(records: Records) -> Evidence:
             rel.append(err / abs(pred) if pred else math.inf)
             ok.append(err <= 4 * se + GAP_RTOL * abs(pred))
     rule = (
-        f"supported if on every trained NRNN-family model |MC - prediction| <= 4 SE + "
+        f"supported if on every trained NRNN-family model |MC - prediction| ≤ 4 SE + "
         f"{GAP_RTOL:.0%} of the prediction; not supported if on none; else inconclusive"
     )
     if not n:
@@ -298,7 +325,7 @@ def regularizer_gap_evidence(records: Records) -> Evidence:
         )
     verdict = "supported" if all(ok) else ("not supported" if not any(ok) else "inconclusive")
     return Evidence(
-        "predicted gap (mean shift + eps^2/2 (Q+R)) vs Monte Carlo, trained models",
+        "predicted gap (mean shift + ε²/2 (Q + R)) vs Monte Carlo, trained models",
         f"{sum(ok)}/{n} models agree; median relative error {fmt(float(np.median(rel)), 2)}",
         f"max relative error {fmt(float(np.max(rel)), 2)}",
         "n/a",
@@ -427,9 +454,9 @@ def zoo_table(records: Records, task: str) -> Table:
         "Mean ± standard deviation over seeds. Q + R, λ₁ (per unit time, finite-time "
         "exponent over the sequence) and certificates exist only for the NRNN family "
         "(n/a otherwise). The regularizer and the noisy exponent use the small reference "
-        "noise (paper_code, a = mu = 0.02) for every model. Margins: median over correctly "
-        "classified examples of the smallest l2 perturbation an attack finds. Learned "
+        "noise (paper_code, a = μ = 0.02) for every model. Margins: median over correctly "
+        "classified examples of the smallest ℓ₂ perturbation an attack finds. Learned "
         "step ≤ 0: seeds whose learned per-unit step has entries ≤ 0 at the selected "
         "epoch (the map steps against its drift there; docs/theory/conventions.md)."
     )
-    return Table(f"Zoo summary: {task}", columns, tuple(rows), note)
+    return Table(f"Zoo summary: {task}", columns, tuple(rows), note, columns[1:])

@@ -76,7 +76,7 @@ __all__ = [
 _FIGURES = {
     "flatness": ("C3a", "Hessian trace and top eigenvalue against the training noise"),
     "lyapunov": ("C3b", "Lyapunov spectra, clean and along a frozen noise path"),
-    "margins": ("C3c", "Distribution of the empirical l2 input margins"),
+    "margins": ("C3c", "Distribution of the empirical ℓ₂ input margins"),
     "robustness": ("C5", "Accuracy under the four inference-time perturbations"),
     "correlation": ("C5", "Robust accuracy against regularizer, flatness, exponent, margin"),
 }
@@ -234,14 +234,15 @@ def build_report(
     claims = tuple(
         ClaimSection(
             key,
-            title,
-            statement,
-            theory,
+            claim.title,
+            claim.statement,
+            claim.theory,
             tuple(evidence[key]),
             tuple(figures[key]),
             tuple(notes[key]),
+            claim.direction,
         )
-        for key, (title, statement, theory) in CLAIMS.items()
+        for key, claim in CLAIMS.items()
     )
     return Report(
         "Noisy RNNs: the paper's claims, checked",

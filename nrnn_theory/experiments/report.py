@@ -19,9 +19,13 @@ from nrnn_theory.experiments.verdicts import Verdict
 
 __all__ = [
     "COMBINATION_RULE",
+    "EVIDENCE_COLUMNS",
+    "EVIDENCE_NUMERIC",
     "ClaimSection",
     "Evidence",
     "anchor",
+    "measured_summary",
+    "paper_line",
     "Report",
     "Table",
     "combine_verdicts",
@@ -40,6 +44,12 @@ COMBINATION_RULE = (
     "'(context)' — the effect of the learned step, which is not a claim of the paper — "
     "are shown beside the claim and not counted."
 )
+
+
+#: The columns of a claim's evidence table, and those of them that hold numbers (shown
+#: right-aligned, formatted to significant digits by :func:`~nrnn_theory.experiments._helpers.fmt`).
+EVIDENCE_COLUMNS = ("evidence", "measured", "95% interval", "effect", "verdict")
+EVIDENCE_NUMERIC = frozenset({"measured", "95% interval"})
 
 
 def combine_verdicts(verdicts: Iterable[Verdict]) -> Verdict:
@@ -85,7 +95,12 @@ class Evidence(Result):
 
 @dataclass(frozen=True)
 class ClaimSection(Result):
-    """A claim of the paper with the evidence computed for it."""
+    """A claim of the paper with the evidence computed for it.
+
+    ``direction`` is the direction of the effect the paper's abstract states,
+    qualitatively (never a number of the paper); the report shows it beside the
+    measured effect of the first counted evidence line (:func:`paper_line`).
+    """
 
     key: str
     title: str
@@ -94,6 +109,7 @@ class ClaimSection(Result):
     evidence: tuple[Evidence, ...]
     figures: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    direction: str = ""
 
     @property
     def verdict(self) -> Verdict:
@@ -101,14 +117,55 @@ class ClaimSection(Result):
         return combine_verdicts(e.verdict for e in self.evidence if e.counts)
 
 
+def _is_measured(e: Evidence) -> bool:
+    return not (e.measured in ("", "n/a") or e.measured.startswith("no "))
+
+
+def measured_summary(section: ClaimSection) -> str:
+    """The measured effect of the claim's first counted evidence line, with its interval
+    and effect size as the table shows them, or ``"not measured at this scale"`` (no
+    counted line, or its first has no measured value).
+
+    Examples
+    --------
+    >>> e = Evidence("a vs b", "1 vs 2 (Δ = -1, n = 3)", "[-1.5, -0.5]", "n/a", "supported", "")
+    >>> measured_summary(ClaimSection("C", "t", "s", "th", (e,)))
+    'a vs b: 1 vs 2 (Δ = -1, n = 3); interval [-1.5, -0.5]'
+    >>> measured_summary(ClaimSection("C", "t", "s", "th", ()))
+    'not measured at this scale'
+    """
+    counted = [e for e in section.evidence if e.counts]
+    if not counted or not _is_measured(counted[0]):
+        return "not measured at this scale"
+    e = counted[0]
+    out = f"{e.label}: {e.measured}"
+    if any(ch.isdigit() for ch in e.interval):
+        out += f"; interval {e.interval}"
+    else:
+        out += "; no interval"
+    if e.effect and e.effect != "n/a":
+        out += f"; {e.effect}"
+    return out
+
+
+def paper_line(section: ClaimSection) -> str:
+    """``"Paper (abstract): <direction>. Measured: <measured_summary>."``"""
+    direction = section.direction or "(no direction stated)"
+    return f"Paper (abstract): {direction}. Measured: {measured_summary(section)}."
+
+
 @dataclass(frozen=True)
 class Table(Result):
-    """A plain table (title, column headers, rows of pre-formatted cells)."""
+    """A plain table (title, column headers, rows of pre-formatted cells).
+
+    ``numeric`` names the columns that hold numbers: the report right-aligns them.
+    """
 
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     note: str = ""
+    numeric: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,13 +194,18 @@ def _contents(report: Report) -> list[str]:
     return heads
 
 
-def _md_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def _md_table(
+    columns: Sequence[str], rows: Iterable[Sequence[str]], numeric: Iterable[str] = ()
+) -> list[str]:
+    """A Markdown table; the columns named in ``numeric`` are right-aligned (``---:``)."""
+
     def esc(c: str) -> str:
         return str(c).replace("|", "\\|").replace("\n", " ")
 
+    numeric = set(numeric)
     out = [
         "| " + " | ".join(esc(c) for c in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
+        "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|",
     ]
     out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return out
@@ -170,9 +232,11 @@ def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
             "",
             f"Theory: {c.theory}. Verdict: **{c.verdict}**.",
             "",
+            paper_line(c),
+            "",
         ]
         rows = [(e.label, e.measured, e.interval, e.effect, e.shown_verdict) for e in c.evidence]
-        lines += _md_table(("evidence", "measured", "95% interval", "effect", "verdict"), rows)
+        lines += _md_table(EVIDENCE_COLUMNS, rows, EVIDENCE_NUMERIC)
         rules = sorted({e.rule for e in c.evidence if e.rule})
         if rules:
             lines += ["", "Rules: " + "; ".join(rules) + "."]
@@ -183,7 +247,7 @@ def render_markdown(report: Report, *, figure_dir: str = "figures") -> str:
             lines += ["", f"![{caption}]({figure_dir}/{name}.png)", "", f"*{caption}*"]
         lines.append("")
     for t in report.tables:
-        lines += [f"## {t.title}", ""] + _md_table(t.columns, t.rows)
+        lines += [f"## {t.title}", ""] + _md_table(t.columns, t.rows, t.numeric)
         if t.note:
             lines += ["", t.note]
         lines.append("")
@@ -207,14 +271,34 @@ def _cls(verdict: str) -> str:
     return verdict.replace(" ", "-")
 
 
-def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]], verdict_col: int = -1):
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
+_RIGHT = ' style="text-align:right"'
+
+
+def _html_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    verdict_col: int = -1,
+    numeric: Iterable[str] = (),
+):
+    """An HTML table; the columns named in ``numeric`` are right-aligned."""
+    numeric = set(numeric)
+    right = [c in numeric for c in columns]
+    out = [
+        "<table><tr>"
+        + "".join(
+            f"<th{_RIGHT if r else ''}>{html.escape(c)}</th>"
+            for c, r in zip(columns, right, strict=True)
+        )
+        + "</tr>"
+    ]
     for row in rows:
         cells = []
         for i, c in enumerate(row):
             cls = ""
             if verdict_col >= 0 and i == verdict_col:
                 cls = f' class="{_cls(str(c).removesuffix(" (context)"))}"'
+            if i < len(right) and right[i]:
+                cls += _RIGHT
             cells.append(f"<td{cls}>{html.escape(str(c))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -264,12 +348,9 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
             f"<p>Theory: {html.escape(c.theory)}. Verdict: "
             f"<span class='{_cls(c.verdict)}'>{c.verdict}</span>.</p>"
         )
+        parts.append(f"<p class='paper'>{html.escape(paper_line(c))}</p>")
         rows = [(e.label, e.measured, e.interval, e.effect, e.shown_verdict) for e in c.evidence]
-        parts.append(
-            _html_table(
-                ("evidence", "measured", "95% interval", "effect", "verdict"), rows, verdict_col=4
-            )
-        )
+        parts.append(_html_table(EVIDENCE_COLUMNS, rows, verdict_col=4, numeric=EVIDENCE_NUMERIC))
         rules = sorted({e.rule for e in c.evidence if e.rule})
         if rules:
             parts.append("<p><small>Rules: " + html.escape("; ".join(rules)) + ".</small></p>")
@@ -286,7 +367,7 @@ def render_html(report: Report, figure_dir: str | Path) -> str:
             )
     for t in report.tables:
         parts.append(f"<h2 id='{anchor(t.title)}'>{html.escape(t.title)}</h2>")
-        parts.append(_html_table(t.columns, t.rows))
+        parts.append(_html_table(t.columns, t.rows, numeric=t.numeric))
         if t.note:
             parts.append(f"<p><small>{html.escape(t.note)}</small></p>")
     parts.append("</body></html>")

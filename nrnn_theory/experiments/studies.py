@@ -111,7 +111,7 @@ STUDIES: dict[str, Study] = {
     "regularizer_law": Study(
         "regularizer_law",
         "C2",
-        "Noise injection vs its explicit regularizer across eps",
+        "Noise injection vs its explicit regularizer across ε",
         run_regularizer_law,
         _plot("regularizer_law"),
         evidence_regularizer_law,
@@ -127,7 +127,7 @@ STUDIES: dict[str, Study] = {
     "continuum": Study(
         "continuum",
         "C1",
-        "Discrete NRNN to SDE as dt -> 0",
+        "Discrete NRNN to SDE as Δt → 0",
         run_continuum,
         _plot("continuum"),
         evidence_continuum,

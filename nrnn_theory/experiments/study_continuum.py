@@ -218,16 +218,16 @@ def evidence_continuum(entry) -> list[Evidence]:
     order = float(reg["order_fine"])
     lines = [
         Evidence(
-            label="discrete regularizer (Q_hat, R_hat) -> continuous (Q, R) as dt -> 0",
-            measured=f"order {order:.3g} (finest 3 levels); {reg['order']:.3g} overall",
-            interval=f"{1 - ORDER_BAND:g} to {1 + ORDER_BAND:g} (band around theory 1)",
+            label="discrete regularizer (Q̂, R̂) → continuous (Q, R) as Δt → 0",
+            measured=f"order {fmt(order)} (finest 3 levels); {fmt(reg['order'])} overall",
+            interval=f"{fmt(1 - ORDER_BAND)} to {fmt(1 + ORDER_BAND)} (band around theory 1)",
             effect=(
                 f"finest error {reg['finest_error']:.2g}; last local orders "
                 + ", ".join(f"{x:.3f}" for x in local[-3:])
             ),
             verdict=common.rule_verdict(abs(order - 1.0) <= ORDER_BAND, drift < ORDER_DRIFT),
             rule=(
-                f"supported if the order on the three finest levels is within 1 +- "
+                f"supported if the order on the three finest levels is within 1 ± "
                 f"{ORDER_BAND} (docs/theory/regularizer.md: first order) once successive "
                 f"local orders differ by < {ORDER_DRIFT}; not supported if outside; "
                 "inconclusive while the local orders still drift"
@@ -245,19 +245,19 @@ def evidence_continuum(entry) -> list[Evidence]:
     lines.append(
         Evidence(
             label=(
-                f"Euler-Maruyama GBM exponent -> lambda - sigma^2/2 = {cont:.3g} "
-                f"(lambda, sigma = {gbm['lam']:g}, {gbm['sigma']:g})"
+                f"Euler-Maruyama GBM exponent → λ - σ²/2 = {fmt(cont)} "
+                f"(λ, σ = {gbm['lam']:g}, {gbm['sigma']:g})"
             ),
-            measured=f"extrapolated to dt = 0: {a_:.3g} +- {fmt(se, 2)}",
-            interval=f"{a_ - 1.96 * se:.3g} to {a_ + 1.96 * se:.3g}",
-            effect=f"slope in dt {fit['slope']:.3g} (V4 first-order term "
+            measured=f"extrapolated to Δt = 0: {fmt(a_)} ± {fmt(se, 2)}",
+            interval=f"{fmt(a_ - 1.96 * se)} to {fmt(a_ + 1.96 * se)}",
+            effect=f"slope in Δt {fit['slope']:.3g} (V4 first-order term "
             f"{gbm['first_order_coefficient']:.3g})",
             verdict=common.rule_verdict(ok, resolved),
             rule=(
-                "weighted linear fit of the measured exponent in dt: supported if the "
+                "weighted linear fit of the measured exponent in Δt: supported if the "
                 "intercept is within 3 SE + the fit's predicted bias (the same fit applied "
-                "to the exact chain exponents) of lambda - sigma^2/2, not supported if not; "
-                "inconclusive if 3 SE exceeds the discretization effect at the coarsest dt"
+                "to the exact chain exponents) of λ - σ²/2, not supported if not; "
+                "inconclusive if 3 SE exceeds the discretization effect at the coarsest Δt"
             ),
         )
     )

@@ -52,7 +52,7 @@ def _draw_regularizer_law(entry, figure_dir: str | os.PathLike) -> list[Path]:
             ms=3.5,
             mfc="none",
             color=col,
-            label=f"{lab}: Monte Carlo $\\pm$2 SE",
+            label=f"{lab}: Monte Carlo ± 2 SE",
         )
         rel, se = np.abs(a[f"{conv}/rel_error"]), a[f"{conv}/rel_error_se"]
         fit = {k: float(v) for k, v in d[conv]["fit"].items()}
@@ -131,7 +131,7 @@ def _draw_stabilization(entry, figure_dir: str | os.PathLike) -> list[Path]:
     for i, col in zip(picks, shades, strict=True):
         ax1.errorbar(
             sigma, mean[i], yerr=2 * a["stderr"][i], fmt="o-", ms=3, lw=1.0, color=col,
-            label=rf"measured $\pm$2 SE, $\hat\lambda$={lam[i]:.2f}",
+            label=rf"measured ± 2 SE, $\hat\lambda$={lam[i]:.2f}",
         )  # fmt: skip
         ax1.plot(sigma, a["bound"][i], "--", color=col, lw=1.0)
     ax1.plot([], [], "--", color="0.3", lw=1.0, label=r"certified $\hat\lambda-\sigma^2/2$")
@@ -163,7 +163,7 @@ def _draw_continuum(entry, figure_dir: str | os.PathLike) -> list[Path]:
     fit = {k: float(v) for k, v in g["fit"].items()}
     xs = np.linspace(0.0, gd.max() * 1.05, 50)
     ax1.errorbar(
-        gd, gm, yerr=2 * gse, fmt="o", color=_MEASURED, ms=3.5, label="measured (QR) $\\pm$2 SE"
+        gd, gm, yerr=2 * gse, fmt="o", color=_MEASURED, ms=3.5, label="measured (QR) ± 2 SE"
     )
     ax1.plot(gd, gex, "s", mfc="none", color="k", ms=5, label="exact chain (quadrature)")
     if math.isfinite(fit["slope"]):

@@ -204,15 +204,15 @@ def _prediction_evidence(conv: str, first: dict[str, float]) -> Evidence:
     resolved = 4.0 * se <= 0.5 * abs(first["noise_gap"])
     verdict = common.rule_verdict(abs(diff) <= allowed, resolved)
     return Evidence(
-        label=f"{conv}: prediction eps^2/2 (Q+R) vs Monte Carlo at eps = {first['eps']:.3g}",
-        measured=f"MC {first['plain']:.4g} vs predicted {first['predicted']:.4g}",
-        interval=f"{first['plain'] - 1.96 * se:.4g} to {first['plain'] + 1.96 * se:.4g}",
+        label=f"{conv}: prediction ε²/2 (Q + R) vs Monte Carlo at ε = {first['eps']:.3g}",
+        measured=f"MC {fmt(first['plain'], 4)} vs predicted {fmt(first['predicted'], 4)}",
+        interval=f"{fmt(first['plain'] - 1.96 * se, 4)} to {fmt(first['plain'] + 1.96 * se, 4)}",
         effect=f"relative difference {diff / first['noise_gap']:+.2%}",
         verdict=verdict,
         rule=(
-            "plain antithetic MC (no control variate) at the smallest eps: supported if "
-            "|MC - prediction| <= 4 SE + remainder (|control-variate residual| + 4 of its SE,"
-            " the measured O(eps^4) term), not supported if beyond; inconclusive if 4 SE "
+            "plain antithetic MC (no control variate) at the smallest ε: supported if "
+            "|MC - prediction| ≤ 4 SE + remainder (|control-variate residual| + 4 of its SE,"
+            " the measured O(ε⁴) term), not supported if beyond; inconclusive if 4 SE "
             "exceeds half the predicted gap"
         ),
     )
@@ -229,26 +229,26 @@ def _order_evidence(conv: str, fit: dict[str, float], break_eps: float) -> Evide
     drifting = abs(small_end - 2.0) < abs(large_end - 2.0)
     if not ok and drifting:
         resolved = False
-    broke = f"breaks (|rel. error| > {BREAK_THRESHOLD:.0%}) at eps ~ {fmt(break_eps)}"
+    broke = f"breaks (|rel. error| > {BREAK_THRESHOLD:.0%}) at ε ≈ {fmt(break_eps)}"
     if not math.isfinite(break_eps):
-        broke = f"relative error <= {BREAK_THRESHOLD:.0%} on the whole grid"
+        broke = f"relative error ≤ {BREAK_THRESHOLD:.0%} on the whole grid"
     return Evidence(
-        label=f"{conv}: order of the relative error in eps (theory 2)",
-        measured=f"slope {fmt(slope)} +- {fmt(se, 2)} ({int(fit['n'])} points)",
+        label=f"{conv}: order of the relative error in ε (theory 2)",
+        measured=f"slope {fmt(slope)} ± {fmt(se, 2)} ({int(fit['n'])} points)",
         interval=(
-            f"{slope - 3 * se:.3g} to {slope + 3 * se:.3g} (3 SE)" if math.isfinite(se) else "n/a"
+            f"{fmt(slope - 3 * se)} to {fmt(slope + 3 * se)} (3 SE)" if math.isfinite(se) else "n/a"
         ),
         effect=(
-            f"local slope {fmt(small_end)} (smallest eps) to {fmt(large_end)}; expansion {broke}"
+            f"local slope {fmt(small_end)} (smallest ε) to {fmt(large_end)}; expansion {broke}"
         ),
         verdict=common.rule_verdict(ok, resolved),
         rule=(
             "weighted log-log fit of |gap - prediction| / prediction on the smallest "
-            f"<= {LAW_FIT_POINTS} resolved (>= 3 SE) eps of the small-eps half, before any "
-            "sign change: supported if slope +- 3 SE contains 2; not supported if not and "
-            "the local slope does not approach 2 as eps decreases (else pre-asymptotic: "
+            f"≤ {LAW_FIT_POINTS} resolved (≥ 3 SE) ε of the small-ε half, before any "
+            "sign change: supported if slope ± 3 SE contains 2; not supported if not and "
+            "the local slope does not approach 2 as ε decreases (else pre-asymptotic: "
             f"inconclusive); inconclusive with < 3 points or 3 SE > {ORDER_RESOLUTION} (too "
-            "wide to tell an O(eps^4) from an O(eps^3) remainder)"
+            "wide to tell an O(ε⁴) from an O(ε³) remainder)"
         ),
     )
 

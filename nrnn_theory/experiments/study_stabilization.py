@@ -226,23 +226,23 @@ def evidence_stabilization(entry) -> list[Evidence]:
     i_w, j_w = np.unravel_index(int(np.argmax(excess)), excess.shape)
     lines = [
         Evidence(
-            label="soundness: measured top exponent <= certified a.s. bound where it holds",
+            label="soundness: measured top exponent ≤ certified a.s. bound where it holds",
             measured=(
                 f"{n_cert - int((excess > 0).sum())}/{n_cert} certified points within; "
-                f"tightest: measured {mean[i_w, j_w]:.3g} vs bound {bound[i_w, j_w]:.3g}"
+                f"tightest: measured {fmt(mean[i_w, j_w])} vs bound {fmt(bound[i_w, j_w])}"
                 if n_cert
                 else "no certified point"
             ),
             interval=(
-                f"+-{1.96 * se[i_w, j_w]:.2g} (1.96 SE) at sigma = {sigma[j_w]:.3g}"
+                f"± {fmt(1.96 * se[i_w, j_w], 2)} (1.96 SE) at σ = {fmt(sigma[j_w])}"
                 if n_cert
                 else "n/a"
             ),
             effect=f"largest measured - (bound + slack) = {fmt(worst)}",
             verdict=common.rule_verdict(n_cert > 0 and worst <= 0, n_cert > 0),
             rule=(
-                "supported if at every (model, sigma) where the certificate holds the "
-                "measured exponent <= bound + 3 SE + dt kappa^2/2 (finite-time and O(dt) "
+                "supported if at every (model, σ) where the certificate holds the "
+                "measured exponent ≤ bound + 3 SE + Δt κ²/2 (finite-time and O(Δt) "
                 "slack, docs/theory/stability.md (c), (f)); not supported if any exceeds it"
             ),
         )
@@ -255,15 +255,15 @@ def evidence_stabilization(entry) -> list[Evidence]:
         i = int(np.nonzero(stabilized)[0][-1])
         j = int(np.nonzero(stable_cert[i])[0][0])
         measured = (
-            f"lambda_hat = {a['lambda_hat'][i]:.3g}: {mean[i, 0]:.3g} at sigma = 0 -> "
-            f"{mean[i, j]:.3g} at sigma = {sigma[j]:.3g}"
+            f"λ̂ = {fmt(a['lambda_hat'][i])}: {fmt(mean[i, 0])} at σ = 0 → "
+            f"{fmt(mean[i, j])} at σ = {fmt(sigma[j])}"
         )
-        interval = f"+-{1.96 * se[i, j]:.2g} (1.96 SE)"
+        interval = f"± {fmt(1.96 * se[i, j], 2)} (1.96 SE)"
     else:
         measured, interval = "no model clearly stabilized on the grid", "n/a"
     lines.append(
         Evidence(
-            label="stochastic stabilization: unstable at sigma = 0, stable under certified noise",
+            label="stochastic stabilization: unstable at σ = 0, stable under certified noise",
             measured=measured,
             interval=interval,
             effect=f"{int(stabilized.sum())}/{int(unstable0.sum())} unstable models stabilized",
@@ -271,8 +271,8 @@ def evidence_stabilization(entry) -> list[Evidence]:
             if stabilized.any()
             else ("not supported" if never.any() else "inconclusive"),
             rule=(
-                "supported if a model with measured exponent - 3 SE > 0 at sigma = 0 has "
-                "exponent + 3 SE < 0 at a sigma where the certificate holds; not supported "
+                "supported if a model with measured exponent - 3 SE > 0 at σ = 0 has "
+                "exponent + 3 SE < 0 at a σ where the certificate holds; not supported "
                 "if such an unstable model is never clearly stable on a certified grid; "
                 "inconclusive otherwise"
             ),
@@ -294,13 +294,13 @@ def evidence_stabilization(entry) -> list[Evidence]:
     r = np.asarray(ratios)
     lines.append(
         Evidence(
-            label="measured zero crossing vs certified minimal noise sqrt(2 lambda_hat)",
+            label="measured zero crossing vs certified minimal noise √(2 λ̂)",
             measured=(
-                f"ratio crossing/certified: median {np.median(r):.3g} ({r.size} models)"
+                f"ratio crossing/certified: median {fmt(float(np.median(r)))} ({r.size} models)"
                 if r.size
                 else "no crossing on the grid"
             ),
-            interval=f"{r.min():.3g} to {r.max():.3g} (range)" if r.size else "n/a",
+            interval=f"{fmt(float(r.min()))} to {fmt(float(r.max()))} (range)" if r.size else "n/a",
             effect=(
                 "certificate "
                 + ("conservative by " + f"{1 - np.median(r):.0%}" if r.size else "untested")
@@ -308,9 +308,9 @@ def evidence_stabilization(entry) -> list[Evidence]:
             verdict=common.rule_verdict(not contradicted, checked > 0),
             rule=(
                 "the certificate is sufficient: supported if, for every model unstable at "
-                "sigma = 0, the measured exponent at the first certified grid sigma is not "
-                "clearly positive (mean - 3 SE - dt kappa^2/2 <= 0); not supported "
-                "otherwise; inconclusive if no unstable model reaches a certified sigma"
+                "σ = 0, the measured exponent at the first certified grid σ is not "
+                "clearly positive (mean - 3 SE - Δt κ²/2 ≤ 0); not supported "
+                "otherwise; inconclusive if no unstable model reaches a certified σ"
             ),
         )
     )

@@ -137,7 +137,7 @@ def plot_lyapunov(records: Records, stem: str | Path, *, task: str = "") -> tupl
         ax.set_xlabel("exponent index i")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
-    axes[0, 0].set_ylabel("lambda_i (per unit time)")
+    axes[0, 0].set_ylabel("λᵢ (per unit time)")
     _figure_legend(fig, axes)
     fig.suptitle(f"Lyapunov spectra of the input-driven dynamics ({task})")
     return save_figure(fig, stem)
@@ -165,7 +165,7 @@ def plot_margins(records: Records, stem: str | Path, *, task: str = "") -> tuple
         )
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("l2 distance to the decision boundary (attack)")
+    ax.set_xlabel("ℓ₂ distance to the decision boundary (attack)")
     ax.set_ylabel("fraction of examples")
     if drawn:
         ax.legend(loc="best")
@@ -413,7 +413,7 @@ def plot_correlations(records: Records, stem: str | Path, *, task: str = "") -> 
         ("regularizer", "regularizer Q + R (reference noise)"),
         ("hessian_trace", "Hessian trace"),
         ("lyapunov_top", "top Lyapunov exponent"),
-        ("empirical_margin_median", "median empirical l2 margin"),
+        ("empirical_margin_median", "median empirical ℓ₂ margin"),
     )
     fig, axes = new_figure(1, 4, width=2.5, height=2.5, sharey=True)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
@@ -428,7 +428,7 @@ def plot_correlations(records: Records, stem: str | Path, *, task: str = "") -> 
                 ys.append(y[ok])
         if xs and np.concatenate(xs).size >= 3:
             rho = stats.spearmanr(np.concatenate(xs), np.concatenate(ys)).statistic
-            ax.set_title(f"{title}\nSpearman rho = {rho:.2f}", fontsize=8)
+            ax.set_title(f"{title}\nSpearman ρ = {rho:.2f}", fontsize=8)
         else:
             ax.set_title(f"{title}\n(too few points)", fontsize=8)
     axes[0, 0].set_ylabel("robust accuracy (mean over sweeps)")
