@@ -274,11 +274,13 @@ def test_noisy_models_are_paired_with_the_matched_twin_and_the_step_is_context()
     noisy_lines = [e for e in c5 if e.counts]
     step_lines = [e for e in c5 if not e.counts]
     assert noisy_lines and all("learned step, no noise" in e.label for e in noisy_lines)
-    assert noisy_lines[0].verdict == "supported"  # clean accuracy not worse than the twin
+    clean = next(e for e in noisy_lines if "clean accuracy not worse" in e.label)
+    assert clean.verdict == "supported"  # clean accuracy not worse than the twin
+    assert "FGSM" in noisy_lines[0].label  # the headline line first
     assert step_lines and "step effect" in step_lines[0].label
     assert step_lines[0].verdict == "not supported"  # learned vs fixed step: lower accuracy
     # the uncounted step line does not turn the claim's verdict
-    section = ClaimSection("C5", "t", "s", "th", (noisy_lines[0], step_lines[0]))
+    section = ClaimSection("C5", "t", "s", "th", (clean, step_lines[0]))
     assert section.verdict == "supported"
     # without the matched twin, the fixed-step model is the twin (older runs)
     old = zoo_evidence(_zoo({"nrnn_high": [0.9, 0.9], FIXED_TWIN: [0.9, 0.9]}), "digits")
