@@ -9,7 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN := torch==2.13.0
-PYTEST_ARGS ?=
+# The slowest tests of each tier are listed at the end of its run (the CI budget).
+PYTEST_ARGS ?= --durations=12
 
 .PHONY: demo test test-fast lint format docs bench clean
 
