@@ -19,6 +19,8 @@ Brownian path, then a cross-entropy loss of the final state and its gradient in
 Both must give the same result: the script checks that the final states and the
 gradients agree (float32, relative 1e-4 on the states, 1e-3 on the gradients) before it
 prints the timings. dt is a power of two so that torchsde's time grid is exact.
+``--profile`` prints, after the timing table, ``torch.profiler``'s self-CPU breakdown by
+operator of one package run and of one torchsde run (both warm).
 Target (issue 18): package >= 3x faster than torchsde. ``torchsde`` is in the test
 extra (``pip install -e ".[test]"``).
 """
@@ -54,6 +56,16 @@ def problem(B: int, T: int, H: int, D: int, C: int, seed: int = 0):
     return params, noise, xs, ys, dt
 
 
+def profile_breakdown(name: str, fn, row_limit: int = 12) -> None:
+    """Self-CPU time of one warm ``fn()`` by operator, as ``torch.profiler``'s table."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    print(f"\n{name}: one forward + backward under torch.profiler, by self CPU time")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
@@ -63,6 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu-time", action="store_true", help="time CPU seconds")
+    parser.add_argument("--profile", action="store_true", help="profile one run of each")
     args = parser.parse_args(argv)
     try:
         import torchsde
@@ -144,6 +157,9 @@ def main(argv=None) -> int:
                    floor_s)]))  # fmt: skip
     print(f"torchsde/package = {cmp.ratios['torchsde/package']:.2f}x (target >= 3), "
           f"package/floor = {cmp.times['package'] / floor_s:.2f}x")  # fmt: skip
+    if args.profile:
+        profile_breakdown("package", package)
+        profile_breakdown("torchsde", reference)
     return 0
 
 
