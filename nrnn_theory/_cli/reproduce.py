@@ -8,8 +8,10 @@ inconclusive at this scale).
 
 Presets (expected wall time):
   smoke     seconds; for tests
-  quick     sklearn digits (T = 64), 8 models x 4 seeds: about 5 minutes on a 2-core CPU
-  standard  + MNIST-5k pixels, permuted pixels, a UCR task: about 2 hours on a 2-core CPU
+  quick     sklearn digits (T = 64), 4 core models x 3 seeds, 100 epochs: about 9 minutes
+            on a 2-core CPU
+  standard  digits, all 9 zoo models x 3 seeds, 150 epochs: about 45 minutes on a 2-core
+            CPU (MNIST-5k and the UCR tasks run with --task)
   full      full pixel MNIST / permuted MNIST / ECG5000 from local files (--data-root);
             for a GPU machine (several hours)
 
