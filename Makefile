@@ -4,7 +4,6 @@
 # docs/environment.md explains the machines), then the package with its test, data and
 # docs extras. A stamp file skips the installs on re-runs until setup.cfg changes.
 
-SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -44,22 +43,9 @@ format: $(STAMP)
 
 # The slow tier includes tests/test_docs.py, which builds this documentation (warnings
 # are errors, tutorials executed) and checks the built site.
-#
-# The two tiers run side by side, one pytest process each (2 cores: the slow tier alone
-# is ~15 minutes, the fast one ~7; in sequence they would exceed CI's 20-minute budget).
-# Every output line is tagged [fast] or [slow]; each tier's summary is printed again at
-# the end, and the target fails if either tier fails.
 test: lint
-	@rm -f .test-fast.log .test-slow.log
-	@set -o pipefail; \
-	{ $(BIN)/python -m pytest -m "not slow" --hypothesis-profile=ci $(PYTEST_ARGS) 2>&1 \
-	    | tee .test-fast.log | sed -u 's/^/[fast] /'; } & fast=$$!; \
-	{ $(BIN)/python -m pytest -m slow --hypothesis-profile=ci $(PYTEST_ARGS) 2>&1 \
-	    | tee .test-slow.log | sed -u 's/^/[slow] /'; }; slow_rc=$$?; \
-	wait $$fast; fast_rc=$$?; \
-	echo "== fast tier: $$(tail -n 1 .test-fast.log)"; \
-	echo "== slow tier: $$(tail -n 1 .test-slow.log)"; \
-	test $$fast_rc -eq 0 && test $$slow_rc -eq 0
+	$(BIN)/python -m pytest -m "not slow" --hypothesis-profile=ci $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow --hypothesis-profile=ci $(PYTEST_ARGS)
 
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" --hypothesis-profile=ci $(PYTEST_ARGS)
